@@ -1,0 +1,49 @@
+# Two commands: `make run` (set up and start the server) and `make test` (set up, lint, test).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+BUF    := node_modules/.bin/buf
+LISTEN ?= 127.0.0.1:50051
+
+.PHONY: setup run test proto proto-check lint bench clean
+
+$(STAMP): pyproject.toml client/pyproject.toml examples/xcron-example-jobs/pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ./client -e '.[dev]' -e ./examples/xcron-example-jobs
+	touch $@
+
+$(BUF): package.json
+	npm install --no-audit --no-fund --no-package-lock --loglevel=error
+	touch $@
+
+setup: $(STAMP) $(BUF)
+
+run: $(STAMP)
+	$(BIN)/xcron-server --listen $(LISTEN) --schedule-file xcron.xml --data-dir .xcron-data
+
+proto: $(STAMP)
+	scripts/gen-proto.sh client
+
+# Regenerates into a scratch folder and compares with what is committed.
+proto-check: $(STAMP)
+	@tmp=$$(mktemp -d) && scripts/gen-proto.sh $$tmp && \
+	if diff -r -q $$tmp/xcron/v1 client/xcron/v1 -x __pycache__ -x __init__.py -x py.typed; then \
+	  echo "generated code is fresh"; rm -rf $$tmp; \
+	else echo "generated code is stale: run 'make proto' and commit"; rm -rf $$tmp; exit 1; fi
+
+lint: setup
+	$(BUF) lint
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: setup proto-check lint
+	$(BIN)/pytest
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""xcron client."""

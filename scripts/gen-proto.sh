@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Generates the Python stubs (xcron.v1) from protos/ into the folder given (default: client/).
+# One command for `make proto` and for the freshness check in `make test`.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+out=${1:-"$here/client"}
+venv_bin="$here/.venv/bin"
+mkdir -p "$out"
+PATH="$venv_bin:$PATH" "$venv_bin/python" -m grpc_tools.protoc \
+  -I "$here/protos" \
+  --python_out="$out" \
+  --grpc_python_out="$out" \
+  --mypy_out="$out" \
+  --mypy_grpc_out="$out" \
+  $(cd "$here/protos" && find xcron -name '*.proto' | sort)

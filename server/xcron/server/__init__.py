@@ -1,0 +1,1 @@
+"""xcron server."""
