@@ -1,0 +1,1 @@
+"""The gRPC API layer: proto <-> domain at the edge, domain errors -> status codes."""

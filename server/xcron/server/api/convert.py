@@ -1,0 +1,277 @@
+"""Proto <-> domain conversion. Protobuf types stop here; the core never sees them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime, time, timedelta
+
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from xcron.server.core.errors import InvalidArgument
+from xcron.server.core.events import BatchKind, JobStatus, WatchBatch
+from xcron.server.core.model import (
+    DEFAULT_MAX_CATCHUP_RUNS,
+    CalendarSpec,
+    CronSpec,
+    ExecutionState,
+    IntervalSpec,
+    JobState,
+    MisfirePolicy,
+    OverlapPolicy,
+    ParameterSpec,
+    ParameterType,
+    ParameterValue,
+    Schedule,
+    Trigger,
+)
+from xcron.server.core.service import JobView
+from xcron.server.stores.state import ExecutionRecord, ScheduleRecord
+from xcron.v1 import job_service_pb2 as pb
+
+JOB_STATES = {
+    JobState.NOT_YET_RUN: pb.JOB_STATE_NOT_YET_RUN,
+    JobState.RUNNING: pb.JOB_STATE_RUNNING,
+    JobState.COMPLETED: pb.JOB_STATE_COMPLETED,
+    JobState.ABORTED: pb.JOB_STATE_ABORTED,
+    JobState.CANCELLED: pb.JOB_STATE_CANCELLED,
+}
+EXECUTION_STATES = {
+    ExecutionState.RUNNING: pb.EXECUTION_STATE_RUNNING,
+    ExecutionState.COMPLETED: pb.EXECUTION_STATE_COMPLETED,
+    ExecutionState.ABORTED: pb.EXECUTION_STATE_ABORTED,
+    ExecutionState.CANCELLED: pb.EXECUTION_STATE_CANCELLED,
+}
+TRIGGERS = {Trigger.MANUAL: pb.TRIGGER_MANUAL, Trigger.SCHEDULE: pb.TRIGGER_SCHEDULE}
+PARAMETER_TYPES = {
+    ParameterType.STRING: pb.PARAMETER_TYPE_STRING,
+    ParameterType.INT: pb.PARAMETER_TYPE_INT,
+    ParameterType.BOOL: pb.PARAMETER_TYPE_BOOL,
+    ParameterType.DOUBLE: pb.PARAMETER_TYPE_DOUBLE,
+    ParameterType.TIMESTAMP: pb.PARAMETER_TYPE_TIMESTAMP,
+    ParameterType.DURATION: pb.PARAMETER_TYPE_DURATION,
+}
+MISFIRE = {
+    MisfirePolicy.RUN_ONCE: pb.MISFIRE_POLICY_RUN_ONCE,
+    MisfirePolicy.SKIP: pb.MISFIRE_POLICY_SKIP,
+    MisfirePolicy.RUN_ALL: pb.MISFIRE_POLICY_RUN_ALL,
+}
+OVERLAP = {
+    OverlapPolicy.SKIP: pb.OVERLAP_POLICY_SKIP,
+    OverlapPolicy.BUFFER_ONE: pb.OVERLAP_POLICY_BUFFER_ONE,
+    OverlapPolicy.CANCEL_OTHER: pb.OVERLAP_POLICY_CANCEL_OTHER,
+}
+MISFIRE_FROM = {v: k for k, v in MISFIRE.items()} | {pb.MISFIRE_POLICY_UNSPECIFIED: MisfirePolicy.RUN_ONCE}
+OVERLAP_FROM = {v: k for k, v in OVERLAP.items()} | {pb.OVERLAP_POLICY_UNSPECIFIED: OverlapPolicy.SKIP}
+WATCH_KINDS = {BatchKind.SNAPSHOT: pb.WATCH_EVENT_KIND_SNAPSHOT, BatchKind.CHANGES: pb.WATCH_EVENT_KIND_CHANGES}
+
+_MAX_SECONDS = 253402300799  # 9999-12-31T23:59:59Z, the end of Timestamp's range
+
+
+def timestamp(value: datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    ts = Timestamp()
+    ts.FromDatetime(value.astimezone(UTC))
+    return ts
+
+
+def from_timestamp(ts: Timestamp, field: str) -> datetime:
+    if not -62135596800 <= ts.seconds <= _MAX_SECONDS or not 0 <= ts.nanos < 1_000_000_000:
+        raise InvalidArgument(field, "timestamp is out of range")
+    return ts.ToDatetime(tzinfo=UTC)
+
+
+def duration(value: timedelta) -> Duration:
+    d = Duration()
+    d.FromTimedelta(value)
+    return d
+
+
+def from_duration(d: Duration, field: str) -> timedelta:
+    if abs(d.seconds) > 10_000 * 366 * 86400 or abs(d.nanos) >= 1_000_000_000:
+        raise InvalidArgument(field, "duration is out of range")
+    return d.ToTimedelta()
+
+
+def parameter_value(value: ParameterValue) -> pb.ParameterValue:
+    if isinstance(value, bool):
+        return pb.ParameterValue(bool_value=value)
+    if isinstance(value, int):
+        return pb.ParameterValue(int_value=value)
+    if isinstance(value, float):
+        return pb.ParameterValue(double_value=value)
+    if isinstance(value, str):
+        return pb.ParameterValue(string_value=value)
+    if isinstance(value, datetime):
+        return pb.ParameterValue(timestamp_value=timestamp(value))
+    return pb.ParameterValue(duration_value=duration(value))
+
+
+def from_parameter_value(value: pb.ParameterValue, field: str) -> ParameterValue:
+    kind = value.WhichOneof("kind")
+    match kind:
+        case "string_value":
+            return value.string_value
+        case "int_value":
+            return value.int_value
+        case "bool_value":
+            return value.bool_value
+        case "double_value":
+            return value.double_value
+        case "timestamp_value":
+            return from_timestamp(value.timestamp_value, field)
+        case "duration_value":
+            return from_duration(value.duration_value, field)
+    raise InvalidArgument(field, "no value set (set exactly one of string_value, int_value, bool_value, ...)")
+
+
+def from_parameters(values: Mapping[str, pb.ParameterValue], field: str = "parameters") -> dict[str, ParameterValue]:
+    return {name: from_parameter_value(v, f"{field}.{name}") for name, v in values.items()}
+
+
+def parameter_declaration(spec: ParameterSpec) -> pb.ParameterDeclaration:
+    return pb.ParameterDeclaration(
+        name=spec.name,
+        type=PARAMETER_TYPES[spec.type],
+        required=spec.required and spec.default is None,
+        default_value=parameter_value(spec.default) if spec.default is not None else None,
+        description=spec.description,
+    )
+
+
+def schedule(s: Schedule, record: ScheduleRecord | None = None, next_times: list[datetime] = ()) -> pb.Schedule:  # type: ignore[assignment]
+    out = pb.Schedule(
+        start_time=timestamp(s.start),
+        end_time=timestamp(s.end),
+        time_zone=s.time_zone,
+        misfire_policy=MISFIRE[s.misfire_policy],
+        misfire_grace_period=duration(s.misfire_grace) if s.misfire_grace else None,
+        max_catchup_runs=s.max_catchup_runs,
+        overlap_policy=OVERLAP[s.overlap_policy],
+        next_fire_times=[timestamp(t) for t in next_times],
+    )
+    for name, value in s.parameters.items():
+        out.parameters[name].CopyFrom(parameter_value(value))
+    spec = s.spec
+    if isinstance(spec, IntervalSpec):
+        out.interval.interval.CopyFrom(duration(spec.every))
+    elif isinstance(spec, CalendarSpec):
+        out.calendar.days.extend(sorted(spec.days))
+        out.calendar.time_of_day.hours = spec.time_of_day.hour
+        out.calendar.time_of_day.minutes = spec.time_of_day.minute
+        out.calendar.time_of_day.seconds = spec.time_of_day.second
+    else:
+        out.cron.expression = spec.expression
+    if record is not None:
+        if record.last_fire is not None:
+            out.last_fire_time.CopyFrom(timestamp(record.last_fire))
+        out.overlap_skipped_count = record.overlap_skipped
+        out.misfire_skipped_count = record.misfire_skipped
+    return out
+
+
+def from_schedule(s: pb.Schedule, field: str, now: datetime) -> Schedule:
+    kind = s.WhichOneof("spec")
+    spec: IntervalSpec | CalendarSpec | CronSpec
+    if kind == "interval":
+        spec = IntervalSpec(every=from_duration(s.interval.interval, f"{field}.interval.interval"))
+    elif kind == "calendar":
+        days = set()
+        for day in s.calendar.days:
+            if not 1 <= day <= 7:
+                raise InvalidArgument(f"{field}.calendar.days", f"{day} is not a day of the week (1 = Monday … 7)")
+            days.add(int(day))
+        tod = s.calendar.time_of_day
+        if not (0 <= tod.hours <= 23 and 0 <= tod.minutes <= 59 and 0 <= tod.seconds <= 59):
+            raise InvalidArgument(
+                f"{field}.calendar.time_of_day", f"{tod.hours:02}:{tod.minutes:02}:{tod.seconds:02} is not a time of day"
+            )
+        spec = CalendarSpec(days=frozenset(days), time_of_day=time(tod.hours, tod.minutes, tod.seconds))
+    elif kind == "cron":
+        spec = CronSpec(expression=s.cron.expression.strip())
+    else:
+        raise InvalidArgument(field, "set one of interval, calendar or cron")
+    if s.max_catchup_runs < 0:
+        raise InvalidArgument(f"{field}.max_catchup_runs", "must not be negative")
+    grace = from_duration(s.misfire_grace_period, f"{field}.misfire_grace_period") if s.HasField(
+        "misfire_grace_period"
+    ) else None
+    if grace is not None and grace < timedelta(0):
+        raise InvalidArgument(f"{field}.misfire_grace_period", "must not be negative")
+    if s.misfire_policy not in MISFIRE_FROM:
+        raise InvalidArgument(f"{field}.misfire_policy", f"unknown value {s.misfire_policy}")
+    if s.overlap_policy not in OVERLAP_FROM:
+        raise InvalidArgument(f"{field}.overlap_policy", f"unknown value {s.overlap_policy}")
+    start = from_timestamp(s.start_time, f"{field}.start_time") if s.HasField("start_time") else now
+    end = from_timestamp(s.end_time, f"{field}.end_time") if s.HasField("end_time") else None
+    return Schedule(
+        spec=spec,
+        start=start.replace(microsecond=0) if not s.HasField("start_time") else start,
+        end=end,
+        time_zone=s.time_zone.strip(),
+        parameters=from_parameters(s.parameters, f"{field}.parameters"),
+        misfire_policy=MISFIRE_FROM[s.misfire_policy],
+        misfire_grace=grace or None,
+        max_catchup_runs=s.max_catchup_runs or DEFAULT_MAX_CATCHUP_RUNS,
+        overlap_policy=OVERLAP_FROM[s.overlap_policy],
+    )
+
+
+def job(view: JobView) -> pb.Job:
+    record = view.record
+    return pb.Job(
+        id=view.job.id,
+        name=view.job.name,
+        description=view.job.description,
+        parameters=[parameter_declaration(p) for p in view.job.parameters],
+        can_cancel=view.job.can_cancel,
+        state=JOB_STATES[record.state],
+        progress=record.progress,
+        status_text=record.status_text,
+        last_start_time=timestamp(record.last_start),
+        last_finish_time=timestamp(record.last_finish),
+        execution_id=record.execution_id,
+        schedules=[schedule(s, r, times) for s, r, times in view.schedules],
+        schedules_paused=view.paused,
+        type_name=view.job.effective_type_name(),
+    )
+
+
+def execution(record: ExecutionRecord) -> pb.Execution:
+    out = pb.Execution(
+        id=record.id,
+        job_id=record.job_id,
+        trigger=TRIGGERS[record.trigger],
+        state=EXECUTION_STATES[record.state],
+        start_time=timestamp(record.start_time),
+        finish_time=timestamp(record.finish_time),
+        error=record.error,
+        progress=record.progress,
+        status_text=record.status_text,
+        scheduled_time=timestamp(record.scheduled_time),
+        request_id=record.request_id,
+        cancel_requested=record.cancel_requested,
+    )
+    for name, value in record.parameters.items():
+        out.parameters[name].CopyFrom(parameter_value(value))
+    return out
+
+
+def job_status(status: JobStatus) -> pb.JobStatus:
+    return pb.JobStatus(
+        job_id=status.job_id,
+        state=JOB_STATES[status.state],
+        progress=status.progress,
+        status_text=status.status_text,
+        last_start_time=timestamp(status.last_start),
+        last_finish_time=timestamp(status.last_finish),
+        execution_id=status.execution_id,
+        sequence=status.sequence,
+    )
+
+
+def watch_response(batch: WatchBatch) -> pb.WatchJobsResponse:
+    return pb.WatchJobsResponse(
+        kind=WATCH_KINDS[batch.kind], statuses=[job_status(s) for s in batch.statuses], sequence=batch.sequence
+    )

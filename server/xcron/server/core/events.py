@@ -1,0 +1,149 @@
+"""The event bus behind WatchJobs: latest status per job, numbered changes, per-watcher coalescing.
+
+Every change gets a sequence number. Sequences start at the boot time in microseconds, so they
+keep increasing across restarts and a watcher resuming with a number from an earlier process
+gets a fresh snapshot instead of wrong replays. Each watcher holds at most one pending status
+per job (the latest): a slow reader gets coalesced updates, its memory is bounded by the number
+of jobs, and publishing never waits for any watcher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from datetime import datetime
+from enum import StrEnum
+
+from xcron.server.core.errors import LimitExceeded
+from xcron.server.core.model import JobState
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobStatus:
+    job_id: str
+    state: JobState
+    progress: float = 0.0
+    status_text: str = ""
+    last_start: datetime | None = None
+    last_finish: datetime | None = None
+    execution_id: str = ""
+    sequence: int = 0
+
+
+class BatchKind(StrEnum):
+    SNAPSHOT = "snapshot"
+    CHANGES = "changes"
+
+
+@dataclass(frozen=True)
+class WatchBatch:
+    kind: BatchKind
+    statuses: tuple[JobStatus, ...]
+    sequence: int
+
+
+class Watcher:
+    """One subscriber. Not thread-safe: used on the event loop only."""
+
+    def __init__(self, bus: EventBus, job_ids: frozenset[str] | None, first: WatchBatch) -> None:
+        self._bus = bus
+        self.job_ids = job_ids
+        self._first: WatchBatch | None = first
+        self._pending: dict[str, JobStatus] = {}
+        self._wakeup = asyncio.Event()
+        self._closed = False
+        self.coalesced = 0
+
+    def wants(self, job_id: str) -> bool:
+        return self.job_ids is None or job_id in self.job_ids
+
+    def offer(self, status: JobStatus) -> None:
+        if status.job_id in self._pending:
+            self.coalesced += 1
+            del self._pending[status.job_id]  # re-insert so the batch stays in change order
+        self._pending[status.job_id] = status
+        self._wakeup.set()
+
+    async def next_batch(self) -> WatchBatch:
+        """The snapshot first, then all changes pending since the last call (waits for one)."""
+        if self._first is not None:
+            first, self._first = self._first, None
+            return first
+        while not self._pending:
+            if self._closed:
+                raise asyncio.CancelledError("watcher closed")
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        statuses = tuple(self._pending.values())
+        self._pending.clear()
+        return WatchBatch(BatchKind.CHANGES, statuses, max(s.sequence for s in statuses))
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._wakeup.set()
+            self._bus._watchers.discard(self)
+
+
+class EventBus:
+    def __init__(self, *, replay_size: int = 10_000, max_watchers: int = 10_000) -> None:
+        self._sequence = time.time_ns() // 1000
+        self._latest: dict[str, JobStatus] = {}
+        self._replay: deque[JobStatus] = deque(maxlen=replay_size)
+        self._watchers: set[Watcher] = set()
+        self.max_watchers = max_watchers
+
+    @property
+    def sequence(self) -> int:
+        return self._sequence
+
+    @property
+    def watcher_count(self) -> int:
+        return len(self._watchers)
+
+    def latest(self, job_id: str) -> JobStatus | None:
+        return self._latest.get(job_id)
+
+    def seed(self, statuses: Iterable[JobStatus]) -> None:
+        """Sets the starting status of jobs without counting it as a change."""
+        for status in statuses:
+            self._latest[status.job_id] = replace(status, sequence=self._sequence)
+
+    def publish(self, status: JobStatus) -> JobStatus:
+        self._sequence += 1
+        numbered = replace(status, sequence=self._sequence)
+        self._latest[numbered.job_id] = numbered
+        self._replay.append(numbered)
+        for watcher in self._watchers:
+            if watcher.wants(numbered.job_id):
+                watcher.offer(numbered)
+        return numbered
+
+    def subscribe(self, job_ids: Iterable[str] = (), *, after_sequence: int = 0) -> Watcher:
+        if len(self._watchers) >= self.max_watchers:
+            raise LimitExceeded(f"too many watchers (limit {self.max_watchers}); retry later")
+        wanted = frozenset(job_ids) or None
+        first = self._resume(wanted, after_sequence) if after_sequence > 0 else None
+        if first is None:
+            statuses = tuple(s for job_id, s in sorted(self._latest.items()) if wanted is None or job_id in wanted)
+            first = WatchBatch(BatchKind.SNAPSHOT, statuses, self._sequence)
+        watcher = Watcher(self, wanted, first)
+        self._watchers.add(watcher)
+        return watcher
+
+    def _resume(self, wanted: frozenset[str] | None, after: int) -> WatchBatch | None:
+        """Changes after `after`, if the replay buffer still holds all of them; else None."""
+        if after > self._sequence:
+            return None
+        oldest_held = self._replay[0].sequence if self._replay else self._sequence + 1
+        if after < oldest_held - 1:
+            return None
+        latest_per_job: dict[str, JobStatus] = {}
+        for status in self._replay:
+            if status.sequence > after and (wanted is None or status.job_id in wanted):
+                latest_per_job.pop(status.job_id, None)
+                latest_per_job[status.job_id] = status
+        return WatchBatch(BatchKind.CHANGES, tuple(latest_per_job.values()), self._sequence)

@@ -1,0 +1,334 @@
+"""Runs jobs: at most one execution per job, blocking code in a bounded thread pool, state recorded
+in the store and published on the event bus at every change."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from xcron.server.core.clock import Clock
+from xcron.server.core.errors import Conflict, FailedPrecondition, LimitExceeded, NotFound
+from xcron.server.core.events import EventBus, JobStatus
+from xcron.server.core.jobs import JobCancelled, JobContext
+from xcron.server.core.model import ExecutionState, JobState, ParameterValue, Trigger
+from xcron.server.core.registry import JobRegistry
+from xcron.server.stores.state import INTERRUPTED, ExecutionRecord, JobRecord, StateStore
+
+log = logging.getLogger(__name__)
+
+_JOB_STATE = {
+    ExecutionState.RUNNING: JobState.RUNNING,
+    ExecutionState.COMPLETED: JobState.COMPLETED,
+    ExecutionState.ABORTED: JobState.ABORTED,
+    ExecutionState.CANCELLED: JobState.CANCELLED,
+}
+
+FinishListener = Callable[[ExecutionRecord], None]
+
+
+@dataclass
+class _Running:
+    record: ExecutionRecord
+    context: JobContext
+    task: asyncio.Task[None] | None = None
+
+
+class Executor:
+    def __init__(
+        self,
+        registry: JobRegistry,
+        store: StateStore,
+        bus: EventBus,
+        clock: Clock,
+        *,
+        max_threads: int = 8,
+        max_running: int = 1000,
+        services: Mapping[str, Any] | None = None,
+    ) -> None:
+        self._registry = registry
+        self._store = store
+        self._bus = bus
+        self._clock = clock
+        self._pool = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="xcron-job")
+        self._max_running = max_running
+        self._jobs: dict[str, JobRecord] = {}
+        self._running: dict[str, _Running] = {}
+        self._request_ids: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._listeners: list[FinishListener] = []
+        self._accepting = True
+        self.services: dict[str, Any] = dict(services or {})
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def start(self) -> None:
+        """Loads job state; runs left RUNNING by a dead process become ABORTED, never NOT_YET_RUN."""
+        self._loop = asyncio.get_running_loop()
+        interrupted = await self._store.abort_interrupted(self._clock.now())
+        for record in interrupted:
+            log.warning("execution %s of %s was interrupted by a server stop", record.id, record.job_id)
+        stored = await self._store.load_jobs()
+        for job in self._registry:
+            self._jobs[job.id] = stored.get(job.id) or JobRecord(job_id=job.id)
+        self._bus.seed(self._status(record) for record in self._jobs.values())
+
+    def add_finish_listener(self, listener: FinishListener) -> None:
+        self._listeners.append(listener)
+
+    def job_record(self, job_id: str) -> JobRecord:
+        self._registry.get(job_id)
+        return self._jobs[job_id]
+
+    def running(self, job_id: str) -> ExecutionRecord | None:
+        entry = self._running.get(job_id)
+        return entry.record if entry else None
+
+    @property
+    def running_count(self) -> int:
+        return len(self._running)
+
+    async def run(
+        self,
+        job_id: str,
+        parameters: Mapping[str, ParameterValue],
+        *,
+        trigger: Trigger,
+        request_id: str = "",
+        scheduled_time: datetime | None = None,
+    ) -> ExecutionRecord:
+        """Starts a run now. Parameters must already be bound (validated, defaults filled)."""
+        job = self._registry.get(job_id)
+        if request_id:
+            earlier = await self._find_request(job_id, request_id)
+            if earlier is not None:
+                return earlier
+        if not self._accepting:
+            raise FailedPrecondition("the server is shutting down; no new runs are started", reason="SHUTTING_DOWN")
+        current = self._running.get(job_id)
+        if current is not None:
+            raise Conflict(
+                f"job {job_id!r} is already running (execution {current.record.id} started "
+                f"{current.record.start_time.isoformat()}); wait for it to finish or cancel it",
+                reason="JOB_ALREADY_RUNNING",
+            )
+        if len(self._running) >= self._max_running:
+            raise LimitExceeded(f"{len(self._running)} runs in progress, the limit is {self._max_running}")
+        now = self._clock.now()
+        record = ExecutionRecord(
+            id=str(uuid.uuid4()),
+            job_id=job_id,
+            parameters=dict(parameters),
+            trigger=trigger,
+            state=ExecutionState.RUNNING,
+            start_time=now,
+            scheduled_time=scheduled_time,
+            request_id=request_id,
+            status_text="starting",
+        )
+        context = JobContext(
+            job_id=job_id,
+            execution_id=record.id,
+            parameters=parameters,
+            trigger=trigger,
+            scheduled_time=scheduled_time,
+            on_progress=lambda p, s: self._progress_threadsafe(job_id, record.id, p, s),
+            services=self.services,
+        )
+        context.bind_loop(asyncio.get_running_loop())
+        entry = _Running(record=record, context=context)
+        # Registered before the first await, so a concurrent RunJob sees it and is refused.
+        self._running[job_id] = entry
+        if request_id:
+            self._remember_request(job_id, request_id, record.id)
+        try:
+            await self._store.save_execution(record)
+            await self._set_job(
+                JobRecord(
+                    job_id=job_id,
+                    state=JobState.RUNNING,
+                    progress=0.0,
+                    status_text=record.status_text,
+                    last_start=now,
+                    last_finish=self._jobs[job_id].last_finish,
+                    execution_id=record.id,
+                ),
+                persist=True,
+            )
+        except BaseException:
+            self._running.pop(job_id, None)
+            self._request_ids.pop((job_id, request_id), None)
+            raise
+        entry.task = asyncio.create_task(self._execute(job, entry), name=f"xcron-run-{job_id}-{record.id}")
+        return record
+
+    async def cancel(self, job_id: str, execution_id: str = "") -> ExecutionRecord:
+        job = self._registry.get(job_id)
+        entry = self._running.get(job_id)
+        if not job.can_cancel:
+            raise FailedPrecondition(f"job {job_id!r} cannot be cancelled (it does not support cancellation)",
+                                     reason="JOB_NOT_CANCELLABLE")
+        if entry is None:
+            raise FailedPrecondition(f"job {job_id!r} is not running; there is nothing to cancel",
+                                     reason="JOB_NOT_RUNNING")
+        if execution_id and entry.record.id != execution_id:
+            raise FailedPrecondition(
+                f"execution {execution_id} is not the running execution of {job_id!r} (that is {entry.record.id})",
+                reason="EXECUTION_NOT_RUNNING",
+            )
+        self._request_cancel(entry)
+        return entry.record
+
+    def _request_cancel(self, entry: _Running) -> None:
+        if not entry.record.cancel_requested:
+            entry.record = replace(entry.record, cancel_requested=True)
+            entry.context.request_cancel()
+            log.info("cancel requested for %s execution %s", entry.record.job_id, entry.record.id)
+
+    async def cancel_for_overlap(self, job_id: str) -> asyncio.Task[None] | None:
+        """For the CANCEL_OTHER overlap policy: asks the running execution to stop; returns its task."""
+        entry = self._running.get(job_id)
+        if entry is None:
+            return None
+        self._request_cancel(entry)
+        return entry.task
+
+    async def get_execution(self, execution_id: str) -> ExecutionRecord:
+        for entry in self._running.values():
+            if entry.record.id == execution_id:
+                return entry.record
+        record = await self._store.get_execution(execution_id)
+        if record is None:
+            raise NotFound(f"no execution with id {execution_id!r}")
+        return record
+
+    async def _find_request(self, job_id: str, request_id: str) -> ExecutionRecord | None:
+        known = self._request_ids.get((job_id, request_id))
+        if known is not None:
+            return await self.get_execution(known)
+        return await self._store.find_by_request_id(job_id, request_id)
+
+    def _remember_request(self, job_id: str, request_id: str, execution_id: str) -> None:
+        self._request_ids[(job_id, request_id)] = execution_id
+        while len(self._request_ids) > 10_000:
+            self._request_ids.popitem(last=False)
+
+    async def _execute(self, job_type: type[Any], entry: _Running) -> None:
+        context = entry.context
+        error = ""
+        try:
+            job = job_type()
+            if job_type.is_async():
+                await job.run(context)
+            else:
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(self._pool, job.run, context)
+            state = ExecutionState.CANCELLED if context.cancel_requested else ExecutionState.COMPLETED
+        except JobCancelled:
+            state = ExecutionState.CANCELLED
+        except asyncio.CancelledError:
+            state, error = ExecutionState.ABORTED, INTERRUPTED
+        except Exception as exc:  # a job's failure must never take the server down
+            state, error = ExecutionState.ABORTED, f"{type(exc).__name__}: {exc}"
+            log.warning("job %s execution %s failed: %s", entry.record.job_id, entry.record.id, error)
+        if state is ExecutionState.CANCELLED and not error:
+            error = "cancelled on request"
+        await self._finish(entry, state, error)
+
+    async def _finish(self, entry: _Running, state: ExecutionState, error: str) -> None:
+        job_id = entry.record.job_id
+        if self._running.get(job_id) is not entry:
+            return  # already recorded (e.g. by shutdown)
+        now = self._clock.now()
+        status = {
+            ExecutionState.COMPLETED: entry.record.status_text if entry.record.progress >= 1 else "completed",
+            ExecutionState.CANCELLED: "cancelled",
+            ExecutionState.ABORTED: error,
+        }[state]
+        if state is ExecutionState.COMPLETED and entry.record.status_text in ("starting", ""):
+            status = "completed"
+        record = replace(entry.record, state=state, finish_time=now, error=error, status_text=status)
+        if state is ExecutionState.COMPLETED:
+            record = replace(record, progress=1.0)
+        entry.record = record
+        del self._running[job_id]
+        job = replace(
+            self._jobs[job_id],
+            state=_JOB_STATE[state],
+            progress=record.progress,
+            status_text=status,
+            last_finish=now,
+            execution_id=record.id,
+        )
+        try:
+            await self._store.save_execution(record)
+            await self._set_job(job, persist=True)
+        except Exception:
+            log.exception("could not record the end of execution %s", record.id)
+            await self._set_job(job, persist=False)
+        for listener in list(self._listeners):
+            try:
+                listener(record)
+            except Exception:
+                log.exception("finish listener failed")
+
+    def _progress_threadsafe(self, job_id: str, execution_id: str, progress: float, status: str | None) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            on_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:  # a job thread: no loop runs here
+            on_loop = False
+        if on_loop:
+            self._on_progress(job_id, execution_id, progress, status)
+        elif not loop.is_closed():
+            loop.call_soon_threadsafe(self._on_progress, job_id, execution_id, progress, status)
+
+    def _on_progress(self, job_id: str, execution_id: str, progress: float, status: str | None) -> None:
+        entry = self._running.get(job_id)
+        if entry is None or entry.record.id != execution_id:
+            return  # a late report from a run that already ended
+        text = entry.record.status_text if status is None else status
+        entry.record = replace(entry.record, progress=progress, status_text=text)
+        job = replace(self._jobs[job_id], progress=progress, status_text=text)
+        self._jobs[job_id] = job
+        self._bus.publish(self._status(job))
+
+    async def _set_job(self, record: JobRecord, *, persist: bool) -> None:
+        self._jobs[record.job_id] = record
+        self._bus.publish(self._status(record))
+        if persist:
+            await self._store.save_job(record)
+
+    @staticmethod
+    def _status(record: JobRecord) -> JobStatus:
+        return JobStatus(
+            job_id=record.job_id,
+            state=record.state,
+            progress=record.progress,
+            status_text=record.status_text,
+            last_start=record.last_start,
+            last_finish=record.last_finish,
+            execution_id=record.execution_id,
+        )
+
+    async def shutdown(self, grace: float) -> None:
+        """Refuses new runs, asks running ones to cancel, waits up to `grace` seconds, then records
+        whatever is still running as ABORTED (interrupted) so the state on disk is final."""
+        self._accepting = False
+        entries = list(self._running.values())
+        for entry in entries:
+            entry.context.request_cancel()
+        tasks = [e.task for e in entries if e.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=grace)
+        for entry in list(self._running.values()):
+            if entry.task is not None:
+                entry.task.cancel()
+            await self._finish(entry, ExecutionState.ABORTED, INTERRUPTED)
+        self._pool.shutdown(wait=False, cancel_futures=True)

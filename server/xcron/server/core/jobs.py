@@ -1,0 +1,153 @@
+"""The API for job authors: declare a job, implement `run`, report progress, honour cancellation.
+
+A job is a subclass of `Job`. If `run` is a coroutine function it runs on the server's event
+loop (it must not block); otherwise it runs in the server's bounded thread pool. Example::
+
+    class PurgeTemp(Job):
+        id = "acme.purge-temp"
+        name = "Purge temp files"
+        description = "Deletes files older than N days from a folder."
+        parameters = (Parameter("folder", ParameterType.STRING, required=True),
+                      Parameter("days", ParameterType.INT, default=7))
+        can_cancel = True
+
+        def run(self, ctx: JobContext) -> None:
+            files = list(...)
+            for i, f in enumerate(files):
+                ctx.raise_if_cancelled()
+                f.unlink()
+                ctx.report_progress((i + 1) / len(files), f"deleted {f.name}")
+
+Returning ends the run COMPLETED (CANCELLED if a cancel was requested); raising `JobCancelled`
+ends it CANCELLED; any other exception ends it ABORTED with the error recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import threading
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
+from typing import Any, ClassVar
+
+from xcron.server.core.model import ParameterSpec, ParameterType, ParameterValue, Trigger
+
+__all__ = ["Job", "JobCancelled", "JobContext", "Parameter", "ParameterType"]
+
+
+def Parameter(  # noqa: N802 - reads as a declaration in job classes
+    name: str,
+    type: ParameterType,
+    *,
+    required: bool = False,
+    default: ParameterValue | None = None,
+    description: str = "",
+) -> ParameterSpec:
+    """Declares a job parameter (shorthand for ParameterSpec)."""
+    return ParameterSpec(name=name, type=type, required=required, default=default, description=description)
+
+
+class JobCancelled(Exception):
+    """Raised by a job (usually via `ctx.raise_if_cancelled()`) to stop early after a cancel request."""
+
+
+class Job:
+    """Base class of every job. Subclasses set the class attributes and implement `run`."""
+
+    id: ClassVar[str]
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    parameters: ClassVar[tuple[ParameterSpec, ...]] = ()
+    can_cancel: ClassVar[bool] = False
+    type_name: ClassVar[str] = ""
+    """The key of the job's entry in xcron.xml; defaults to "module.Class, top-level package"."""
+
+    def run(self, ctx: JobContext) -> Any | Awaitable[Any]:
+        raise NotImplementedError
+
+    @classmethod
+    def effective_type_name(cls) -> str:
+        if cls.type_name:
+            return cls.type_name
+        return f"{cls.__module__}.{cls.__qualname__}, {cls.__module__.split('.')[0]}"
+
+    @classmethod
+    def is_async(cls) -> bool:
+        return inspect.iscoroutinefunction(cls.run)
+
+
+ProgressSink = Callable[[float, str | None], None]
+
+
+class JobContext:
+    """What a running job sees: its parameters, progress reporting and cancellation.
+
+    Safe to use from the job's thread or from the event loop.
+    """
+
+    def __init__(
+        self,
+        *,
+        job_id: str,
+        execution_id: str,
+        parameters: Mapping[str, ParameterValue],
+        trigger: Trigger,
+        scheduled_time: datetime | None,
+        on_progress: ProgressSink,
+        services: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.job_id = job_id
+        self.execution_id = execution_id
+        self.parameters = dict(parameters)
+        self.trigger = trigger
+        self.scheduled_time = scheduled_time
+        self.services: Mapping[str, Any] = services or {}
+        self.logger = logging.LoggerAdapter(
+            logging.getLogger(f"xcron.job.{job_id}"), {"job_id": job_id, "execution_id": execution_id}
+        )
+        self._on_progress = on_progress
+        self._cancel_flag = threading.Event()
+        self._cancel_async: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._cancel_async = asyncio.Event()
+        if self._cancel_flag.is_set():
+            self._cancel_async.set()
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self._cancel_flag.is_set()
+
+    def request_cancel(self) -> None:
+        """Called by the executor (on the loop); the job notices at its next check."""
+        self._cancel_flag.set()
+        if self._cancel_async is not None:
+            self._cancel_async.set()
+
+    def raise_if_cancelled(self) -> None:
+        if self._cancel_flag.is_set():
+            raise JobCancelled("cancelled on request")
+
+    def report_progress(self, progress: float, status: str | None = None) -> None:
+        """Progress in 0..1 (values outside are clamped) and an optional status text."""
+        value = float(progress)
+        value = 0.0 if value != value else min(1.0, max(0.0, value))  # NaN -> 0
+        self._on_progress(value, status)
+
+    def wait(self, seconds: float) -> bool:
+        """Blocking jobs: sleep up to `seconds`, returning True early if a cancel is requested."""
+        return self._cancel_flag.wait(seconds)
+
+    async def sleep(self, seconds: float) -> bool:
+        """Async jobs: sleep up to `seconds`, returning True early if a cancel is requested."""
+        if self._cancel_async is None:
+            raise RuntimeError("JobContext.sleep is for async jobs")
+        try:
+            await asyncio.wait_for(self._cancel_async.wait(), timeout=seconds)
+        except TimeoutError:
+            return False
+        return True

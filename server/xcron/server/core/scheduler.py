@@ -1,0 +1,296 @@
+"""The scheduler: no polling tick. It keeps every schedule's next due time in a heap and sleeps
+until the earliest (or until schedules change), so a run starts within milliseconds of its time.
+
+What it remembers across restarts is each schedule's last handled occurrence (`last_fire`), kept
+in the state store. On start, and whenever it wakes late (machine asleep), the occurrences
+between `last_fire` and now are the missed ones, and the schedule's misfire policy decides:
+
+- RUN_ONCE (default): one run now, for the latest missed occurrence (Quartz's "fire once now").
+- SKIP: none; they are counted as misfire-skipped.
+- RUN_ALL: each of them (the newest `max_catchup_runs`), one after another.
+
+Missed occurrences older than `misfire_grace` are dropped and counted. An occurrence less than
+`MISFIRE_THRESHOLD` late is on time, not missed (Quartz's misfireThreshold). A schedule seen
+for the first time starts from "now": xcron never back-fills a newly set schedule.
+
+When an occurrence is due while the job still runs, the overlap policy decides: SKIP (default,
+counted), BUFFER_ONE (run once as soon as the current run ends), CANCEL_OTHER (ask the running
+execution to cancel, then run).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import logging
+from collections import deque
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+from xcron.server.core.clock import Clock
+from xcron.server.core.errors import XcronServerError
+from xcron.server.core.executor import Executor
+from xcron.server.core.model import JobSchedules, MisfirePolicy, OverlapPolicy, Schedule, Trigger
+from xcron.server.core.params import bind_parameters
+from xcron.server.core.registry import JobRegistry
+from xcron.server.core.triggers import fire_times, next_fire_time, occurrences_between
+from xcron.server.stores.state import ExecutionRecord, ScheduleRecord, StateStore
+
+log = logging.getLogger(__name__)
+
+MISFIRE_THRESHOLD = timedelta(seconds=60)
+
+
+@dataclass(eq=False)
+class _Entry:
+    job_id: str
+    schedule: Schedule
+    record: ScheduleRecord
+    next_due: datetime | None = None
+    pending: deque[datetime] = field(default_factory=deque)
+    version: int = 0
+
+
+class Scheduler:
+    def __init__(
+        self,
+        *,
+        registry: JobRegistry,
+        executor: Executor,
+        store: StateStore,
+        clock: Clock,
+        default_zone: str,
+        misfire_threshold: timedelta = MISFIRE_THRESHOLD,
+    ) -> None:
+        self._registry = registry
+        self._executor = executor
+        self._store = store
+        self._clock = clock
+        self._default_zone = default_zone
+        self._misfire_threshold = misfire_threshold
+        self._entries: dict[str, list[_Entry]] = {}
+        self._paused: set[str] = set()
+        self._records: dict[tuple[str, str], ScheduleRecord] = {}
+        self._heap: list[tuple[datetime, int, int, _Entry]] = []
+        self._counter = itertools.count()
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._starting: set[str] = set()
+        executor.add_finish_listener(self._on_run_finished)
+
+    async def start(self, schedules: dict[str, JobSchedules]) -> None:
+        self._records = await self._store.load_schedule_records()
+        for job_id, job_schedules in schedules.items():
+            await self.set_job_schedules(job_id, job_schedules)
+        self._task = asyncio.create_task(self._run(), name="xcron-scheduler")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for task in list(self._inflight):
+            task.cancel()
+        if self._inflight:
+            await asyncio.wait(self._inflight)
+
+    async def set_job_schedules(self, job_id: str, job_schedules: JobSchedules) -> None:
+        """Replaces a job's schedules. Unchanged schedules (same key) keep their last fire time."""
+        now = self._clock.now()
+        entries: list[_Entry] = []
+        new_records: list[ScheduleRecord] = []
+        old = {e.schedule.key: e for e in self._entries.get(job_id, [])}
+        for schedule in job_schedules.schedules:
+            key = schedule.key
+            record = self._records.get((job_id, key))
+            if record is None:
+                record = ScheduleRecord(job_id=job_id, schedule_key=key, last_fire=now)
+                new_records.append(record)
+            entry = _Entry(job_id=job_id, schedule=schedule, record=record)
+            if key in old:
+                entry.pending = old[key].pending
+            entries.append(entry)
+        if new_records:
+            await self._store.save_schedule_records(new_records)
+            for record in new_records:
+                self._records[(job_id, record.schedule_key)] = record
+        for entry in old.values():
+            entry.version += 1  # invalidates its heap items
+        self._entries[job_id] = entries
+        if job_schedules.paused:
+            self._paused.add(job_id)
+        else:
+            self._paused.discard(job_id)
+        for entry in entries:
+            self._plan(entry)
+        self._wakeup.set()
+
+    async def resume(self, job_id: str) -> None:
+        """Un-pauses a job: occurrences missed while paused are not run (as Temporal does)."""
+        now = self._clock.now()
+        entries = self._entries.get(job_id, [])
+        for entry in entries:
+            entry.record = replace(entry.record, last_fire=max(now, entry.record.last_fire or now))
+            self._records[(job_id, entry.record.schedule_key)] = entry.record
+        await self._store.save_schedule_records([e.record for e in entries])
+        self._paused.discard(job_id)
+        for entry in entries:
+            self._plan(entry)
+        self._wakeup.set()
+
+    def pause(self, job_id: str) -> None:
+        self._paused.add(job_id)
+        for entry in self._entries.get(job_id, []):
+            entry.version += 1
+            entry.next_due = None
+        self._wakeup.set()
+
+    def schedule_info(self, job_id: str, count: int) -> list[tuple[Schedule, ScheduleRecord, list[datetime]]]:
+        """Each schedule with its record and next `count` fire times (none while paused)."""
+        now = self._clock.now()
+        paused = job_id in self._paused
+        out = []
+        for entry in self._entries.get(job_id, []):
+            after = max(now, entry.record.last_fire or now)
+            times = [] if paused else fire_times(entry.schedule, after, count, default_zone=self._default_zone)
+            if not paused and entry.next_due is not None and entry.next_due <= after:
+                times = [entry.next_due, *times][:count]
+            out.append((entry.schedule, entry.record, times))
+        return out
+
+    def _plan(self, entry: _Entry) -> None:
+        entry.version += 1
+        if entry.job_id in self._paused:
+            entry.next_due = None
+            return
+        entry.next_due = next_fire_time(
+            entry.schedule, entry.record.last_fire or self._clock.now(), default_zone=self._default_zone
+        )
+        if entry.next_due is not None:
+            heapq.heappush(self._heap, (entry.next_due, next(self._counter), entry.version, entry))
+
+    async def _run(self) -> None:
+        while True:
+            now = self._clock.now()
+            due: list[_Entry] = []
+            while self._heap and self._heap[0][0] <= now:
+                _, _, version, entry = heapq.heappop(self._heap)
+                if version == entry.version:
+                    due.append(entry)
+            if due:
+                await self._handle_due(due, now)
+                continue
+            self._wakeup.clear()
+            wake = asyncio.create_task(self._wakeup.wait())
+            waiters: set[asyncio.Task[None]] = {wake}
+            if self._heap:
+                waiters.add(asyncio.create_task(self._clock.sleep_until(self._heap[0][0])))
+            try:
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
+
+    async def _handle_due(self, due: list[_Entry], now: datetime) -> None:
+        """Decides what each due schedule does, saves the new last-fire times, then starts the runs."""
+        to_fire: list[tuple[_Entry, list[datetime]]] = []
+        for entry in due:
+            schedule = entry.schedule
+            limit = max(1, schedule.max_catchup_runs) if schedule.misfire_policy is MisfirePolicy.RUN_ALL else 1
+            last = entry.record.last_fire or now
+            missed, total = occurrences_between(schedule, last, now, default_zone=self._default_zone, limit=limit)
+            if not missed:
+                self._plan(entry)
+                continue
+            newest = missed[-1]
+            # Only the newest occurrence can be on time; anything before it was missed.
+            on_time = [newest] if now - newest <= self._misfire_threshold else []
+            late = missed[:-1] if on_time else missed
+            late_total = total - len(on_time)
+            if schedule.misfire_grace:
+                late = [t for t in late if now - t <= schedule.misfire_grace]
+            if schedule.misfire_policy is MisfirePolicy.SKIP:
+                run_late: list[datetime] = []
+            elif schedule.misfire_policy is MisfirePolicy.RUN_ONCE:
+                run_late = late[-1:] if not on_time else []
+            else:
+                run_late = late
+            dropped = late_total - len(run_late)
+            chosen = run_late + on_time
+            if late_total:
+                log.info(
+                    "job %s schedule %s: %d occurrence(s) missed; policy %s runs %d",
+                    entry.job_id, schedule.key, late_total, schedule.misfire_policy.value, len(run_late),
+                )
+            entry.record = replace(
+                entry.record, last_fire=newest, misfire_skipped=entry.record.misfire_skipped + dropped
+            )
+            self._records[(entry.job_id, entry.record.schedule_key)] = entry.record
+            if chosen:
+                to_fire.append((entry, chosen))
+            self._plan(entry)
+        try:
+            await self._store.save_schedule_records([e.record for e in due])
+        except Exception:
+            log.exception("could not save schedule fire times; runs go ahead")
+        for entry, times in to_fire:
+            if len(times) == 1:
+                self._fire(entry, times[0])
+            else:  # catch-up runs go one after another, whatever the overlap policy
+                entry.pending.extend(times)
+                self._drain(entry.job_id)
+
+    def _fire(self, entry: _Entry, due: datetime) -> None:
+        job_id = entry.job_id
+        if not self._busy(job_id):
+            self._start(entry, due)
+            return
+        policy = entry.schedule.overlap_policy
+        if policy is OverlapPolicy.SKIP or (policy is OverlapPolicy.BUFFER_ONE and entry.pending):
+            entry.record = replace(entry.record, overlap_skipped=entry.record.overlap_skipped + 1)
+            self._records[(job_id, entry.record.schedule_key)] = entry.record
+            self._spawn(self._store.save_schedule_records([entry.record]))
+            log.info("job %s is still running: occurrence %s skipped", job_id, due.isoformat())
+            return
+        entry.pending.append(due)
+        if policy is OverlapPolicy.CANCEL_OTHER:
+            self._spawn(self._executor.cancel_for_overlap(job_id))
+        self._drain(job_id)
+
+    def _busy(self, job_id: str) -> bool:
+        return job_id in self._starting or self._executor.running(job_id) is not None
+
+    def _on_run_finished(self, record: ExecutionRecord) -> None:
+        self._drain(record.job_id)
+
+    def _drain(self, job_id: str) -> None:
+        """Starts the oldest buffered occurrence of a job, if any and the job is idle."""
+        if self._busy(job_id):
+            return
+        candidates = [e for e in self._entries.get(job_id, []) if e.pending]
+        if not candidates:
+            return
+        entry = min(candidates, key=lambda e: e.pending[0])
+        self._start(entry, entry.pending.popleft())
+
+    def _start(self, entry: _Entry, due: datetime) -> None:
+        self._starting.add(entry.job_id)  # until the executor has registered the run
+        self._spawn(self._start_run(entry, due))
+
+    async def _start_run(self, entry: _Entry, due: datetime) -> None:
+        try:
+            job = self._registry.get(entry.job_id)
+            parameters = bind_parameters(job.parameters, entry.schedule.parameters)
+            await self._executor.run(entry.job_id, parameters, trigger=Trigger.SCHEDULE, scheduled_time=due)
+        except XcronServerError as exc:
+            log.warning("scheduled run of %s at %s not started: %s", entry.job_id, due.isoformat(), exc.message)
+        finally:
+            self._starting.discard(entry.job_id)
+
+    def _spawn(self, coro: object) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)

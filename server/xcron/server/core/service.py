@@ -1,0 +1,234 @@
+"""The job manager: what the API layer calls. It ties the registry, executor, scheduler and the
+schedule file together and owns the rule that a schedule is never reported saved when it is not."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from xcron.server.core.clock import Clock
+from xcron.server.core.errors import InvalidArgument, StoreUnavailable
+from xcron.server.core.events import EventBus
+from xcron.server.core.executor import Executor
+from xcron.server.core.jobs import Job
+from xcron.server.core.model import JobSchedules, ParameterValue, Schedule, Trigger
+from xcron.server.core.params import bind_parameters, bind_positional
+from xcron.server.core.registry import JobRegistry
+from xcron.server.core.scheduler import Scheduler
+from xcron.server.core.triggers import ScheduleValueError, validate_schedule
+from xcron.server.stores.state import ExecutionCursor, ExecutionRecord, JobRecord, ScheduleRecord, StateStore
+from xcron.server.stores.xcron_xml import (
+    ScheduleDocument,
+    ScheduleEntry,
+    ScheduleFileError,
+    load_schedule_file,
+    save_schedule_file,
+)
+
+log = logging.getLogger(__name__)
+MAX_SCHEDULES_PER_JOB = 100
+
+
+@dataclass(frozen=True)
+class JobView:
+    job: type[Job]
+    record: JobRecord
+    schedules: list[tuple[Schedule, ScheduleRecord, list[datetime]]]
+    paused: bool
+
+
+class JobManager:
+    def __init__(
+        self,
+        *,
+        registry: JobRegistry,
+        store: StateStore,
+        bus: EventBus,
+        clock: Clock,
+        schedule_file: Path,
+        default_zone: str,
+        executor: Executor,
+    ) -> None:
+        self.registry = registry
+        self.store = store
+        self.bus = bus
+        self.clock = clock
+        self.schedule_file = schedule_file
+        self.default_zone = default_zone
+        self.executor = executor
+        self.scheduler = Scheduler(
+            registry=registry, executor=executor, store=store, clock=clock, default_zone=default_zone
+        )
+        self._document = ScheduleDocument(entries=())
+        self._schedules: dict[str, JobSchedules] = {}
+        self._file_lock = asyncio.Lock()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def load_schedules(self) -> None:
+        """Reads and checks xcron.xml; raises ScheduleFileError (the server must not start)."""
+        document = load_schedule_file(self.schedule_file, default_zone=self.default_zone)
+        self._schedules = self._bind_document(document)
+        self._document = document
+
+    async def start(self) -> None:
+        await self.executor.start()
+        await self.scheduler.start(self._schedules)
+
+    async def stop(self, grace: float) -> None:
+        await self.scheduler.stop()
+        await self.executor.shutdown(grace)
+
+    def _bind_document(self, document: ScheduleDocument) -> dict[str, JobSchedules]:
+        bound: dict[str, JobSchedules] = {}
+        for entry in document.entries:
+            job = self.registry.by_type_name(entry.type_name)
+            if job is None:
+                log.info("xcron.xml: keeping entry for unknown job type %r unchanged", entry.type_name)
+                continue
+            if job.id in bound:
+                raise ScheduleFileError(str(self.schedule_file), None, f"two entries for job type {entry.type_name!r}")
+            schedules = []
+            for schedule in entry.schedules:
+                try:
+                    given = schedule.parameters or bind_positional(job.parameters, entry.positional_parameters)
+                    bind_parameters(job.parameters, given)
+                    validate_schedule(schedule)
+                except (InvalidArgument, ScheduleValueError) as exc:
+                    raise ScheduleFileError(
+                        str(self.schedule_file), None, f"entry {entry.type_name!r}: {exc}"
+                    ) from exc
+                schedules.append(_with_parameters(schedule, given))
+            bound[job.id] = JobSchedules(schedules=tuple(schedules), paused=entry.paused)
+        return bound
+
+    async def reload(self) -> tuple[int, int]:
+        """Re-reads xcron.xml; an invalid file changes nothing (InvalidArgument says why)."""
+        async with self._file_lock:
+            try:
+                document = await asyncio.to_thread(
+                    load_schedule_file, self.schedule_file, default_zone=self.default_zone
+                )
+                schedules = self._bind_document(document)
+            except ScheduleFileError as exc:
+                log.error("reload rejected, running schedules kept: %s", exc)
+                raise InvalidArgument("", f"xcron.xml was not reloaded: {exc}", reason="SCHEDULE_FILE_INVALID") from exc
+            self._document = document
+            for job in self.registry:
+                new = schedules.get(job.id, JobSchedules())
+                if new != self._schedules.get(job.id, JobSchedules()):
+                    await self.scheduler.set_job_schedules(job.id, new)
+            self._schedules = schedules
+            unknown = sum(1 for e in document.entries if self.registry.by_type_name(e.type_name) is None)
+            log.info("xcron.xml reloaded: %d scheduled jobs, %d unknown entries", len(schedules), unknown)
+            return sum(1 for s in schedules.values() if s.schedules), unknown
+
+    # -- queries -----------------------------------------------------------------------------
+
+    def view(self, job_id: str, *, fire_time_count: int = 5) -> JobView:
+        job = self.registry.get(job_id)
+        return JobView(
+            job=job,
+            record=self.executor.job_record(job_id),
+            schedules=self.scheduler.schedule_info(job_id, fire_time_count),
+            paused=self._schedules.get(job_id, JobSchedules()).paused,
+        )
+
+    def job_ids(self) -> list[str]:
+        return [job.id for job in self.registry]
+
+    async def list_executions(
+        self, job_id: str, *, limit: int, before: ExecutionCursor | None
+    ) -> list[ExecutionRecord]:
+        self.registry.get(job_id)
+        return await self.store.list_executions(job_id, limit=limit, before=before)
+
+    async def get_execution(self, execution_id: str) -> ExecutionRecord:
+        return await self.executor.get_execution(execution_id)
+
+    # -- actions -----------------------------------------------------------------------------
+
+    async def run(
+        self, job_id: str, parameters: Mapping[str, ParameterValue], *, request_id: str = ""
+    ) -> ExecutionRecord:
+        job = self.registry.get(job_id)
+        bound = bind_parameters(job.parameters, parameters)
+        return await self.executor.run(job_id, bound, trigger=Trigger.MANUAL, request_id=request_id)
+
+    async def cancel(self, job_id: str, execution_id: str = "") -> ExecutionRecord:
+        return await self.executor.cancel(job_id, execution_id)
+
+    async def set_schedules(self, job_id: str, schedules: Sequence[Schedule]) -> None:
+        job = self.registry.get(job_id)
+        if len(schedules) > MAX_SCHEDULES_PER_JOB:
+            raise InvalidArgument("schedules", f"at most {MAX_SCHEDULES_PER_JOB} schedules per job")
+        checked = []
+        for i, schedule in enumerate(schedules):
+            try:
+                validate_schedule(schedule)
+            except ScheduleValueError as exc:
+                raise InvalidArgument(f"schedules[{i}].{exc.field}", str(exc)) from exc
+            bind_parameters(job.parameters, schedule.parameters, field=f"schedules[{i}].parameters")
+            checked.append(schedule)
+        current = self._schedules.get(job_id, JobSchedules())
+        await self._save(job, JobSchedules(schedules=tuple(checked), paused=current.paused))
+
+    async def set_paused(self, job_id: str, paused: bool) -> None:
+        job = self.registry.get(job_id)
+        current = self._schedules.get(job_id, JobSchedules())
+        if current.paused == paused:
+            return
+        await self._save(job, JobSchedules(schedules=current.schedules, paused=paused), pause_only=True)
+
+    async def _save(self, job: type[Job], new: JobSchedules, *, pause_only: bool = False) -> None:
+        """Writes xcron.xml first; memory and the scheduler change only once the file is saved."""
+        async with self._file_lock:
+            existing = self._document.find(job.effective_type_name())
+            entry = ScheduleEntry(
+                type_name=existing.type_name if existing else job.effective_type_name(),
+                start_type=existing.start_type if existing else "schedule",
+                schedules=new.schedules,
+                paused=new.paused,
+                positional_parameters=_positional(job, new.schedules),
+            )
+            document = self._document.replace(entry)
+            try:
+                await asyncio.to_thread(save_schedule_file, self.schedule_file, document)
+            except OSError as exc:
+                log.error("could not save %s: %s", self.schedule_file, exc)
+                raise StoreUnavailable(
+                    f"the schedule was not saved: cannot write {self.schedule_file}: {exc.strerror or exc}; "
+                    "nothing was changed",
+                    reason="SCHEDULE_FILE_UNWRITABLE",
+                ) from exc
+            self._document = document
+            self._schedules[job.id] = new
+            if pause_only and new.paused:
+                self.scheduler.pause(job.id)
+            elif pause_only:
+                await self.scheduler.resume(job.id)
+            else:
+                await self.scheduler.set_job_schedules(job.id, new)
+
+
+def _with_parameters(schedule: Schedule, parameters: Mapping[str, ParameterValue]) -> Schedule:
+    from dataclasses import replace
+
+    return replace(schedule, parameters=dict(parameters))
+
+
+def _positional(job: type[Job], schedules: Sequence[Schedule]) -> tuple[ParameterValue, ...]:
+    """SanteDB's positional <parameters>: the first schedule's values in declaration order, as far
+    as they are contiguous (SanteDB cannot skip a position)."""
+    if not schedules:
+        return ()
+    values: list[ParameterValue] = []
+    for spec in job.parameters:
+        if spec.name not in schedules[0].parameters:
+            break
+        values.append(schedules[0].parameters[spec.name])
+    return tuple(values)

@@ -1,0 +1,265 @@
+"""SQLite state store (stdlib sqlite3, WAL). All SQL runs on one dedicated thread, off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from xcron.server.core.errors import StoreUnavailable
+from xcron.server.core.model import ExecutionState, JobState, Trigger
+from xcron.server.core.params import decode_parameters, encode_parameters
+from xcron.server.stores.state import (
+    INTERRUPTED,
+    ExecutionCursor,
+    ExecutionRecord,
+    JobRecord,
+    ScheduleRecord,
+)
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id TEXT PRIMARY KEY, state TEXT NOT NULL, progress REAL NOT NULL, status_text TEXT NOT NULL,
+    last_start TEXT, last_finish TEXT, execution_id TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS executions (
+    id TEXT PRIMARY KEY, job_id TEXT NOT NULL, parameters TEXT NOT NULL, trigger TEXT NOT NULL,
+    state TEXT NOT NULL, start_time TEXT NOT NULL, finish_time TEXT, error TEXT NOT NULL,
+    progress REAL NOT NULL, status_text TEXT NOT NULL, scheduled_time TEXT, request_id TEXT NOT NULL,
+    cancel_requested INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS executions_by_job ON executions (job_id, start_time DESC, id DESC);
+CREATE INDEX IF NOT EXISTS executions_by_request ON executions (job_id, request_id) WHERE request_id != '';
+CREATE TABLE IF NOT EXISTS schedules (
+    job_id TEXT NOT NULL, schedule_key TEXT NOT NULL, last_fire TEXT,
+    overlap_skipped INTEGER NOT NULL, misfire_skipped INTEGER NOT NULL,
+    PRIMARY KEY (job_id, schedule_key)
+);
+"""
+
+
+def _ts(value: datetime | None) -> str | None:
+    # Fixed-width UTC text sorts in time order, so SQL can order and compare on it.
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ") if value is not None else None
+
+
+def _dt(text: str | None) -> datetime | None:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC) if text else None
+
+
+def _execution(row: sqlite3.Row) -> ExecutionRecord:
+    start = _dt(row["start_time"])
+    assert start is not None
+    return ExecutionRecord(
+        id=row["id"],
+        job_id=row["job_id"],
+        parameters=decode_parameters(json.loads(row["parameters"])),
+        trigger=Trigger(row["trigger"]),
+        state=ExecutionState(row["state"]),
+        start_time=start,
+        finish_time=_dt(row["finish_time"]),
+        error=row["error"],
+        progress=row["progress"],
+        status_text=row["status_text"],
+        scheduled_time=_dt(row["scheduled_time"]),
+        request_id=row["request_id"],
+        cancel_requested=bool(row["cancel_requested"]),
+    )
+
+
+class SqliteStateStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xcron-sqlite")
+        self._conn: sqlite3.Connection | None = None
+
+    async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def run() -> T:
+            if self._conn is None:
+                raise StoreUnavailable("the state store is closed")
+            try:
+                with self._conn:
+                    return fn(self._conn)
+            except sqlite3.OperationalError as exc:
+                raise StoreUnavailable(f"state store {self.path}: {exc}") from exc
+
+        return await asyncio.get_running_loop().run_in_executor(self._thread, run)
+
+    async def open(self) -> None:
+        def connect() -> None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=5000")
+            conn.executescript(SCHEMA)
+            conn.isolation_level = ""  # back to implicit transactions, committed by `with conn`
+            self._conn = conn
+
+        await asyncio.get_running_loop().run_in_executor(self._thread, connect)
+
+    async def close(self) -> None:
+        def disconnect() -> None:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+        await asyncio.get_running_loop().run_in_executor(self._thread, disconnect)
+        self._thread.shutdown(wait=True)
+
+    async def load_jobs(self) -> dict[str, JobRecord]:
+        def q(c: sqlite3.Connection) -> dict[str, JobRecord]:
+            return {
+                r["job_id"]: JobRecord(
+                    job_id=r["job_id"],
+                    state=JobState(r["state"]),
+                    progress=r["progress"],
+                    status_text=r["status_text"],
+                    last_start=_dt(r["last_start"]),
+                    last_finish=_dt(r["last_finish"]),
+                    execution_id=r["execution_id"],
+                )
+                for r in c.execute("SELECT * FROM jobs")
+            }
+
+        return await self._call(q)
+
+    async def save_job(self, record: JobRecord) -> None:
+        await self._call(
+            lambda c: c.execute(
+                "INSERT OR REPLACE INTO jobs VALUES (?,?,?,?,?,?,?)",
+                (
+                    record.job_id,
+                    record.state.value,
+                    record.progress,
+                    record.status_text,
+                    _ts(record.last_start),
+                    _ts(record.last_finish),
+                    record.execution_id,
+                ),
+            )
+        )
+
+    async def save_execution(self, record: ExecutionRecord) -> None:
+        await self._call(
+            lambda c: c.execute(
+                "INSERT OR REPLACE INTO executions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    record.id,
+                    record.job_id,
+                    json.dumps(encode_parameters(record.parameters)),
+                    record.trigger.value,
+                    record.state.value,
+                    _ts(record.start_time),
+                    _ts(record.finish_time),
+                    record.error,
+                    record.progress,
+                    record.status_text,
+                    _ts(record.scheduled_time),
+                    record.request_id,
+                    int(record.cancel_requested),
+                ),
+            )
+        )
+
+    async def get_execution(self, execution_id: str) -> ExecutionRecord | None:
+        def q(c: sqlite3.Connection) -> ExecutionRecord | None:
+            row = c.execute("SELECT * FROM executions WHERE id = ?", (execution_id,)).fetchone()
+            return _execution(row) if row else None
+
+        return await self._call(q)
+
+    async def find_by_request_id(self, job_id: str, request_id: str) -> ExecutionRecord | None:
+        def q(c: sqlite3.Connection) -> ExecutionRecord | None:
+            row = c.execute(
+                "SELECT * FROM executions WHERE job_id = ? AND request_id = ? ORDER BY start_time LIMIT 1",
+                (job_id, request_id),
+            ).fetchone()
+            return _execution(row) if row else None
+
+        return await self._call(q)
+
+    async def list_executions(
+        self, job_id: str, *, limit: int, before: ExecutionCursor | None = None
+    ) -> list[ExecutionRecord]:
+        def q(c: sqlite3.Connection) -> list[ExecutionRecord]:
+            sql = "SELECT * FROM executions WHERE job_id = ?"
+            args: list[Any] = [job_id]
+            if before is not None:
+                sql += " AND (start_time < ? OR (start_time = ? AND id < ?))"
+                ts = _ts(before.start_time)
+                args += [ts, ts, before.execution_id]
+            sql += " ORDER BY start_time DESC, id DESC LIMIT ?"
+            args.append(limit)
+            return [_execution(r) for r in c.execute(sql, args)]
+
+        return await self._call(q)
+
+    async def abort_interrupted(self, now: datetime) -> list[ExecutionRecord]:
+        def q(c: sqlite3.Connection) -> list[ExecutionRecord]:
+            rows = c.execute("SELECT * FROM executions WHERE state = ?", (ExecutionState.RUNNING.value,)).fetchall()
+            c.execute(
+                "UPDATE executions SET state = ?, finish_time = ?, error = ?, status_text = ? WHERE state = ?",
+                (ExecutionState.ABORTED.value, _ts(now), INTERRUPTED, INTERRUPTED, ExecutionState.RUNNING.value),
+            )
+            c.execute(
+                "UPDATE jobs SET state = ?, last_finish = ?, status_text = ? WHERE state = ?",
+                (JobState.ABORTED.value, _ts(now), INTERRUPTED, JobState.RUNNING.value),
+            )
+            return [_execution(r) for r in rows]
+
+        return await self._call(q)
+
+    async def purge_executions(self, *, older_than: datetime | None, keep_last: int | None) -> int:
+        def q(c: sqlite3.Connection) -> int:
+            deleted = 0
+            finished = "state != 'running'"
+            if older_than is not None:
+                deleted += c.execute(
+                    f"DELETE FROM executions WHERE {finished} AND start_time < ?", (_ts(older_than),)
+                ).rowcount
+            if keep_last is not None:
+                deleted += c.execute(
+                    f"""DELETE FROM executions WHERE {finished} AND id IN (
+                          SELECT id FROM (SELECT id, ROW_NUMBER() OVER (
+                              PARTITION BY job_id ORDER BY start_time DESC, id DESC) AS n FROM executions)
+                          WHERE n > ?)""",
+                    (keep_last,),
+                ).rowcount
+            return deleted
+
+        return await self._call(q)
+
+    async def load_schedule_records(self) -> dict[tuple[str, str], ScheduleRecord]:
+        def q(c: sqlite3.Connection) -> dict[tuple[str, str], ScheduleRecord]:
+            return {
+                (r["job_id"], r["schedule_key"]): ScheduleRecord(
+                    job_id=r["job_id"],
+                    schedule_key=r["schedule_key"],
+                    last_fire=_dt(r["last_fire"]),
+                    overlap_skipped=r["overlap_skipped"],
+                    misfire_skipped=r["misfire_skipped"],
+                )
+                for r in c.execute("SELECT * FROM schedules")
+            }
+
+        return await self._call(q)
+
+    async def save_schedule_records(self, records: Sequence[ScheduleRecord]) -> None:
+        await self._call(
+            lambda c: c.executemany(
+                "INSERT OR REPLACE INTO schedules VALUES (?,?,?,?,?)",
+                [
+                    (r.job_id, r.schedule_key, _ts(r.last_fire), r.overlap_skipped, r.misfire_skipped)
+                    for r in records
+                ],
+            )
+        )

@@ -1,0 +1,75 @@
+"""Jobs the end-to-end tests load with `--jobs xcron_test_jobs`. They wait on files the test
+creates, so the tests synchronise on events, not on sleeps."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from xcron.server.core.jobs import Job, JobContext, Parameter, ParameterType
+
+
+class BlockJob(Job):
+    id = "test.block"
+    name = "Block"
+    description = "Waits until cancelled or until RELEASE exists."
+    parameters = (
+        Parameter("release", ParameterType.STRING, default="", description="a file whose creation ends the run"),
+        Parameter("timeout", ParameterType.DOUBLE, default=60.0),
+    )
+    can_cancel = True
+
+    def run(self, ctx: JobContext) -> None:
+        ctx.report_progress(0.5, "waiting")
+        release = Path(str(ctx.parameters["release"])) if ctx.parameters["release"] else None
+        deadline = time.monotonic() + float(ctx.parameters["timeout"])
+        while time.monotonic() < deadline:
+            if release is not None and release.exists():
+                ctx.report_progress(1.0, "released")
+                return
+            if ctx.wait(0.02):
+                ctx.raise_if_cancelled()
+        raise TimeoutError("never released")
+
+
+class StubbornJob(BlockJob):
+    id = "test.stubborn"
+    name = "Stubborn"
+    description = "Like test.block but cannot be cancelled."
+    can_cancel = False
+
+
+class FailJob(Job):
+    id = "test.fail"
+    name = "Fail"
+    description = "Raises an error with MESSAGE."
+    parameters = (Parameter("message", ParameterType.STRING, default="boom"),)
+
+    def run(self, ctx: JobContext) -> None:
+        raise RuntimeError(str(ctx.parameters["message"]))
+
+
+class TypesJob(Job):
+    id = "test.types"
+    name = "Types"
+    description = "Takes one parameter of every type and reports them."
+    parameters = (
+        Parameter("s", ParameterType.STRING, required=True),
+        Parameter("i", ParameterType.INT, required=True),
+        Parameter("b", ParameterType.BOOL, default=False),
+        Parameter("d", ParameterType.DOUBLE, default=1.5),
+        Parameter("t", ParameterType.TIMESTAMP),
+        Parameter("u", ParameterType.DURATION),
+    )
+
+    async def run(self, ctx: JobContext) -> None:
+        ctx.report_progress(1.0, " ".join(f"{k}={v!r}" for k, v in sorted(ctx.parameters.items())))
+
+
+class TickJob(Job):
+    id = "test.tick"
+    name = "Tick"
+    description = "Does nothing, quickly; for schedules."
+
+    async def run(self, ctx: JobContext) -> None:
+        ctx.report_progress(1.0, f"tick for {ctx.scheduled_time.isoformat() if ctx.scheduled_time else 'manual'}")
