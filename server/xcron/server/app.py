@@ -118,7 +118,7 @@ class XcronServer:
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
-            "xcron listening on %s (port %d): %d jobs, schedules from %s, time zone %s",
+            "xcron ready (--listen %s, port %d): %d jobs, schedules from %s, time zone %s",
             config.listen, self.port, len(self.registry), config.schedule_file, config.time_zone,
         )
         return self.port
