@@ -35,8 +35,15 @@ class BlockJob(Job):
 class StubbornJob(BlockJob):
     id = "test.stubborn"
     name = "Stubborn"
-    description = "Like test.block but cannot be cancelled."
+    description = "Like test.block but cannot be cancelled: it never looks at cancel requests."
     can_cancel = False
+
+    def run(self, ctx: JobContext) -> None:
+        ctx.report_progress(0.5, "waiting")
+        release = Path(str(ctx.parameters["release"])) if ctx.parameters["release"] else None
+        deadline = time.monotonic() + float(ctx.parameters["timeout"])
+        while time.monotonic() < deadline and not (release is not None and release.exists()):
+            time.sleep(0.02)
 
 
 class FailJob(Job):
@@ -70,6 +77,7 @@ class TickJob(Job):
     id = "test.tick"
     name = "Tick"
     description = "Does nothing, quickly; for schedules."
+    parameters = (Parameter("label", ParameterType.STRING, default=""),)
 
     async def run(self, ctx: JobContext) -> None:
-        ctx.report_progress(1.0, f"tick for {ctx.scheduled_time.isoformat() if ctx.scheduled_time else 'manual'}")
+        ctx.report_progress(1.0, f"tick {ctx.parameters['label']} for {ctx.scheduled_time.isoformat() if ctx.scheduled_time else 'manual'}")

@@ -79,6 +79,7 @@ class Scheduler:
         self._task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
         self._starting: set[str] = set()
+        self._idle = False
         executor.add_finish_listener(self._on_run_finished)
 
     async def start(self, schedules: dict[str, JobSchedules]) -> None:
@@ -188,11 +189,25 @@ class Scheduler:
             waiters: set[asyncio.Task[None]] = {wake}
             if self._heap:
                 waiters.add(asyncio.create_task(self._clock.sleep_until(self._heap[0][0])))
+            self._idle = True
             try:
                 await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             finally:
+                self._idle = False
                 for waiter in waiters:
                     waiter.cancel()
+
+    async def settled(self) -> None:
+        """Returns once all that is due at the clock's current time has been handled and the runs
+        it started are registered. Lets tests move a fake clock and then assert, without sleeping."""
+        quiet = 0
+        while quiet < 2:  # twice in a row, so the waiters the loop just created have started too
+            if self._inflight:
+                await asyncio.wait(set(self._inflight))
+            top = self._heap[0][0] if self._heap else None
+            calm = self._idle and not self._wakeup.is_set() and not self._inflight
+            quiet = quiet + 1 if calm and (top is None or top > self._clock.now()) else 0
+            await asyncio.sleep(0)
 
     async def _handle_due(self, due: list[_Entry], now: datetime) -> None:
         """Decides what each due schedule does, saves the new last-fire times, then starts the runs."""

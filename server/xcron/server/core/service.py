@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -197,7 +197,15 @@ class JobManager:
             )
             document = self._document.replace(entry)
             try:
-                await asyncio.to_thread(save_schedule_file, self.schedule_file, document)
+                await asyncio.to_thread(
+                    save_schedule_file,
+                    self.schedule_file,
+                    document,
+                    default_zone=self.default_zone,
+                    known=lambda type_name: self.registry.by_type_name(type_name) is not None,
+                )
+            except ValueError as exc:
+                raise InvalidArgument("schedules", f"cannot be written to xcron.xml: {exc}") from exc
             except OSError as exc:
                 log.error("could not save %s: %s", self.schedule_file, exc)
                 raise StoreUnavailable(
@@ -216,8 +224,6 @@ class JobManager:
 
 
 def _with_parameters(schedule: Schedule, parameters: Mapping[str, ParameterValue]) -> Schedule:
-    from dataclasses import replace
-
     return replace(schedule, parameters=dict(parameters))
 
 

@@ -1,0 +1,125 @@
+"""A core harness: registry, SQLite store on disk, executor, scheduler and job manager on a FakeClock."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from xcron.server.core.clock import FakeClock
+from xcron.server.core.events import EventBus
+from xcron.server.core.executor import Executor
+from xcron.server.core.jobs import Job, JobContext, Parameter, ParameterType
+from xcron.server.core.registry import JobRegistry
+from xcron.server.core.service import JobManager
+from xcron.server.stores.sqlite import SqliteStateStore
+from xcron.server.stores.state import ExecutionRecord
+
+START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)  # a Monday
+
+
+class Recorder:
+    """Collects finished executions so tests can await them instead of sleeping."""
+
+    def __init__(self) -> None:
+        self.finished: list[ExecutionRecord] = []
+        self._changed = asyncio.Condition()
+
+    def __call__(self, record: ExecutionRecord) -> None:
+        self.finished.append(record)
+        asyncio.get_running_loop().create_task(self._notify())
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def wait_for(self, count: int, timeout: float = 10.0) -> list[ExecutionRecord]:
+        async def until() -> None:
+            async with self._changed:
+                await self._changed.wait_for(lambda: len(self.finished) >= count)
+
+        await asyncio.wait_for(until(), timeout)
+        return self.finished
+
+
+class Tick(Job):
+    id = "t.tick"
+    name = "Tick"
+    parameters = (Parameter("label", ParameterType.STRING, default="none"),)
+
+    async def run(self, ctx: JobContext) -> None:
+        ctx.report_progress(1.0, f"label={ctx.parameters['label']}")
+
+
+class Gate(Job):
+    """Runs until the test opens its gate (or a cancel arrives)."""
+
+    id = "t.gate"
+    name = "Gate"
+    can_cancel = True
+    gate: asyncio.Event | None = None
+    started: asyncio.Event | None = None
+
+    async def run(self, ctx: JobContext) -> None:
+        assert Gate.gate is not None and Gate.started is not None
+        Gate.started.set()
+        cancel = asyncio.create_task(ctx.sleep(3600))
+        gate = asyncio.create_task(Gate.gate.wait())
+        await asyncio.wait({cancel, gate}, return_when=asyncio.FIRST_COMPLETED)
+        cancel.cancel()
+        gate.cancel()
+
+
+@dataclass
+class Harness:
+    tmp: Path
+    clock: FakeClock = field(default_factory=lambda: FakeClock(START))
+    jobs: tuple[type[Job], ...] = (Tick, Gate)
+    manager: JobManager | None = None
+    recorder: Recorder = field(default_factory=Recorder)
+    store: SqliteStateStore | None = None
+
+    @property
+    def schedule_file(self) -> Path:
+        return self.tmp / "xcron.xml"
+
+    async def start(self, zone: str = "UTC") -> JobManager:
+        Gate.gate = asyncio.Event()
+        Gate.started = asyncio.Event()
+        registry = JobRegistry(self.jobs)
+        self.store = SqliteStateStore(self.tmp / "data" / "state.sqlite3")
+        bus = EventBus()
+        executor = Executor(registry, self.store, bus, self.clock)
+        self.recorder = Recorder()
+        executor.add_finish_listener(self.recorder)
+        manager = JobManager(
+            registry=registry,
+            store=self.store,
+            bus=bus,
+            clock=self.clock,
+            schedule_file=self.schedule_file,
+            default_zone=zone,
+            executor=executor,
+        )
+        manager.load_schedules()
+        await self.store.open()
+        await manager.start()
+        self.manager = manager
+        return manager
+
+    async def stop(self, grace: float = 1.0) -> None:
+        assert self.manager is not None and self.store is not None
+        await self.manager.stop(grace)
+        await self.store.close()
+        self.manager = None
+
+    async def restart(self, zone: str = "UTC") -> JobManager:
+        await self.stop()
+        return await self.start(zone)
+
+    async def advance_to(self, when: datetime) -> None:
+        """Moves the fake clock and waits until the scheduler has handled everything due by then."""
+        assert self.manager is not None
+        self.clock.set(when)
+        await asyncio.wait_for(self.manager.scheduler.settled(), 10)
