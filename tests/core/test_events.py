@@ -1,0 +1,109 @@
+"""The event bus behind WatchJobs: snapshots, sequence numbers, resume, coalescing."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from xcron.server.core.errors import LimitExceeded
+from xcron.server.core.events import BatchKind, EventBus, JobStatus
+from xcron.server.core.model import JobState
+
+
+def status(job_id: str, progress: float = 0.0, state: JobState = JobState.RUNNING) -> JobStatus:
+    return JobStatus(job_id=job_id, state=state, progress=progress)
+
+
+def seeded(replay_size: int = 100) -> EventBus:
+    bus = EventBus(replay_size=replay_size)
+    bus.seed([status("a", state=JobState.NOT_YET_RUN), status("b", state=JobState.NOT_YET_RUN)])
+    return bus
+
+
+async def test_first_batch_is_a_snapshot_of_the_watched_jobs() -> None:
+    bus = seeded()
+    everything = await bus.subscribe().next_batch()
+    assert everything.kind is BatchKind.SNAPSHOT
+    assert [s.job_id for s in everything.statuses] == ["a", "b"]
+    only_b = await bus.subscribe(["b"]).next_batch()
+    assert [s.job_id for s in only_b.statuses] == ["b"]
+
+
+async def test_changes_are_numbered_increasingly_and_filtered() -> None:
+    bus = seeded()
+    watcher = bus.subscribe(["a"])
+    snapshot = await watcher.next_batch()
+    bus.publish(status("b", 0.1))
+    published = bus.publish(status("a", 0.2))
+    batch = await watcher.next_batch()
+    assert batch.kind is BatchKind.CHANGES
+    assert [(s.job_id, s.progress) for s in batch.statuses] == [("a", 0.2)]
+    assert batch.sequence == published.sequence > snapshot.sequence
+
+
+async def test_slow_watcher_gets_the_latest_state_per_job_and_bounded_memory() -> None:
+    bus = seeded()
+    watcher = bus.subscribe()
+    await watcher.next_batch()
+    for i in range(1000):
+        bus.publish(status("a", i / 1000))
+        bus.publish(status("b", i / 1000))
+    batch = await watcher.next_batch()  # one batch, one status per job: nothing piles up
+    assert [(s.job_id, s.progress) for s in batch.statuses] == [("a", 0.999), ("b", 0.999)]
+    assert watcher.coalesced == 1998
+
+
+async def test_next_batch_waits_for_a_change() -> None:
+    bus = seeded()
+    watcher = bus.subscribe()
+    await watcher.next_batch()
+    pending = asyncio.create_task(watcher.next_batch())
+    await asyncio.sleep(0)
+    assert not pending.done()
+    bus.publish(status("b", 0.5))
+    batch = await asyncio.wait_for(pending, 5)
+    assert batch.statuses[0].job_id == "b"
+
+
+async def test_resume_replays_what_was_missed() -> None:
+    bus = seeded()
+    seen = bus.publish(status("a", 0.1)).sequence
+    bus.publish(status("a", 0.2))
+    bus.publish(status("b", 0.3))
+    resumed = await bus.subscribe(after_sequence=seen).next_batch()
+    assert resumed.kind is BatchKind.CHANGES
+    assert [(s.job_id, s.progress) for s in resumed.statuses] == [("a", 0.2), ("b", 0.3)]
+
+
+async def test_resume_too_far_back_or_from_another_process_gets_a_fresh_snapshot() -> None:
+    bus = seeded(replay_size=3)
+    old = bus.publish(status("a", 0.1)).sequence
+    for i in range(5):
+        bus.publish(status("b", i / 10))
+    assert (await bus.subscribe(after_sequence=old).next_batch()).kind is BatchKind.SNAPSHOT
+    assert (await bus.subscribe(after_sequence=bus.sequence + 10).next_batch()).kind is BatchKind.SNAPSHOT
+    assert (await bus.subscribe(after_sequence=1).next_batch()).kind is BatchKind.SNAPSHOT
+
+
+async def test_sequences_continue_across_restarts(monkeypatch: pytest.MonkeyPatch) -> None:
+    boot = 1_800_000_000 * 10**9
+    monkeypatch.setattr("time.time_ns", lambda: boot)
+    first = EventBus()
+    for _ in range(500):  # a busy first process: 500 changes in its first second
+        last = first.publish(status("a")).sequence
+    monkeypatch.setattr("time.time_ns", lambda: boot + 10**9)  # restarted a second later
+    second = EventBus()
+    assert second.publish(status("a")).sequence > last
+
+
+async def test_watcher_limit_and_close() -> None:
+    bus = seeded()
+    bus.max_watchers = 2
+    w1, w2 = bus.subscribe(), bus.subscribe()
+    with pytest.raises(LimitExceeded):
+        bus.subscribe()
+    w1.close()
+    assert bus.watcher_count == 1
+    bus.subscribe()
+    w2.close()
