@@ -1,0 +1,222 @@
+"""Text forms of the values in xcron.xml: xs:dateTime, xs:boolean, day names, zones, parameters.
+
+Kept apart from the element mapping so each rule (what SanteDB writes, what xcron writes) is in
+one place. Parsers raise ValueError with a reason meant for a person; the caller adds the file,
+the line and the attribute name.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, time, timedelta
+from decimal import Decimal, InvalidOperation
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from xcron.server.core.model import ParameterType, ParameterValue
+
+INT32_MAX = 2**31 - 1
+INT32_MIN = -(2**31)
+
+# xs:dateTime as .NET writes it: fractions of any length (.NET uses up to 7 digits), optional zone.
+_DATETIME = re.compile(
+    r"(?P<year>\d{4})-(?P<month>\d\d)-(?P<day>\d\d)T(?P<hour>\d\d):(?P<minute>\d\d):(?P<second>\d\d)"
+    r"(?:\.(?P<fraction>\d+))?(?P<zone>Z|[+-]\d\d:\d\d)?",
+    re.ASCII,
+)
+_INTEGER = re.compile(r"[+-]?\d+", re.ASCII)
+_DECIMAL = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)", re.ASCII)
+
+# .NET DayOfWeek names -> ISO weekday numbers; written Monday first.
+DAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+_DAY_NUMBERS = {name.lower(): number for number, name in enumerate(DAY_NAMES, start=1)}
+_ISO_DAYS = frozenset(_DAY_NUMBERS.values())
+
+_TRUE = frozenset({"true", "1"})
+_FALSE = frozenset({"false", "0"})
+
+
+def load_zone(name: str) -> ZoneInfo:
+    """An IANA zone by name; ValueError (not KeyError or OSError) when there is no such zone."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ValueError(
+            f"unknown IANA time zone {name!r} (expected a name such as 'Europe/Paris')"
+        ) from None
+
+
+def parse_datetime(text: str, zone: ZoneInfo) -> datetime:
+    """An xs:dateTime as an aware UTC datetime; without an offset it is wall time in `zone` (fold=0).
+
+    Fractions beyond microseconds are truncated, so .NET's 7-digit ticks never round up a second.
+    """
+    match = _DATETIME.fullmatch(text.strip())
+    if match is None:
+        raise ValueError("expected an xs:dateTime such as 2026-03-01T09:00:00+01:00")
+    fraction = (match["fraction"] or "")[:6].ljust(6, "0")
+    try:
+        wall = datetime(
+            int(match["year"]),
+            int(match["month"]),
+            int(match["day"]),
+            int(match["hour"]),
+            int(match["minute"]),
+            int(match["second"]),
+            int(fraction),
+        )
+        offset = match["zone"]
+        if offset is None:
+            return wall.replace(tzinfo=zone).astimezone(UTC)
+        if offset == "Z":
+            return wall.replace(tzinfo=UTC)
+        return datetime.fromisoformat(wall.isoformat() + offset).astimezone(UTC)
+    except (ValueError, OverflowError) as error:
+        raise ValueError(f"not a valid date and time ({error})") from None
+
+
+def parse_timestamp(text: str) -> datetime:
+    """An instant that must carry its offset, so it never depends on a zone."""
+    stripped = text.strip()
+    if not (stripped.endswith("Z") or re.search(r"[+-]\d\d:\d\d$", stripped, re.ASCII)):
+        raise ValueError("a timestamp needs an offset or Z, e.g. 2026-03-01T09:00:00Z")
+    return parse_datetime(stripped, ZoneInfo("UTC"))
+
+
+def format_datetime(instant: datetime, zone: ZoneInfo) -> str:
+    """Wall time in `zone` with that zone's offset at `instant`; Z for a zero offset.
+
+    Old local-mean-time offsets with seconds cannot be written as xs:dateTime, so those instants
+    are written in UTC instead (same instant, so reading back gives the same value).
+    """
+    local = instant.astimezone(zone)
+    offset = local.utcoffset() or timedelta()
+    if offset % timedelta(minutes=1):
+        local, offset = instant.astimezone(UTC), timedelta()
+    text = local.replace(tzinfo=None).isoformat(timespec="microseconds" if local.microsecond else "seconds")
+    if not offset:
+        return text + "Z"
+    sign = "-" if offset < timedelta() else "+"
+    minutes = abs(offset) // timedelta(minutes=1)
+    return f"{text}{sign}{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+def format_timestamp(instant: datetime) -> str:
+    if instant.tzinfo is None:
+        raise ValueError("timestamp parameters must be timezone-aware")
+    return format_datetime(instant, ZoneInfo("UTC"))
+
+
+def next_wall_time(start: datetime, time_of_day: time, zone: ZoneInfo) -> datetime:
+    """The first instant at or after `start` when the clock in `zone` reads `time_of_day` (UTC)."""
+    day = start.astimezone(zone).date()
+    for _ in range(3):  # today, or tomorrow; one more in case tomorrow's time falls in a DST gap
+        for fold in (0, 1):
+            local = datetime.combine(day, time_of_day.replace(tzinfo=None), tzinfo=zone).replace(fold=fold)
+            instant = local.astimezone(UTC)
+            exists = instant.astimezone(zone).replace(tzinfo=None, fold=0) == local.replace(
+                tzinfo=None, fold=0
+            )
+            if exists and instant >= start:
+                return instant
+        day += timedelta(days=1)
+    raise ValueError(f"the clock in {zone.key} never reads {time_of_day} near {start.isoformat()}")
+
+
+def parse_bool(text: str) -> bool:
+    value = text.strip()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError("expected true or false")
+
+
+def format_bool(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def parse_int(text: str, *, minimum: int, maximum: int) -> int:
+    value = text.strip()
+    if not _INTEGER.fullmatch(value):
+        raise ValueError("expected a whole number")
+    number = int(value)
+    if not minimum <= number <= maximum:
+        raise ValueError(f"must be between {minimum} and {maximum}")
+    return number
+
+
+def parse_days(text: str) -> frozenset[int]:
+    """Space-separated .NET DayOfWeek names (case-insensitive) as ISO weekday numbers."""
+    days = set()
+    for name in text.split():
+        number = _DAY_NUMBERS.get(name.lower())
+        if number is None:
+            raise ValueError(f"unknown day {name!r} (expected day names such as {' '.join(DAY_NAMES[:3])})")
+        days.add(number)
+    return frozenset(days)
+
+
+def format_days(days: frozenset[int]) -> str:
+    if not days <= _ISO_DAYS:
+        raise ValueError(f"calendar days must be ISO weekdays 1..7, got {sorted(days)}")
+    return " ".join(DAY_NAMES[day - 1] for day in sorted(days))
+
+
+def parse_seconds(text: str) -> timedelta:
+    """Whole or fractional seconds, exact to the microsecond (Decimal, not float)."""
+    value = text.strip()
+    if not _DECIMAL.fullmatch(value):
+        raise ValueError("expected a number of seconds such as 90 or 1.5")
+    try:
+        micros = int(Decimal(value).scaleb(6).to_integral_value(rounding="ROUND_DOWN"))
+        return timedelta(microseconds=micros)
+    except (InvalidOperation, OverflowError):
+        raise ValueError("duration out of range") from None
+
+
+def format_seconds(duration: timedelta) -> str:
+    micros = duration // timedelta(microseconds=1)
+    sign = "-" if micros < 0 else ""
+    whole, fraction = divmod(abs(micros), 1_000_000)
+    return f"{sign}{whole}" + (f".{fraction:06d}".rstrip("0") if fraction else "")
+
+
+def parse_parameter(kind: str, text: str) -> ParameterValue:
+    """The value of an <xc:param type=kind> or a SanteDB positional item; strings keep whitespace."""
+    if kind == ParameterType.STRING:
+        return text
+    if kind == ParameterType.INT:
+        return parse_int(text, minimum=-(2**63), maximum=2**63 - 1)
+    if kind == ParameterType.BOOL:
+        return parse_bool(text)
+    if kind == ParameterType.DOUBLE:
+        value = text.strip()
+        if "_" in value:
+            raise ValueError("expected a number such as 1.5")
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError("expected a number such as 1.5") from None
+    if kind == ParameterType.TIMESTAMP:
+        return parse_timestamp(text)
+    if kind == ParameterType.DURATION:
+        return parse_seconds(text)
+    choices = ", ".join(t.value for t in ParameterType)
+    raise ValueError(f"unknown parameter type {kind!r} (expected one of {choices})")
+
+
+def format_parameter(value: ParameterValue) -> tuple[ParameterType, str]:
+    """The type name and text for a parameter value (bool before int: bool is an int in Python)."""
+    if isinstance(value, bool):
+        return ParameterType.BOOL, format_bool(value)
+    if isinstance(value, int):
+        return ParameterType.INT, str(value)
+    if isinstance(value, float):
+        return ParameterType.DOUBLE, repr(value)
+    if isinstance(value, datetime):
+        return ParameterType.TIMESTAMP, format_timestamp(value)
+    if isinstance(value, timedelta):
+        return ParameterType.DURATION, format_seconds(value)
+    if isinstance(value, str):
+        return ParameterType.STRING, value
+    raise ValueError(f"unsupported parameter value {value!r}")
