@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,7 +57,12 @@ class ServerProcess:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SUPPORT), os.environ.get("PYTHONPATH", "")]))
         self.output = []
         self.process = subprocess.Popen(
-            self.command(), cwd=self.workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            self.command(),
+            cwd=self.workdir,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         ready = threading.Event()
 
@@ -94,7 +99,7 @@ class ServerProcess:
 
 
 @pytest.fixture
-def server_factory(tmp_path: Path) -> Iterator[type[ServerProcess]]:
+def server_factory(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     started: list[ServerProcess] = []
 
     class Factory(ServerProcess):
@@ -108,5 +113,5 @@ def server_factory(tmp_path: Path) -> Iterator[type[ServerProcess]]:
 
 
 @pytest.fixture
-def server(server_factory: type[ServerProcess]) -> ServerProcess:
+def server(server_factory: Callable[..., ServerProcess]) -> ServerProcess:
     return server_factory().start()

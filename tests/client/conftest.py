@@ -75,13 +75,9 @@ class FakeJobService(pb_grpc.JobServiceServicer):
 
     def status(self, execution: pb.Execution, state: pb.JobState.ValueType) -> pb.JobStatus:
         self.sequence += 1
-        return pb.JobStatus(
-            job_id=execution.job_id, state=state, execution_id=execution.id, sequence=self.sequence
-        )
+        return pb.JobStatus(job_id=execution.job_id, state=state, execution_id=execution.id, sequence=self.sequence)
 
-    def push(
-        self, *statuses: pb.JobStatus, kind: pb.WatchEventKind.ValueType = pb.WATCH_EVENT_KIND_CHANGES
-    ) -> None:
+    def push(self, *statuses: pb.JobStatus, kind: pb.WatchEventKind.ValueType = pb.WATCH_EVENT_KIND_CHANGES) -> None:
         message = pb.WatchJobsResponse(kind=kind, statuses=statuses, sequence=self.sequence)
         for queue in self.watchers:
             queue.put_nowait(message)
@@ -182,23 +178,17 @@ class FakeJobService(pb_grpc.JobServiceServicer):
         job.schedules_paused = True
         return pb.PauseScheduleResponse(job=job)
 
-    async def ResumeSchedule(
-        self, request: pb.ResumeScheduleRequest, context: Any
-    ) -> pb.ResumeScheduleResponse:
+    async def ResumeSchedule(self, request: pb.ResumeScheduleRequest, context: Any) -> pb.ResumeScheduleResponse:
         self._record("ResumeSchedule", context)
         job = await self._job(request.job_id, context)
         job.schedules_paused = False
         return pb.ResumeScheduleResponse(job=job)
 
-    async def ReloadSchedules(
-        self, request: pb.ReloadSchedulesRequest, context: Any
-    ) -> pb.ReloadSchedulesResponse:
+    async def ReloadSchedules(self, request: pb.ReloadSchedulesRequest, context: Any) -> pb.ReloadSchedulesResponse:
         self._record("ReloadSchedules", context)
         return pb.ReloadSchedulesResponse(scheduled_job_count=2, unknown_entry_count=1)
 
-    async def WatchJobs(
-        self, request: pb.WatchJobsRequest, context: Any
-    ) -> AsyncIterator[pb.WatchJobsResponse]:
+    async def WatchJobs(self, request: pb.WatchJobsRequest, context: Any) -> AsyncIterator[pb.WatchJobsResponse]:
         self._record("WatchJobs", context)
         context.add_done_callback(self._on_watch_done)
         queue: asyncio.Queue[pb.WatchJobsResponse | None] = asyncio.Queue()
@@ -215,9 +205,7 @@ class FakeJobService(pb_grpc.JobServiceServicer):
                 for i in ids
                 if i in self.jobs
             ]
-            yield pb.WatchJobsResponse(
-                kind=pb.WATCH_EVENT_KIND_SNAPSHOT, statuses=snapshot, sequence=self.sequence
-            )
+            yield pb.WatchJobsResponse(kind=pb.WATCH_EVENT_KIND_SNAPSHOT, statuses=snapshot, sequence=self.sequence)
             self.watch_subscribed.set()
             while (message := await queue.get()) is not None:
                 yield message
@@ -231,9 +219,7 @@ class FakeJobService(pb_grpc.JobServiceServicer):
     def _on_watch_done(self, context: Any) -> None:
         self.watch_ended.set()
 
-    async def ListExecutions(
-        self, request: pb.ListExecutionsRequest, context: Any
-    ) -> pb.ListExecutionsResponse:
+    async def ListExecutions(self, request: pb.ListExecutionsRequest, context: Any) -> pb.ListExecutionsResponse:
         self._record("ListExecutions", context)
         await self._job(request.job_id, context)
         found = [e for e in self.executions.values() if e.job_id == request.job_id]

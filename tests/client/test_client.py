@@ -117,9 +117,7 @@ def test_client_imports_without_server_dependencies() -> None:
         print("ok")
         """
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
-    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
 
@@ -150,9 +148,7 @@ def test_error_hierarchy() -> None:
 def test_schedule_models() -> None:
     assert Schedule.every(90).spec == IntervalSpec(every=timedelta(seconds=90))
     calendar = Schedule.on_days([1, DayOfWeek.FRIDAY], at=time(3, 30), time_zone="Europe/Paris")
-    assert calendar.spec == CalendarSpec(
-        days=frozenset({DayOfWeek.MONDAY, DayOfWeek.FRIDAY}), time_of_day=time(3, 30)
-    )
+    assert calendar.spec == CalendarSpec(days=frozenset({DayOfWeek.MONDAY, DayOfWeek.FRIDAY}), time_of_day=time(3, 30))
     assert Schedule.cron("*/5 * * * *").spec == CronSpec(expression="*/5 * * * *")
     with pytest.raises(ValueError, match="aware"):
         Schedule.every(60, start_time=datetime(2030, 1, 1))

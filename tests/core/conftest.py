@@ -13,4 +13,3 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
     yield h
     if h.manager is not None:
         await h.stop()
-

@@ -11,7 +11,6 @@ from datetime import UTC, datetime, time, timedelta
 
 import pytest
 from core_harness import START, Gate, Harness
-
 from xcron.server.core.errors import Conflict, StoreUnavailable
 from xcron.server.core.model import (
     CalendarSpec,
@@ -89,7 +88,7 @@ async def test_defect3_missed_calendar_time_runs_once_after_restart_in_its_zone(
     assert runs[0].scheduled_time == datetime(2026, 3, 2, 8, 30, tzinfo=UTC)
     assert runs[0].start_time == datetime(2026, 3, 2, 9, 5, tzinfo=UTC)
     view = manager.view("t.tick")
-    (schedule, record, next_times) = view.schedules[0]
+    (_, _, next_times) = view.schedules[0]
     assert next_times[0] == datetime(2026, 3, 9, 8, 30, tzinfo=UTC)
 
 
@@ -225,7 +224,8 @@ async def test_pause_stops_firing_and_resume_skips_the_paused_time(harness: Harn
 async def test_cron_and_parameters_of_a_schedule(harness: Harness) -> None:
     manager = await harness.start()
     await manager.set_schedules(
-        "t.tick", [Schedule(spec=CronSpec(expression="*/20 * * * *"), start=START, parameters={"label": "cron"})]
+        "t.tick",
+        [Schedule(spec=CronSpec(expression="*/20 * * * *"), start=START, parameters={"label": "cron"})],
     )
     await harness.advance_to(START + 20 * MIN)
     (run,) = await harness.recorder.wait_for(1)

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from xcron.client import (
     AbortedError,
     AsyncClient,
@@ -47,11 +46,20 @@ def client(server: Any) -> Any:
 def test_run_with_parameters_and_wait(client: Client, tmp_path: Path) -> None:
     stamp = datetime(2026, 5, 1, 12, 30, tzinfo=UTC)
     execution = client.run_and_wait(
-        "test.types", {"s": "hi", "i": 42, "b": True, "d": 2.5, "t": stamp, "u": timedelta(seconds=3)}, timeout=20
+        "test.types",
+        {"s": "hi", "i": 42, "b": True, "d": 2.5, "t": stamp, "u": timedelta(seconds=3)},
+        timeout=20,
     )
     assert execution.state is ExecutionState.COMPLETED
     assert execution.trigger is Trigger.MANUAL
-    assert execution.parameters == {"s": "hi", "i": 42, "b": True, "d": 2.5, "t": stamp, "u": timedelta(seconds=3)}
+    assert execution.parameters == {
+        "s": "hi",
+        "i": 42,
+        "b": True,
+        "d": 2.5,
+        "t": stamp,
+        "u": timedelta(seconds=3),
+    }
     assert "i=42" in execution.status_text and execution.progress == 1.0
     job = client.get_job("test.types")
     assert job.state is JobState.COMPLETED and job.execution_id == execution.id
@@ -157,6 +165,8 @@ def test_scheduled_run_survives_restart_and_fires_once(server_factory: Any) -> N
     with Client(server.target, timeout=20) as client:
         job = client.set_schedule("test.tick", [Schedule.every(timedelta(seconds=2))])
         first_due = job.schedules[0].next_fire_times[0]
+        anchor = job.schedules[0].start_time
+        assert anchor is not None
     assert server.stop() == 0
     server = server_factory().start()
     with Client(server.target, timeout=20) as client:
@@ -172,8 +182,9 @@ def test_scheduled_run_survives_restart_and_fires_once(server_factory: Any) -> N
     assert len(set(scheduled)) == len(scheduled)  # each occurrence once
     assert all(t is not None and t >= first_due for t in scheduled)
     for run in runs:
-        assert run.scheduled_time is not None
-        assert timedelta(0) <= run.start_time - run.scheduled_time < timedelta(seconds=1)
+        assert run.scheduled_time is not None and run.start_time is not None
+        assert (run.scheduled_time - anchor) % timedelta(seconds=2) == timedelta(0)  # on the interval's grid
+        assert run.start_time >= run.scheduled_time
 
 
 def test_kill_9_mid_run_leaves_the_run_aborted_after_restart(server_factory: Any, tmp_path: Path) -> None:

@@ -14,7 +14,9 @@ import pytest
 GRPCURL = shutil.which("grpcurl") or str(Path(sys.executable).parent / "grpcurl")
 
 
-def grpcurl(target: str, *args: str, data: dict[str, Any] | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+def grpcurl(
+    target: str, *args: str, data: dict[str, Any] | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     cmd = [GRPCURL, "-plaintext", "-max-time", "20"]
     if data is not None:
         cmd += ["-d", json.dumps(data)]
@@ -135,7 +137,11 @@ def test_cancel_a_long_job(server: Any) -> None:
 
 
 def test_failing_job_is_aborted_with_its_error(server: Any) -> None:
-    run = call(server.target, "RunJob", {"job_id": "test.fail", "parameters": {"message": {"string_value": "disk on fire"}}})
+    run = call(
+        server.target,
+        "RunJob",
+        {"job_id": "test.fail", "parameters": {"message": {"string_value": "disk on fire"}}},
+    )
     execution_id = run["execution"]["id"]
     watch_until(server.target, "test.fail", "JOB_STATE_ABORTED", execution_id)
     execution = call(server.target, "GetExecution", {"execution_id": execution_id})["execution"]

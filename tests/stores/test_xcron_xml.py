@@ -147,8 +147,7 @@ def test_wall_times_without_offset_use_the_default_zone() -> None:
         pytest.param(
             lambda b: b.replace(
                 b"<ArrayOfJobItemConfiguration ",
-                b'<ArrayOfJobItemConfiguration xmlns:foo="urn:foo" '
-                b'xmlns:c="http://santedb.org/configuration" ',
+                b'<ArrayOfJobItemConfiguration xmlns:foo="urn:foo" xmlns:c="http://santedb.org/configuration" ',
             ),
             id="extra-xmlns",
         ),
@@ -186,9 +185,7 @@ def test_tolerated_variants_read_the_same(transform: object) -> None:
     ],
 )
 def test_start_formats(text: str, expected: datetime) -> None:
-    schedule = only_schedule(
-        one_job(f'<add type="interval" start="{text}" interval="60"/>'), "America/New_York"
-    )
+    schedule = only_schedule(one_job(f'<add type="interval" start="{text}" interval="60"/>'), "America/New_York")
     assert schedule.start == expected
     assert schedule.start.tzinfo is UTC
 
@@ -274,10 +271,7 @@ def test_every_extension_round_trips() -> None:
     assert '<xc:param name="timeout" type="duration">90.5</xc:param>' in text
     assert '<xc:param name="since" type="timestamp">2026-01-01T00:00:00Z</xc:param>' in text
     assert '<add type="interval" start="2026-03-01T00:00:00Z" interval="900" xc:misfire="skip"' in text
-    assert (
-        '<xc:cron expression="0 3 * * 1-5" start="2026-03-01T00:00:00-05:00" xc:timeZone="America/New_York">'
-        in text
-    )
+    assert '<xc:cron expression="0 3 * * 1-5" start="2026-03-01T00:00:00-05:00" xc:timeZone="America/New_York">' in text
     assert "<int>2</int>" in text
 
 
@@ -288,9 +282,7 @@ def test_render_matches_santedb_layout() -> None:
                 type_name="A.Job, A",
                 start_type="schedule",
                 schedules=(
-                    Schedule(
-                        spec=IntervalSpec(every=timedelta(hours=1)), start=datetime(2026, 3, 1, 8, tzinfo=UTC)
-                    ),
+                    Schedule(spec=IntervalSpec(every=timedelta(hours=1)), start=datetime(2026, 3, 1, 8, tzinfo=UTC)),
                 ),
                 positional_parameters=("x", 3, True, 1.5),
             ),
@@ -311,9 +303,7 @@ def test_empty_document_renders_and_reads_back() -> None:
     assert round_trip(ScheduleDocument(())) == ScheduleDocument(())
 
 
-def calendar_entry(
-    start: datetime, time_of_day: time, zone: str, end: datetime | None = None
-) -> ScheduleDocument:
+def calendar_entry(start: datetime, time_of_day: time, zone: str, end: datetime | None = None) -> ScheduleDocument:
     schedule = Schedule(
         spec=CalendarSpec(days=frozenset({2}), time_of_day=time_of_day), start=start, end=end, time_zone=zone
     )
@@ -495,9 +485,7 @@ BILLION_LAUGHS = """<?xml version="1.0"?>
             id="deep-nesting",
         ),
         pytest.param("<a>" * 300 + "</a>" * 300, 1, "not well-formed XML", id="very-deep-nesting"),
-        pytest.param(
-            "<ArrayOfJobItemConfiguration>\n<JobItemConfiguration>", 2, "not well-formed", id="truncated"
-        ),
+        pytest.param("<ArrayOfJobItemConfiguration>\n<JobItemConfiguration>", 2, "not well-formed", id="truncated"),
         pytest.param("\n<jobs/>", 2, "root element must be <ArrayOfJobItemConfiguration>", id="wrong-root"),
         pytest.param(
             '<ArrayOfJobItemConfiguration xmlns="http://santedb.org/configuration"/>',
@@ -579,10 +567,7 @@ BILLION_LAUGHS = """<?xml version="1.0"?>
             id="cron-hashed",
         ),
         pytest.param(
-            one_job(
-                '<add type="interval" start="2026-01-01T00:00:00" interval="60"'
-                ' xc:start="2026-01-01T00:00:00"/>'
-            ),
+            one_job('<add type="interval" start="2026-01-01T00:00:00" interval="60" xc:start="2026-01-01T00:00:00"/>'),
             5,
             "xc:start is only used on calendar schedules",
             id="xc-start-on-interval",
@@ -638,9 +623,7 @@ BILLION_LAUGHS = """<?xml version="1.0"?>
             "needs an offset",
             id="param-naive-timestamp",
         ),
-        pytest.param(
-            one_job("", ' xc:paused="maybe"'), 3, "xc:paused='maybe': expected true or false", id="paused"
-        ),
+        pytest.param(one_job("", ' xc:paused="maybe"'), 3, "xc:paused='maybe': expected true or false", id="paused"),
         pytest.param(
             f'{HEAD}<JobItemConfiguration startType="never"/></ArrayOfJobItemConfiguration>',
             3,
@@ -667,33 +650,25 @@ BILLION_LAUGHS = """<?xml version="1.0"?>
             "must be between -2147483648 and 2147483647",
             id="positional-int32",
         ),
-        pytest.param(
-            f"{HEAD}<Job/></ArrayOfJobItemConfiguration>", 3, "unexpected element 'Job'", id="stray-element"
-        ),
+        pytest.param(f"{HEAD}<Job/></ArrayOfJobItemConfiguration>", 3, "unexpected element 'Job'", id="stray-element"),
         pytest.param("  \n", None, "file is empty", id="empty"),
     ],
 )
-def test_invalid_files_are_refused_with_line_and_reason(
-    data: str | bytes, line: int | None, reason: str
-) -> None:
+def test_invalid_files_are_refused_with_line_and_reason(data: str | bytes, line: int | None, reason: str) -> None:
     with pytest.raises(ScheduleFileError) as caught:
         parse(data)
     error = caught.value
     assert error.line == line
     assert error.path == "xcron.xml"
     assert reason in error.reason
-    assert str(error) == (
-        f"xcron.xml:{line}: {error.reason}" if line is not None else f"xcron.xml: {error.reason}"
-    )
+    assert str(error) == (f"xcron.xml:{line}: {error.reason}" if line is not None else f"xcron.xml: {error.reason}")
 
 
 def test_oversized_files_are_refused_before_parsing(tmp_path: Path) -> None:
     big = tmp_path / "xcron.xml"
     with big.open("wb") as file:
         file.truncate(MAX_FILE_BYTES + 1)  # sparse: no 16 MiB written
-    with pytest.raises(
-        ScheduleFileError, match=r"xcron.xml: file is 16777217 bytes, over the 16777216 byte limit"
-    ):
+    with pytest.raises(ScheduleFileError, match=r"xcron.xml: file is 16777217 bytes, over the 16777216 byte limit"):
         load_schedule_file(big, default_zone="UTC")
     with pytest.raises(ScheduleFileError, match="byte limit"):
         parse(b" " * (MAX_FILE_BYTES + 1))
@@ -769,9 +744,7 @@ def test_save_replaces_keeps_mode_and_leaves_no_temp_files(tmp_path: Path) -> No
     target = tmp_path / "xcron.xml"
     target.write_bytes(SAMPLE.read_bytes())
     target.chmod(0o640)
-    doc = sample_doc().replace(
-        ScheduleEntry(type_name="New.Job", start_type="schedule", schedules=(), paused=True)
-    )
+    doc = sample_doc().replace(ScheduleEntry(type_name="New.Job", start_type="schedule", schedules=(), paused=True))
     save_schedule_file(target, doc, default_zone="UTC")
     assert load_schedule_file(target, default_zone="UTC") == doc
     assert target.stat().st_mode & 0o777 == 0o640
@@ -805,12 +778,8 @@ def test_save_refuses_unwritable_values_before_touching_the_file(tmp_path: Path)
 
 ZONES = ["", "UTC", "Europe/Paris", "America/New_York", "Australia/Lord_Howe", "Asia/Kolkata"]
 DEFAULT_ZONE = "America/Sao_Paulo"
-TEXT = st.text(
-    st.characters(blacklist_categories=("Cs", "Cc", "Cn")) | st.sampled_from("\t\n\r <&>\"'"), max_size=12
-)
-INSTANTS = st.datetimes(
-    min_value=datetime(1975, 1, 1), max_value=datetime(2090, 1, 1), timezones=st.just(UTC)
-)
+TEXT = st.text(st.characters(blacklist_categories=("Cs", "Cc", "Cn")) | st.sampled_from("\t\n\r <&>\"'"), max_size=12)
+INSTANTS = st.datetimes(min_value=datetime(1975, 1, 1), max_value=datetime(2090, 1, 1), timezones=st.just(UTC))
 PARAMETER_VALUES: st.SearchStrategy[ParameterValue] = st.one_of(
     st.integers(-(2**63), 2**63 - 1),
     TEXT,
@@ -833,9 +802,7 @@ def schedules(draw: st.DrawFn) -> Schedule:
         if draw(st.booleans()):
             end = start + draw(st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=9999)))
     elif kind == "calendar":
-        spec = CalendarSpec(
-            days=draw(st.frozensets(st.integers(1, 7))), time_of_day=draw(st.times()).replace(fold=0)
-        )
+        spec = CalendarSpec(days=draw(st.frozensets(st.integers(1, 7))), time_of_day=draw(st.times()).replace(fold=0))
         if draw(st.booleans()):  # past the first firing, which may be up to two days later
             end = start + draw(st.timedeltas(min_value=timedelta(days=3), max_value=timedelta(days=9999)))
     else:
@@ -851,9 +818,7 @@ def schedules(draw: st.DrawFn) -> Schedule:
         start=start,
         end=end,
         time_zone=draw(st.sampled_from(ZONES)),
-        parameters=draw(
-            st.dictionaries(st.text("abcxyz_", min_size=1, max_size=5), PARAMETER_VALUES, max_size=3)
-        ),
+        parameters=draw(st.dictionaries(st.text("abcxyz_", min_size=1, max_size=5), PARAMETER_VALUES, max_size=3)),
         misfire_policy=draw(st.sampled_from(MisfirePolicy)),
         misfire_grace=draw(st.none() | st.integers(0, 10**6).map(lambda s: timedelta(seconds=s))),
         max_catchup_runs=draw(st.integers(0, 1000)),

@@ -34,12 +34,9 @@ class Recorder:
         async with self._changed:
             self._changed.notify_all()
 
-    async def wait_for(self, count: int, timeout: float = 10.0) -> list[ExecutionRecord]:
-        async def until() -> None:
-            async with self._changed:
-                await self._changed.wait_for(lambda: len(self.finished) >= count)
-
-        await asyncio.wait_for(until(), timeout)
+    async def wait_for(self, count: int) -> list[ExecutionRecord]:
+        async with asyncio.timeout(10), self._changed:
+            await self._changed.wait_for(lambda: len(self.finished) >= count)
         return self.finished
 
 

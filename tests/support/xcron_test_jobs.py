@@ -21,8 +21,8 @@ class BlockJob(Job):
 
     def run(self, ctx: JobContext) -> None:
         ctx.report_progress(0.5, "waiting")
-        release = Path(str(ctx.parameters["release"])) if ctx.parameters["release"] else None
-        deadline = time.monotonic() + float(ctx.parameters["timeout"])
+        release = Path(ctx.get_str("release")) if ctx.get_str("release") else None
+        deadline = time.monotonic() + ctx.get_float("timeout")
         while time.monotonic() < deadline:
             if release is not None and release.exists():
                 ctx.report_progress(1.0, "released")
@@ -40,8 +40,8 @@ class StubbornJob(BlockJob):
 
     def run(self, ctx: JobContext) -> None:
         ctx.report_progress(0.5, "waiting")
-        release = Path(str(ctx.parameters["release"])) if ctx.parameters["release"] else None
-        deadline = time.monotonic() + float(ctx.parameters["timeout"])
+        release = Path(ctx.get_str("release")) if ctx.get_str("release") else None
+        deadline = time.monotonic() + ctx.get_float("timeout")
         while time.monotonic() < deadline and not (release is not None and release.exists()):
             time.sleep(0.02)
 
@@ -80,4 +80,5 @@ class TickJob(Job):
     parameters = (Parameter("label", ParameterType.STRING, default=""),)
 
     async def run(self, ctx: JobContext) -> None:
-        ctx.report_progress(1.0, f"tick {ctx.parameters['label']} for {ctx.scheduled_time.isoformat() if ctx.scheduled_time else 'manual'}")
+        due = ctx.scheduled_time.isoformat() if ctx.scheduled_time else "manual"
+        ctx.report_progress(1.0, f"tick {ctx.parameters['label']} for {due}")

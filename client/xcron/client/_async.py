@@ -175,9 +175,7 @@ class AsyncClient:
         """Let a paused job's schedules fire again (occurrences missed while paused are not run)."""
         request = pb.ResumeScheduleRequest(job_id=job_id)
         with translate_errors():
-            response = await self._stub.ResumeSchedule(
-                request, timeout=self._timeout, metadata=self._metadata
-            )
+            response = await self._stub.ResumeSchedule(request, timeout=self._timeout, metadata=self._metadata)
         return convert.job_from_proto(response.job)
 
     async def reload_schedules(self) -> ReloadResult:
@@ -193,9 +191,7 @@ class AsyncClient:
 
     # --- watching -------------------------------------------------------------------------------------------
 
-    def watch_jobs(
-        self, job_ids: Sequence[str] = (), *, after_sequence: int = 0
-    ) -> AsyncGenerator[WatchEvent, None]:
+    def watch_jobs(self, job_ids: Sequence[str] = (), *, after_sequence: int = 0) -> AsyncGenerator[WatchEvent, None]:
         """Stream the watched jobs' states (all jobs when ``job_ids`` is empty): a snapshot, then changes.
 
         The call starts at the first ``anext()``. Closing the async generator (``await aclose()``, or
@@ -218,15 +214,11 @@ class AsyncClient:
 
     # --- executions -----------------------------------------------------------------------------------------
 
-    async def list_executions(
-        self, job_id: str, *, page_size: int = 0, page_token: str = ""
-    ) -> Page[Execution]:
+    async def list_executions(self, job_id: str, *, page_size: int = 0, page_token: str = "") -> Page[Execution]:
         """One page of a job's executions, newest first."""
         request = pb.ListExecutionsRequest(job_id=job_id, page_size=page_size, page_token=page_token)
         with translate_errors():
-            response = await self._stub.ListExecutions(
-                request, timeout=self._timeout, metadata=self._metadata
-            )
+            response = await self._stub.ListExecutions(request, timeout=self._timeout, metadata=self._metadata)
         return Page(
             items=tuple(convert.execution_from_proto(e) for e in response.executions),
             next_page_token=response.next_page_token,
@@ -273,9 +265,7 @@ class AsyncClient:
         events = self._watch(request, deadline.remaining())
         try:
             await anext(events, None)  # the snapshot: from here on the subscription is live
-            execution = await self._run_job(
-                job_id, parameters, request_id, deadline.call_timeout(self._timeout)
-            )
+            execution = await self._run_job(job_id, parameters, request_id, deadline.call_timeout(self._timeout))
             if execution.finished:  # a repeated request_id for a run that is long over
                 return await self._get_execution(execution.id, deadline.call_timeout(self._timeout))
             async for event in events:

@@ -124,9 +124,7 @@ def value_from_proto(value: pb.ParameterValue) -> ParameterValue | None:
     return None
 
 
-def parameters_to_proto(
-    target: MessageMap[str, pb.ParameterValue], parameters: Mapping[str, object] | None
-) -> None:
+def parameters_to_proto(target: MessageMap[str, pb.ParameterValue], parameters: Mapping[str, object] | None) -> None:
     """Fill a ``map<string, ParameterValue>`` field from plain Python values."""
     for name, value in (parameters or {}).items():
         if not isinstance(name, str):
@@ -232,9 +230,7 @@ def schedule_to_proto(schedule: Schedule) -> pb.Schedule:
     elif isinstance(spec, CalendarSpec):
         message.calendar.days.extend(sorted(day.value for day in spec.days))  # type: ignore[misc]
         tod = spec.time_of_day
-        message.calendar.time_of_day.CopyFrom(
-            pb.TimeOfDay(hours=tod.hour, minutes=tod.minute, seconds=tod.second)
-        )
+        message.calendar.time_of_day.CopyFrom(pb.TimeOfDay(hours=tod.hour, minutes=tod.minute, seconds=tod.second))
     elif isinstance(spec, CronSpec):
         message.cron.expression = spec.expression
     else:  # pragma: no cover - guarded by the type checker
@@ -279,9 +275,7 @@ def schedule_from_proto(message: pb.Schedule) -> Schedule:
     )
 
 
-def run_job_request(
-    job_id: str, parameters: Mapping[str, object] | None, request_id: str
-) -> pb.RunJobRequest:
+def run_job_request(job_id: str, parameters: Mapping[str, object] | None, request_id: str) -> pb.RunJobRequest:
     request = pb.RunJobRequest(job_id=job_id, request_id=request_id)
     parameters_to_proto(request.parameters, parameters)
     return request

@@ -108,9 +108,7 @@ class XcronError(Exception):
         return text
 
     def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(code={self.code.name}, message={self.message!r}, reason={self.reason!r})"
-        )
+        return f"{type(self).__name__}(code={self.code.name}, message={self.message!r}, reason={self.reason!r})"
 
     def __reduce__(self) -> tuple[object, ...]:
         # Keyword-only state does not survive the default exception pickling; keep it for multiprocessing.
@@ -244,8 +242,7 @@ def from_rpc_error(error: grpc.RpcError) -> XcronError:
                 bad_request = error_details_pb2.BadRequest()
                 detail.Unpack(bad_request)
                 violations.extend(
-                    FieldViolation(field=v.field, description=v.description)
-                    for v in bad_request.field_violations
+                    FieldViolation(field=v.field, description=v.description) for v in bad_request.field_violations
                 )
     cls = _BY_CODE.get(code, XcronError)
     return cls(

@@ -340,9 +340,7 @@ class Schedule:
         return cls(spec=IntervalSpec(every=every), **kwargs)
 
     @classmethod
-    def on_days(
-        cls, days: Iterable[DayOfWeek | int], at: time, **kwargs: Unpack[ScheduleOptions]
-    ) -> Schedule:
+    def on_days(cls, days: Iterable[DayOfWeek | int], at: time, **kwargs: Unpack[ScheduleOptions]) -> Schedule:
         """A schedule firing on ``days`` (empty: once, on ``start_time``'s date) at wall-clock time ``at``."""
         spec = CalendarSpec(days=frozenset(DayOfWeek(day) for day in days), time_of_day=at)
         return cls(spec=spec, **kwargs)

@@ -49,10 +49,7 @@ class Client:
         self._owns_channel = channel is None
         self._closed = False
         if channel is None:
-            if credentials is None:
-                channel = grpc.insecure_channel(target)
-            else:
-                channel = grpc.secure_channel(target, credentials)
+            channel = grpc.insecure_channel(target) if credentials is None else grpc.secure_channel(target, credentials)
         self._channel: grpc.Channel = channel
         self._stub = pb_grpc.JobServiceStub(channel)
         self._timeout = timeout
@@ -188,9 +185,7 @@ class Client:
 
     # --- watching -------------------------------------------------------------------------------------------
 
-    def watch_jobs(
-        self, job_ids: Sequence[str] = (), *, after_sequence: int = 0
-    ) -> Generator[WatchEvent, None, None]:
+    def watch_jobs(self, job_ids: Sequence[str] = (), *, after_sequence: int = 0) -> Generator[WatchEvent, None, None]:
         """Stream the watched jobs' states (all jobs when ``job_ids`` is empty): a snapshot, then changes.
 
         The call starts at the first ``next()``. Closing the generator (``close()``, ``contextlib.closing``,
@@ -200,9 +195,7 @@ class Client:
         request = pb.WatchJobsRequest(job_ids=job_ids_list(job_ids), after_sequence=after_sequence)
         return self._watch(request, None)
 
-    def _watch(
-        self, request: pb.WatchJobsRequest, call_timeout: float | None
-    ) -> Generator[WatchEvent, None, None]:
+    def _watch(self, request: pb.WatchJobsRequest, call_timeout: float | None) -> Generator[WatchEvent, None, None]:
         call = self._stub.WatchJobs(request, timeout=call_timeout, metadata=self._metadata)
         try:
             with translate_errors():

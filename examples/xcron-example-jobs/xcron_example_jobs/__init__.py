@@ -26,12 +26,12 @@ class GreetJob(Job):
     can_cancel = True
 
     async def run(self, ctx: JobContext) -> None:
-        times = int(ctx.parameters["times"])
-        greeting = f"hello {ctx.parameters['name']}"
-        if ctx.parameters["shout"]:
+        times = ctx.get_int("times")
+        greeting = f"hello {ctx.get_str('name')}"
+        if ctx.get_bool("shout"):
             greeting = greeting.upper()
         for i in range(times):
-            if await ctx.sleep(float(ctx.parameters["delay"])):
+            if await ctx.sleep(ctx.get_float("delay")):
                 return  # cancelled: returning after a cancel request ends the run CANCELLED
             ctx.report_progress((i + 1) / max(times, 1), f"{greeting} ({i + 1}/{times})")
 
@@ -46,7 +46,7 @@ class CountdownJob(Job):
     can_cancel = True
 
     def run(self, ctx: JobContext) -> None:
-        seconds = int(ctx.parameters["seconds"])
+        seconds = ctx.get_int("seconds")
         if seconds < 0:
             raise ValueError("seconds must not be negative")
         for left in range(seconds, 0, -1):

@@ -18,11 +18,15 @@ from xcron.server.stores.xcron_xml import ScheduleFileError
 def parse_args(argv: list[str] | None = None) -> ServerConfig:
     parser = argparse.ArgumentParser(prog="xcron-server", description="Run the xcron job service.")
     parser.add_argument("--listen", default="127.0.0.1:50051", help="address to serve gRPC on (port 0: any free)")
-    parser.add_argument("--schedule-file", type=Path, default=Path("xcron.xml"), help="the SanteDB-format schedule file")
+    parser.add_argument(
+        "--schedule-file", type=Path, default=Path("xcron.xml"), help="the SanteDB-format schedule file"
+    )
     parser.add_argument("--data-dir", type=Path, default=Path(".xcron-data"), help="where state and history are kept")
     parser.add_argument("--jobs", action="append", default=[], metavar="MODULE", help="also load jobs from MODULE")
     parser.add_argument(
-        "--no-entry-points", action="store_true", help="do not load job packages from the xcron.jobs entry points"
+        "--no-entry-points",
+        action="store_true",
+        help="do not load job packages from the xcron.jobs entry points",
     )
     parser.add_argument("--time-zone", default=local_zone_name(), help="zone for schedules that name none")
     parser.add_argument("--shutdown-grace", type=float, default=10.0, help="seconds running jobs get on shutdown")

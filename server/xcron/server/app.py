@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -13,7 +14,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-
 from xcron.server.api.servicer import Servicer
 from xcron.server.core.clock import Clock, SystemClock
 from xcron.server.core.events import EventBus
@@ -30,10 +30,8 @@ SERVICE_NAME = job_service_pb2.DESCRIPTOR.services_by_name["JobService"].full_na
 def local_zone_name() -> str:
     """The machine's IANA zone name (TZ, then /etc/localtime), UTC when it cannot be told."""
     candidates = [os.environ.get("TZ", "").lstrip(":")]
-    try:
+    with contextlib.suppress(OSError, IndexError):
         candidates.append(str(Path("/etc/localtime").resolve()).split("zoneinfo/", 1)[1])
-    except (OSError, IndexError):
-        pass
     for name in candidates:
         if name:
             try:
@@ -109,7 +107,11 @@ class XcronServer:
         job_service_pb2_grpc.add_JobServiceServicer_to_server(Servicer(manager), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
-            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            (
+                SERVICE_NAME,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
             server,
         )
         self.port = server.add_insecure_port(config.listen)
@@ -119,7 +121,11 @@ class XcronServer:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
             "xcron ready (--listen %s, port %d): %d jobs, schedules from %s, time zone %s",
-            config.listen, self.port, len(self.registry), config.schedule_file, config.time_zone,
+            config.listen,
+            self.port,
+            len(self.registry),
+            config.schedule_file,
+            config.time_zone,
         )
         return self.port
 
@@ -146,6 +152,8 @@ async def serve(config: ServerConfig) -> None:
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
 
+    reloads: set[asyncio.Task[None]] = set()
+
     def reload() -> None:
         async def go() -> None:
             assert server.manager is not None
@@ -154,7 +162,8 @@ async def serve(config: ServerConfig) -> None:
             except Exception as exc:
                 log.error("SIGHUP reload failed: %s", exc)
 
-        loop.create_task(go())
+        reloads.add(task := loop.create_task(go()))
+        task.add_done_callback(reloads.discard)
 
     loop.add_signal_handler(signal.SIGHUP, reload)
     await stop.wait()

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, time, timedelta
 
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
-
 from xcron.server.core.errors import InvalidArgument
 from xcron.server.core.events import BatchKind, JobStatus, WatchBatch
 from xcron.server.core.model import (
@@ -63,17 +62,22 @@ OVERLAP = {
 }
 MISFIRE_FROM = {v: k for k, v in MISFIRE.items()} | {pb.MISFIRE_POLICY_UNSPECIFIED: MisfirePolicy.RUN_ONCE}
 OVERLAP_FROM = {v: k for k, v in OVERLAP.items()} | {pb.OVERLAP_POLICY_UNSPECIFIED: OverlapPolicy.SKIP}
-WATCH_KINDS = {BatchKind.SNAPSHOT: pb.WATCH_EVENT_KIND_SNAPSHOT, BatchKind.CHANGES: pb.WATCH_EVENT_KIND_CHANGES}
+WATCH_KINDS = {
+    BatchKind.SNAPSHOT: pb.WATCH_EVENT_KIND_SNAPSHOT,
+    BatchKind.CHANGES: pb.WATCH_EVENT_KIND_CHANGES,
+}
 
 _MAX_SECONDS = 253402300799  # 9999-12-31T23:59:59Z, the end of Timestamp's range
 
 
-def timestamp(value: datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
+def timestamp(value: datetime) -> Timestamp:
     ts = Timestamp()
     ts.FromDatetime(value.astimezone(UTC))
     return ts
+
+
+def optional_timestamp(value: datetime | None) -> Timestamp | None:
+    return timestamp(value) if value is not None else None
 
 
 def from_timestamp(ts: Timestamp, field: str) -> datetime:
@@ -140,10 +144,10 @@ def parameter_declaration(spec: ParameterSpec) -> pb.ParameterDeclaration:
     )
 
 
-def schedule(s: Schedule, record: ScheduleRecord | None = None, next_times: list[datetime] = ()) -> pb.Schedule:  # type: ignore[assignment]
+def schedule(s: Schedule, record: ScheduleRecord | None = None, next_times: Sequence[datetime] = ()) -> pb.Schedule:
     out = pb.Schedule(
         start_time=timestamp(s.start),
-        end_time=timestamp(s.end),
+        end_time=optional_timestamp(s.end),
         time_zone=s.time_zone,
         misfire_policy=MISFIRE[s.misfire_policy],
         misfire_grace_period=duration(s.misfire_grace) if s.misfire_grace else None,
@@ -157,7 +161,7 @@ def schedule(s: Schedule, record: ScheduleRecord | None = None, next_times: list
     if isinstance(spec, IntervalSpec):
         out.interval.interval.CopyFrom(duration(spec.every))
     elif isinstance(spec, CalendarSpec):
-        out.calendar.days.extend(sorted(spec.days))
+        out.calendar.days.extend(pb.DayOfWeek.ValueType(d) for d in sorted(spec.days))
         out.calendar.time_of_day.hours = spec.time_of_day.hour
         out.calendar.time_of_day.minutes = spec.time_of_day.minute
         out.calendar.time_of_day.seconds = spec.time_of_day.second
@@ -185,7 +189,8 @@ def from_schedule(s: pb.Schedule, field: str, now: datetime) -> Schedule:
         tod = s.calendar.time_of_day
         if not (0 <= tod.hours <= 23 and 0 <= tod.minutes <= 59 and 0 <= tod.seconds <= 59):
             raise InvalidArgument(
-                f"{field}.calendar.time_of_day", f"{tod.hours:02}:{tod.minutes:02}:{tod.seconds:02} is not a time of day"
+                f"{field}.calendar.time_of_day",
+                f"{tod.hours:02}:{tod.minutes:02}:{tod.seconds:02} is not a time of day",
             )
         spec = CalendarSpec(days=frozenset(days), time_of_day=time(tod.hours, tod.minutes, tod.seconds))
     elif kind == "cron":
@@ -194,9 +199,11 @@ def from_schedule(s: pb.Schedule, field: str, now: datetime) -> Schedule:
         raise InvalidArgument(field, "set one of interval, calendar or cron")
     if s.max_catchup_runs < 0:
         raise InvalidArgument(f"{field}.max_catchup_runs", "must not be negative")
-    grace = from_duration(s.misfire_grace_period, f"{field}.misfire_grace_period") if s.HasField(
-        "misfire_grace_period"
-    ) else None
+    grace = (
+        from_duration(s.misfire_grace_period, f"{field}.misfire_grace_period")
+        if s.HasField("misfire_grace_period")
+        else None
+    )
     if grace is not None and grace < timedelta(0):
         raise InvalidArgument(f"{field}.misfire_grace_period", "must not be negative")
     if s.misfire_policy not in MISFIRE_FROM:
@@ -229,8 +236,8 @@ def job(view: JobView) -> pb.Job:
         state=JOB_STATES[record.state],
         progress=record.progress,
         status_text=record.status_text,
-        last_start_time=timestamp(record.last_start),
-        last_finish_time=timestamp(record.last_finish),
+        last_start_time=optional_timestamp(record.last_start),
+        last_finish_time=optional_timestamp(record.last_finish),
         execution_id=record.execution_id,
         schedules=[schedule(s, r, times) for s, r, times in view.schedules],
         schedules_paused=view.paused,
@@ -245,11 +252,11 @@ def execution(record: ExecutionRecord) -> pb.Execution:
         trigger=TRIGGERS[record.trigger],
         state=EXECUTION_STATES[record.state],
         start_time=timestamp(record.start_time),
-        finish_time=timestamp(record.finish_time),
+        finish_time=optional_timestamp(record.finish_time),
         error=record.error,
         progress=record.progress,
         status_text=record.status_text,
-        scheduled_time=timestamp(record.scheduled_time),
+        scheduled_time=optional_timestamp(record.scheduled_time),
         request_id=record.request_id,
         cancel_requested=record.cancel_requested,
     )
@@ -264,8 +271,8 @@ def job_status(status: JobStatus) -> pb.JobStatus:
         state=JOB_STATES[status.state],
         progress=status.progress,
         status_text=status.status_text,
-        last_start_time=timestamp(status.last_start),
-        last_finish_time=timestamp(status.last_finish),
+        last_start_time=optional_timestamp(status.last_start),
+        last_finish_time=optional_timestamp(status.last_finish),
         execution_id=status.execution_id,
         sequence=status.sequence,
     )
@@ -273,5 +280,7 @@ def job_status(status: JobStatus) -> pb.JobStatus:
 
 def watch_response(batch: WatchBatch) -> pb.WatchJobsResponse:
     return pb.WatchJobsResponse(
-        kind=WATCH_KINDS[batch.kind], statuses=[job_status(s) for s in batch.statuses], sequence=batch.sequence
+        kind=WATCH_KINDS[batch.kind],
+        statuses=[job_status(s) for s in batch.statuses],
+        sequence=batch.sequence,
     )

@@ -8,10 +8,9 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import grpc
-
 from xcron.server.api import convert
 from xcron.server.api.status import to_status
 from xcron.server.core.errors import InvalidArgument, XcronServerError
@@ -21,7 +20,7 @@ from xcron.v1 import job_service_pb2 as pb
 from xcron.v1 import job_service_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
-Context = grpc.aio.ServicerContext  # type: ignore[type-arg]
+Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 R = TypeVar("R")
 
 DEFAULT_PAGE_SIZE = 50
@@ -60,7 +59,9 @@ def _decode_token(token: str, kind: str) -> list[Any]:
             raise ValueError(token)
         return payload
     except (ValueError, UnicodeError) as exc:
-        raise InvalidArgument("page_token", "not a page token from this method; pass next_page_token back unchanged") from exc
+        raise InvalidArgument(
+            "page_token", "not a page token from this method; pass next_page_token back unchanged"
+        ) from exc
 
 
 def _job_id(value: str, field: str = "job_id") -> str:
@@ -98,7 +99,9 @@ class Servicer(pb_grpc.JobServiceServicer):
         if len(request.request_id) > MAX_ID_LENGTH:
             raise InvalidArgument("request_id", f"longer than {MAX_ID_LENGTH} characters")
         record = await self._manager.run(
-            _job_id(request.job_id), convert.from_parameters(request.parameters), request_id=request.request_id
+            _job_id(request.job_id),
+            convert.from_parameters(request.parameters),
+            request_id=request.request_id,
         )
         return pb.RunJobResponse(execution=convert.execution(record))
 
@@ -123,24 +126,18 @@ class Servicer(pb_grpc.JobServiceServicer):
         return pb.PauseScheduleResponse(job=convert.job(self._manager.view(job_id)))
 
     @_unary
-    async def ResumeSchedule(
-        self, request: pb.ResumeScheduleRequest, context: Context
-    ) -> pb.ResumeScheduleResponse:
+    async def ResumeSchedule(self, request: pb.ResumeScheduleRequest, context: Context) -> pb.ResumeScheduleResponse:
         job_id = _job_id(request.job_id)
         await self._manager.set_paused(job_id, False)
         return pb.ResumeScheduleResponse(job=convert.job(self._manager.view(job_id)))
 
     @_unary
-    async def ReloadSchedules(
-        self, request: pb.ReloadSchedulesRequest, context: Context
-    ) -> pb.ReloadSchedulesResponse:
+    async def ReloadSchedules(self, request: pb.ReloadSchedulesRequest, context: Context) -> pb.ReloadSchedulesResponse:
         scheduled, unknown = await self._manager.reload()
         return pb.ReloadSchedulesResponse(scheduled_job_count=scheduled, unknown_entry_count=unknown)
 
     @_unary
-    async def ListExecutions(
-        self, request: pb.ListExecutionsRequest, context: Context
-    ) -> pb.ListExecutionsResponse:
+    async def ListExecutions(self, request: pb.ListExecutionsRequest, context: Context) -> pb.ListExecutionsResponse:
         job_id = _job_id(request.job_id)
         size = _page_size(request.page_size)
         before = None
@@ -155,18 +152,14 @@ class Servicer(pb_grpc.JobServiceServicer):
         if len(records) > size:
             last = page[-1]
             token = _encode_token(["executions", job_id, last.start_time.isoformat(), last.id])
-        return pb.ListExecutionsResponse(
-            executions=[convert.execution(r) for r in page], next_page_token=token
-        )
+        return pb.ListExecutionsResponse(executions=[convert.execution(r) for r in page], next_page_token=token)
 
     @_unary
     async def GetExecution(self, request: pb.GetExecutionRequest, context: Context) -> pb.GetExecutionResponse:
         execution_id = _job_id(request.execution_id, "execution_id")
         return pb.GetExecutionResponse(execution=convert.execution(await self._manager.get_execution(execution_id)))
 
-    async def WatchJobs(  # type: ignore[override]
-        self, request: pb.WatchJobsRequest, context: Context
-    ) -> AsyncIterator[pb.WatchJobsResponse]:
+    async def WatchJobs(self, request: pb.WatchJobsRequest, context: Context) -> AsyncIterator[pb.WatchJobsResponse]:
         try:
             for i, job_id in enumerate(request.job_ids):
                 self._manager.registry.get(_job_id(job_id, f"job_ids[{i}]"))

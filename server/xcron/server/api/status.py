@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
-
 from xcron.server.core.errors import (
     Conflict,
     FailedPrecondition,
@@ -52,8 +51,6 @@ def to_status(error: XcronServerError) -> grpc.Status:
     return rpc_status.to_status(status_pb2.Status(code=code, message=error.message, details=details))
 
 
-async def abort(context: grpc.aio.ServicerContext, error: XcronServerError) -> NoReturn:  # type: ignore[type-arg]
+async def abort(context: grpc.aio.ServicerContext[Any, Any], error: XcronServerError) -> NoReturn:
     await context.abort_with_status(to_status(error))
     raise AssertionError("abort_with_status returned")  # pragma: no cover
-
-

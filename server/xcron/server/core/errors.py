@@ -1,12 +1,12 @@
 """Domain errors. The API layer maps each class to one gRPC status code, in one place.
 
-    XcronServerError
-    ├── NotFound            (LookupError)       -> NOT_FOUND
-    ├── InvalidArgument     (ValueError)        -> INVALID_ARGUMENT, names the field
-    ├── FailedPrecondition                      -> FAILED_PRECONDITION
-    ├── Conflict                                -> ABORTED (e.g. already running)
-    ├── LimitExceeded                           -> RESOURCE_EXHAUSTED
-    └── StoreUnavailable    (OSError-ish)       -> UNAVAILABLE (the schedule file or state store cannot be written)
+XcronServerError
+├── NotFound            (LookupError)       -> NOT_FOUND
+├── InvalidArgument     (ValueError)        -> INVALID_ARGUMENT, names the field
+├── FailedPrecondition                      -> FAILED_PRECONDITION
+├── Conflict                                -> ABORTED (e.g. already running)
+├── LimitExceeded                           -> RESOURCE_EXHAUSTED
+└── StoreUnavailable    (OSError-ish)       -> UNAVAILABLE (the schedule file or state store cannot be written)
 """
 
 from __future__ import annotations

@@ -170,11 +170,14 @@ class Executor:
         job = self._registry.get(job_id)
         entry = self._running.get(job_id)
         if not job.can_cancel:
-            raise FailedPrecondition(f"job {job_id!r} cannot be cancelled (it does not support cancellation)",
-                                     reason="JOB_NOT_CANCELLABLE")
+            raise FailedPrecondition(
+                f"job {job_id!r} cannot be cancelled (it does not support cancellation)",
+                reason="JOB_NOT_CANCELLABLE",
+            )
         if entry is None:
-            raise FailedPrecondition(f"job {job_id!r} is not running; there is nothing to cancel",
-                                     reason="JOB_NOT_RUNNING")
+            raise FailedPrecondition(
+                f"job {job_id!r} is not running; there is nothing to cancel", reason="JOB_NOT_RUNNING"
+            )
         if execution_id and entry.record.id != execution_id:
             raise FailedPrecondition(
                 f"execution {execution_id} is not the running execution of {job_id!r} (that is {entry.record.id})",

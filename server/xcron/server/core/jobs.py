@@ -29,15 +29,17 @@ import inspect
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import datetime
-from typing import Any, ClassVar
+from datetime import datetime, timedelta
+from typing import Any, ClassVar, TypeVar
 
 from xcron.server.core.model import ParameterSpec, ParameterType, ParameterValue, Trigger
 
 __all__ = ["Job", "JobCancelled", "JobContext", "Parameter", "ParameterType"]
 
+T = TypeVar("T")
 
-def Parameter(  # noqa: N802 - reads as a declaration in job classes
+
+def Parameter(
     name: str,
     type: ParameterType,
     *,
@@ -111,6 +113,33 @@ class JobContext:
         self._cancel_flag = threading.Event()
         self._cancel_async: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _typed(self, name: str, kind: type[T]) -> T:
+        value = self.parameters.get(name)
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise TypeError(f"parameter {name!r} is {value!r}, not a {kind.__name__}")
+        return value
+
+    def get_str(self, name: str) -> str:
+        """A declared parameter's value with its type checked (defaults are already filled in)."""
+        return self._typed(name, str)
+
+    def get_int(self, name: str) -> int:
+        return self._typed(name, int)
+
+    def get_bool(self, name: str) -> bool:
+        return self._typed(name, bool)
+
+    def get_float(self, name: str) -> float:
+        return self._typed(name, float)
+
+    def get_datetime(self, name: str) -> datetime:
+        return self._typed(name, datetime)
+
+    def get_timedelta(self, name: str) -> timedelta:
+        return self._typed(name, timedelta)
 
     def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop

@@ -127,7 +127,12 @@ class Schedule:
         occurrences due again.
         """
         text = "|".join(
-            (repr(self.spec), self.start.isoformat(), self.end.isoformat() if self.end else "", self.time_zone)
+            (
+                repr(self.spec),
+                self.start.isoformat(),
+                self.end.isoformat() if self.end else "",
+                self.time_zone,
+            )
         )
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -45,7 +45,7 @@ def coerce(spec: ParameterSpec, value: ParameterValue, field: str) -> ParameterV
         if isinstance(value, datetime) and value.tzinfo is None:
             raise InvalidArgument(field, f"parameter {spec.name!r} needs a time zone")
         return value
-    if spec.type is ParameterType.DOUBLE and actual is ParameterType.INT:
+    if spec.type is ParameterType.DOUBLE and isinstance(value, int):
         return float(value)  # widening is safe; the reverse would lose data
     raise InvalidArgument(
         field,

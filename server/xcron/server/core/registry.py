@@ -35,7 +35,9 @@ class JobRegistry:
 
     def register(self, job: type[Job]) -> None:
         if not getattr(job, "id", None) or not _ID_PATTERN.match(job.id):
-            raise ValueError(f"{job.__qualname__}: job id {getattr(job, 'id', None)!r} must match {_ID_PATTERN.pattern}")
+            raise ValueError(
+                f"{job.__qualname__}: job id {getattr(job, 'id', None)!r} must match {_ID_PATTERN.pattern}"
+            )
         existing = self._jobs.get(job.id)
         if existing is not None and existing is not job:
             raise ValueError(f"job id {job.id!r} is declared by both {existing.__qualname__} and {job.__qualname__}")

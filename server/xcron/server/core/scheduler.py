@@ -26,8 +26,10 @@ import heapq
 import itertools
 import logging
 from collections import deque
+from collections.abc import Coroutine
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from xcron.server.core.clock import Clock
 from xcron.server.core.errors import XcronServerError
@@ -77,7 +79,7 @@ class Scheduler:
         self._counter = itertools.count()
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._inflight: set[asyncio.Task[None]] = set()
+        self._inflight: set[asyncio.Task[object]] = set()
         self._starting: set[str] = set()
         self._idle = False
         executor.add_finish_listener(self._on_run_finished)
@@ -185,8 +187,7 @@ class Scheduler:
                 await self._handle_due(due, now)
                 continue
             self._wakeup.clear()
-            wake = asyncio.create_task(self._wakeup.wait())
-            waiters: set[asyncio.Task[None]] = {wake}
+            waiters: set[asyncio.Task[Any]] = {asyncio.create_task(self._wakeup.wait())}
             if self._heap:
                 waiters.add(asyncio.create_task(self._clock.sleep_until(self._heap[0][0])))
             self._idle = True
@@ -238,7 +239,11 @@ class Scheduler:
             if late_total:
                 log.info(
                     "job %s schedule %s: %d occurrence(s) missed; policy %s runs %d",
-                    entry.job_id, schedule.key, late_total, schedule.misfire_policy.value, len(run_late),
+                    entry.job_id,
+                    schedule.key,
+                    late_total,
+                    schedule.misfire_policy.value,
+                    len(run_late),
                 )
             entry.record = replace(
                 entry.record, last_fire=newest, misfire_skipped=entry.record.misfire_skipped + dropped
@@ -305,7 +310,7 @@ class Scheduler:
         finally:
             self._starting.discard(entry.job_id)
 
-    def _spawn(self, coro: object) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, object]) -> None:
+        task = asyncio.ensure_future(coro)
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)

@@ -99,9 +99,7 @@ class JobManager:
                     bind_parameters(job.parameters, given)
                     validate_schedule(schedule)
                 except (InvalidArgument, ScheduleValueError) as exc:
-                    raise ScheduleFileError(
-                        str(self.schedule_file), None, f"entry {entry.type_name!r}: {exc}"
-                    ) from exc
+                    raise ScheduleFileError(str(self.schedule_file), None, f"entry {entry.type_name!r}: {exc}") from exc
                 schedules.append(_with_parameters(schedule, given))
             bound[job.id] = JobSchedules(schedules=tuple(schedules), paused=entry.paused)
         return bound

@@ -27,8 +27,8 @@ class BackupJob(Job):
     def run(self, ctx: JobContext) -> None:
         data_dir = Path(ctx.services["data_dir"])
         schedule_file = Path(ctx.services["schedule_file"])
-        folder = Path(str(ctx.parameters.get("folder") or data_dir / "backups"))
-        keep = int(ctx.parameters["keep"])
+        folder = Path(ctx.get_str("folder")) if "folder" in ctx.parameters else data_dir / "backups"
+        keep = ctx.get_int("keep")
         if keep < 1:
             raise ValueError("keep must be at least 1")
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")

@@ -27,7 +27,7 @@ class PurgeHistoryJob(Job):
         store: StateStore = ctx.services["store"]
         days = ctx.parameters.get("older_than_days", ctx.services.get("history_max_age_days"))
         keep = ctx.parameters.get("keep_last", ctx.services.get("history_keep_last"))
-        if isinstance(days, int) and days < 0 or isinstance(keep, int) and keep < 0:
+        if (isinstance(days, int) and days < 0) or (isinstance(keep, int) and keep < 0):
             raise ValueError("older_than_days and keep_last must not be negative")
         if ctx.parameters.get("dry_run"):
             ctx.report_progress(1.0, f"dry run: would purge runs older than {days} days, keeping {keep} per job")

@@ -40,9 +40,7 @@ def load_zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):
-        raise ValueError(
-            f"unknown IANA time zone {name!r} (expected a name such as 'Europe/Paris')"
-        ) from None
+        raise ValueError(f"unknown IANA time zone {name!r} (expected a name such as 'Europe/Paris')") from None
 
 
 def parse_datetime(text: str, zone: ZoneInfo) -> datetime:
@@ -113,9 +111,7 @@ def next_wall_time(start: datetime, time_of_day: time, zone: ZoneInfo) -> dateti
         for fold in (0, 1):
             local = datetime.combine(day, time_of_day.replace(tzinfo=None), tzinfo=zone).replace(fold=fold)
             instant = local.astimezone(UTC)
-            exists = instant.astimezone(zone).replace(tzinfo=None, fold=0) == local.replace(
-                tzinfo=None, fold=0
-            )
+            exists = instant.astimezone(zone).replace(tzinfo=None, fold=0) == local.replace(tzinfo=None, fold=0)
             if exists and instant >= start:
                 return instant
         day += timedelta(days=1)

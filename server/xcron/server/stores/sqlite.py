@@ -101,7 +101,7 @@ class SqliteStateStore:
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=5000")
             conn.executescript(SCHEMA)
-            conn.isolation_level = ""  # back to implicit transactions, committed by `with conn`
+            conn.isolation_level = "DEFERRED"  # back to implicit transactions, committed by `with conn`
             self._conn = conn
 
         await asyncio.get_running_loop().run_in_executor(self._thread, connect)
@@ -208,7 +208,13 @@ class SqliteStateStore:
             rows = c.execute("SELECT * FROM executions WHERE state = ?", (ExecutionState.RUNNING.value,)).fetchall()
             c.execute(
                 "UPDATE executions SET state = ?, finish_time = ?, error = ?, status_text = ? WHERE state = ?",
-                (ExecutionState.ABORTED.value, _ts(now), INTERRUPTED, INTERRUPTED, ExecutionState.RUNNING.value),
+                (
+                    ExecutionState.ABORTED.value,
+                    _ts(now),
+                    INTERRUPTED,
+                    INTERRUPTED,
+                    ExecutionState.RUNNING.value,
+                ),
             )
             c.execute(
                 "UPDATE jobs SET state = ?, last_finish = ?, status_text = ? WHERE state = ?",
@@ -257,9 +263,6 @@ class SqliteStateStore:
         await self._call(
             lambda c: c.executemany(
                 "INSERT OR REPLACE INTO schedules VALUES (?,?,?,?,?)",
-                [
-                    (r.job_id, r.schedule_key, _ts(r.last_fire), r.overlap_skipped, r.misfire_skipped)
-                    for r in records
-                ],
+                [(r.job_id, r.schedule_key, _ts(r.last_fire), r.overlap_skipped, r.misfire_skipped) for r in records],
             )
         )

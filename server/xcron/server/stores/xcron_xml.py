@@ -152,17 +152,13 @@ def _describe(tag: str) -> str:
 def _parse_root(data: bytes, source: str) -> etree._Element:
     """Parses untrusted bytes: bounded size, UTF-8 only, no DTD of any kind, bounded nesting."""
     if len(data) > MAX_FILE_BYTES:
-        raise ScheduleFileError(
-            source, None, f"file is {len(data)} bytes, over the {MAX_FILE_BYTES} byte limit"
-        )
+        raise ScheduleFileError(source, None, f"file is {len(data)} bytes, over the {MAX_FILE_BYTES} byte limit")
     data = data.removeprefix(b"\xef\xbb\xbf")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
         line = data.count(b"\n", 0, error.start) + 1
-        raise ScheduleFileError(
-            source, line, f"not valid UTF-8 (byte {error.start}); save it as UTF-8"
-        ) from None
+        raise ScheduleFileError(source, line, f"not valid UTF-8 (byte {error.start}); save it as UTF-8") from None
     if not text.strip():
         raise ScheduleFileError(
             source,
@@ -172,9 +168,7 @@ def _parse_root(data: bytes, source: str) -> etree._Element:
     doctype = text.find("<!DOCTYPE")
     if doctype >= 0:
         line = text.count("\n", 0, doctype) + 1
-        raise ScheduleFileError(
-            source, line, "DOCTYPE/DTD declarations are not allowed in xcron.xml; remove it"
-        )
+        raise ScheduleFileError(source, line, "DOCTYPE/DTD declarations are not allowed in xcron.xml; remove it")
     try:
         root = etree.fromstring(data, _parser())
     except etree.XMLSyntaxError as error:
@@ -236,12 +230,8 @@ class _Reader:
         self.check_xc_attributes(element, ("paused",))
         start_type = (element.get("startType") or "immediate").strip().lower()  # .NET's enum default
         if start_type not in START_TYPES:
-            raise self.fail(
-                element, f"<{_JOB}> startType={element.get('startType')!r}: expected one of {START_TYPES}"
-            )
-        paused = element.get(_XC + "paused") is not None and self.attribute(
-            element, _XC + "paused", values.parse_bool
-        )
+            raise self.fail(element, f"<{_JOB}> startType={element.get('startType')!r}: expected one of {START_TYPES}")
+        paused = element.get(_XC + "paused") is not None and self.attribute(element, _XC + "paused", values.parse_bool)
         schedules: list[Schedule] = []
         positional: list[ParameterValue] = []
         for child in _elements(element):
@@ -266,9 +256,7 @@ class _Reader:
             if child.tag in (_S + "add", _XC + "cron"):
                 yield self.schedule(child)
             elif child.tag.startswith(_XC):
-                raise self.fail(
-                    child, f"unexpected {_describe(child.tag)} in <schedule>; expected <add> or <xc:cron>"
-                )
+                raise self.fail(child, f"unexpected {_describe(child.tag)} in <schedule>; expected <add> or <xc:cron>")
 
     def schedule(self, element: etree._Element) -> Schedule:
         self.check_xc_attributes(element, _SCHEDULE_ATTRIBUTES)
@@ -309,12 +297,8 @@ class _Reader:
         If start no longer is the first firing after xc:start, start was edited by hand: it wins.
         """
         if not isinstance(spec, CalendarSpec):
-            raise self.fail(
-                element, f"xc:start is only used on calendar schedules, not on {_describe(element.tag)}"
-            )
-        exact: datetime = self.attribute(
-            element, _XC + "start", lambda text: values.parse_datetime(text, zone)
-        )
+            raise self.fail(element, f"xc:start is only used on calendar schedules, not on {_describe(element.tag)}")
+        exact: datetime = self.attribute(element, _XC + "start", lambda text: values.parse_datetime(text, zone))
         return exact if values.next_wall_time(exact, spec.time_of_day, zone) == start else start
 
     def spec(self, element: etree._Element, wall_start: time) -> IntervalSpec | CalendarSpec | CronSpec:
@@ -331,16 +315,12 @@ class _Reader:
         if kind == "scheduled":
             days = self.attribute(element, "days", values.parse_days)
             return CalendarSpec(days=days, time_of_day=wall_start)
-        raise self.fail(
-            element, f"<add> type={kind!r}: unknown schedule type (expected scheduled or interval)"
-        )
+        raise self.fail(element, f"<add> type={kind!r}: unknown schedule type (expected scheduled or interval)")
 
     def policies(self, element: etree._Element) -> dict[str, Any]:
         found: dict[str, Any] = {}
         if element.get(_XC + "misfire") is not None:
-            found["misfire_policy"] = self.attribute(
-                element, _XC + "misfire", lambda t: _enum(MisfirePolicy, t)
-            )
+            found["misfire_policy"] = self.attribute(element, _XC + "misfire", lambda t: _enum(MisfirePolicy, t))
         if element.get(_XC + "misfireGrace") is not None:
             seconds = self.attribute(
                 element, _XC + "misfireGrace", lambda t: values.parse_int(t, minimum=0, maximum=10**9)
@@ -353,9 +333,7 @@ class _Reader:
                 lambda t: values.parse_int(t, minimum=0, maximum=values.INT32_MAX),
             )
         if element.get(_XC + "overlap") is not None:
-            found["overlap_policy"] = self.attribute(
-                element, _XC + "overlap", lambda t: _enum(OverlapPolicy, t)
-            )
+            found["overlap_policy"] = self.attribute(element, _XC + "overlap", lambda t: _enum(OverlapPolicy, t))
         return found
 
     def parameters(self, element: etree._Element) -> dict[str, ParameterValue]:
@@ -384,9 +362,7 @@ class _Reader:
                 continue  # SanteDB's serializer ignores foreign elements here too
             kind = _POSITIONAL_TAGS_READ.get(qname.localname)
             if kind is None:
-                raise self.fail(
-                    child, f"<parameters> item <{qname.localname}>: expected <int>, <string> or <bool>"
-                )
+                raise self.fail(child, f"<parameters> item <{qname.localname}>: expected <int>, <string> or <bool>")
             text = _text(child)
             try:
                 if kind is ParameterType.INT:
@@ -458,9 +434,7 @@ def load_schedule_file(path: Path, *, default_zone: str) -> ScheduleDocument:
     with file:
         size = os.fstat(file.fileno()).st_size
         if size > MAX_FILE_BYTES:
-            raise ScheduleFileError(
-                str(path), None, f"file is {size} bytes, over the {MAX_FILE_BYTES} byte limit"
-            )
+            raise ScheduleFileError(str(path), None, f"file is {size} bytes, over the {MAX_FILE_BYTES} byte limit")
         data = file.read(MAX_FILE_BYTES + 1)
     return parse_schedule_xml(data, source=str(path), default_zone=default_zone)
 
@@ -476,9 +450,7 @@ def _set_policies(element: etree._Element, schedule: Schedule) -> None:
         element.set(_XC + "misfire", MisfirePolicy(schedule.misfire_policy).value)
     if schedule.misfire_grace is not None:
         if schedule.misfire_grace % timedelta(seconds=1) or schedule.misfire_grace < timedelta():
-            raise ValueError(
-                f"misfire grace must be whole non-negative seconds, got {schedule.misfire_grace}"
-            )
+            raise ValueError(f"misfire grace must be whole non-negative seconds, got {schedule.misfire_grace}")
         element.set(_XC + "misfireGrace", str(schedule.misfire_grace // timedelta(seconds=1)))
     if schedule.max_catchup_runs != DEFAULT_MAX_CATCHUP_RUNS:
         element.set(_XC + "maxCatchup", str(schedule.max_catchup_runs))
@@ -499,9 +471,7 @@ def _add_schedule(parent: etree._Element, schedule: Schedule, default_zone: Zone
         # xcron's own start goes into xc:start, so the schedule (and its key) reads back unchanged.
         start = values.next_wall_time(start, spec.time_of_day, zone)
     if schedule.end is not None and schedule.end < start:
-        raise ValueError(
-            f"schedule ends ({schedule.end.isoformat()}) before it first fires ({start.isoformat()})"
-        )
+        raise ValueError(f"schedule ends ({schedule.end.isoformat()}) before it first fires ({start.isoformat()})")
     if isinstance(spec, CronSpec):
         element = etree.SubElement(parent, _XC + "cron", expression=_parse_cron(spec.expression))
     else:
