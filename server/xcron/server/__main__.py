@@ -31,12 +31,16 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
     parser.add_argument("--time-zone", default=local_zone_name(), help="zone for schedules that name none")
     parser.add_argument("--shutdown-grace", type=float, default=10.0, help="seconds running jobs get on shutdown")
     parser.add_argument("--max-threads", type=int, default=8, help="threads for blocking jobs")
+    parser.add_argument("--history-keep-last", type=int, default=1000, help="runs kept per job by xcron.purge-history")
+    parser.add_argument("--history-max-age-days", type=int, default=90, help="age limit used by xcron.purge-history")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     try:
         ZoneInfo(args.time_zone)
     except (ZoneInfoNotFoundError, ValueError):
         parser.error(f"--time-zone: unknown IANA zone {args.time_zone!r}")
+    if args.history_keep_last < 0 or args.history_max_age_days < 0:
+        parser.error("history limits must not be negative")
     if args.max_threads < 1:
         parser.error("--max-threads must be at least 1")
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -49,6 +53,8 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
         time_zone=args.time_zone,
         shutdown_grace=args.shutdown_grace,
         max_threads=args.max_threads,
+        history_keep_last=args.history_keep_last,
+        history_max_age_days=args.history_max_age_days,
     )
 
 

@@ -207,6 +207,8 @@ class _DayRule:
         """The first matching day after `d`."""
         if self.every_day:
             return d + _DAY if d < date.max else None
+        if self.croniter_expr is not None:
+            return _croniter_day(self.croniter_expr, d, forward=True)
         days = _month_days(self, d.year, d.month)
         i = bisect_right(days, d.day)
         if i < len(days):
@@ -225,6 +227,8 @@ class _DayRule:
         """The last matching day before `d`."""
         if self.every_day:
             return d - _DAY if d > date.min else None
+        if self.croniter_expr is not None:
+            return _croniter_day(self.croniter_expr, d, forward=False)
         days = _month_days(self, d.year, d.month)
         i = bisect_left(days, d.day)
         if i > 0:
@@ -257,12 +261,23 @@ class _DayRule:
 
 
 @lru_cache(maxsize=16384)
+def _croniter_day(expr: str, d: date, *, forward: bool) -> date | None:
+    """The next (previous) day croniter matches; one call, where scanning months could take seconds."""
+    it = croniter(expr, datetime.combine(d, time()))
+    try:
+        found: datetime = it.get_next(datetime) if forward else it.get_prev(datetime)
+    except (CroniterError, OverflowError, ValueError):
+        return None
+    return found.date()
+
+
+@lru_cache(maxsize=16384)
 def _month_days(rule: _DayRule, year: int, month: int) -> tuple[int, ...]:
     """The matching days of one month, sorted."""
     if rule.croniter_expr is not None:
         days: list[int] = []
-        it = croniter(rule.croniter_expr, datetime(year, month, 1) - timedelta(seconds=1))
         try:
+            it = croniter(rule.croniter_expr, datetime(year, month, 1) - timedelta(seconds=1))
             while True:
                 nxt: datetime = it.get_next(datetime)
                 if (nxt.year, nxt.month) != (year, month):
@@ -321,9 +336,7 @@ class _Times:
 
     def nth(self, i: int) -> time:
         n_m, n_s = len(self.minutes), len(self.seconds)
-        return time(
-            self.hours[i // (n_m * n_s)], self.minutes[(i // n_s) % n_m], self.seconds[i % n_s], self.micro
-        )
+        return time(self.hours[i // (n_m * n_s)], self.minutes[(i // n_s) % n_m], self.seconds[i % n_s], self.micro)
 
 
 def _us_of_day(w: datetime) -> int:
@@ -404,9 +417,7 @@ def _parse_cron(expression: str) -> tuple[list[str], croniter]:
             "expected 5 (minute hour day month weekday) or 6 (with seconds last)"
         )
     if any(_RANDOM_OR_HASHED.search(f) for f in fields):
-        raise ValueError(
-            f"cron expression {expression!r}: random (R) and hashed (H) values are not supported"
-        )
+        raise ValueError(f"cron expression {expression!r}: random (R) and hashed (H) values are not supported")
     if not croniter.is_valid(text):
         raise ValueError(f"cron expression {expression!r} is not valid")
     try:
@@ -535,7 +546,7 @@ def _count(plan: _Plan, zone: ZoneInfo, a: datetime, b: datetime) -> int:
                 lo = floor
             elif last.forward and x == last.at and floor < lo:
                 # The gap's wall times and the first one after it all fire once, at x.
-                total += plan.count_walls(floor, lo + _US)
+                total += min(1, plan.count_walls(floor, lo + _US))
                 lo += _US
         total += plan.count_walls(lo, hi)
         if hop is not None:
@@ -558,18 +569,14 @@ def validate_schedule(schedule: Schedule) -> None:
     elif isinstance(spec, CalendarSpec):
         bad = sorted(d for d in spec.days if not 1 <= d <= 7)
         if bad:
-            raise ScheduleValueError(
-                "calendar.days", f"days must be ISO weekdays 1 (Monday) … 7 (Sunday), got {bad}"
-            )
+            raise ScheduleValueError("calendar.days", f"days must be ISO weekdays 1 (Monday) … 7 (Sunday), got {bad}")
     else:
         try:
             plan = _cron_plan(spec.expression)
         except ValueError as exc:
             raise ScheduleValueError("cron.expression", str(exc)) from None
         if plan.days.next_day(date(2000, 1, 1)) is None:
-            raise ScheduleValueError(
-                "cron.expression", f"cron expression {spec.expression!r} matches no date"
-            )
+            raise ScheduleValueError("cron.expression", f"cron expression {spec.expression!r} matches no date")
     if schedule.end is not None and schedule.end <= schedule.start:
         raise ScheduleValueError("end_time", "end_time must be after start_time")
     if schedule.time_zone:
