@@ -240,3 +240,11 @@ async def test_schedules_survive_restart_through_xcron_xml(harness: Harness) -> 
     manager = await harness.restart()
     assert [s.spec for s, _, _ in manager.view("t.tick").schedules] == [s.spec for s in schedules]
     await asyncio.sleep(0)
+
+
+async def test_last_fire_time_is_shown_only_once_it_fired(harness: Harness) -> None:
+    manager = await harness.start()
+    await manager.set_schedules("t.tick", [every(10)])
+    assert manager.view("t.tick").schedules[0][1].last_run is None
+    await harness.advance_to(START + 10 * MIN)
+    assert manager.view("t.tick").schedules[0][1].last_run == START + 10 * MIN

@@ -168,8 +168,8 @@ def schedule(s: Schedule, record: ScheduleRecord | None = None, next_times: Sequ
     else:
         out.cron.expression = spec.expression
     if record is not None:
-        if record.last_fire is not None:
-            out.last_fire_time.CopyFrom(timestamp(record.last_fire))
+        if record.last_run is not None:
+            out.last_fire_time.CopyFrom(timestamp(record.last_run))
         out.overlap_skipped_count = record.overlap_skipped
         out.misfire_skipped_count = record.misfire_skipped
     return out

@@ -152,7 +152,11 @@ class Scheduler:
         self._wakeup.set()
 
     def schedule_info(self, job_id: str, count: int) -> list[tuple[Schedule, ScheduleRecord, list[datetime]]]:
-        """Each schedule with its record and next `count` fire times (none while paused)."""
+        """Each schedule with its record and next `count` fire times (none while paused).
+
+        The record's `last_fire` is the watermark up to which occurrences were handled (for a new
+        schedule: when it was first seen); `last_run` is the last occurrence that started a run.
+        """
         now = self._clock.now()
         paused = job_id in self._paused
         out = []
@@ -246,7 +250,10 @@ class Scheduler:
                     len(run_late),
                 )
             entry.record = replace(
-                entry.record, last_fire=newest, misfire_skipped=entry.record.misfire_skipped + dropped
+                entry.record,
+                last_fire=newest,
+                last_run=chosen[-1] if chosen else entry.record.last_run,
+                misfire_skipped=entry.record.misfire_skipped + dropped,
             )
             self._records[(entry.job_id, entry.record.schedule_key)] = entry.record
             if chosen:

@@ -38,7 +38,7 @@ CREATE TABLE IF NOT EXISTS executions (
 CREATE INDEX IF NOT EXISTS executions_by_job ON executions (job_id, start_time DESC, id DESC);
 CREATE INDEX IF NOT EXISTS executions_by_request ON executions (job_id, request_id) WHERE request_id != '';
 CREATE TABLE IF NOT EXISTS schedules (
-    job_id TEXT NOT NULL, schedule_key TEXT NOT NULL, last_fire TEXT,
+    job_id TEXT NOT NULL, schedule_key TEXT NOT NULL, last_fire TEXT, last_run TEXT,
     overlap_skipped INTEGER NOT NULL, misfire_skipped INTEGER NOT NULL,
     PRIMARY KEY (job_id, schedule_key)
 );
@@ -251,6 +251,7 @@ class SqliteStateStore:
                     job_id=r["job_id"],
                     schedule_key=r["schedule_key"],
                     last_fire=_dt(r["last_fire"]),
+                    last_run=_dt(r["last_run"]),
                     overlap_skipped=r["overlap_skipped"],
                     misfire_skipped=r["misfire_skipped"],
                 )
@@ -262,7 +263,10 @@ class SqliteStateStore:
     async def save_schedule_records(self, records: Sequence[ScheduleRecord]) -> None:
         await self._call(
             lambda c: c.executemany(
-                "INSERT OR REPLACE INTO schedules VALUES (?,?,?,?,?)",
-                [(r.job_id, r.schedule_key, _ts(r.last_fire), r.overlap_skipped, r.misfire_skipped) for r in records],
+                "INSERT OR REPLACE INTO schedules VALUES (?,?,?,?,?,?)",
+                [
+                    (r.job_id, r.schedule_key, _ts(r.last_fire), _ts(r.last_run), r.overlap_skipped, r.misfire_skipped)
+                    for r in records
+                ],
             )
         )

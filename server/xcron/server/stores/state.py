@@ -51,6 +51,9 @@ class ScheduleRecord:
     job_id: str
     schedule_key: str
     last_fire: datetime | None = None
+    """Occurrences up to here are handled (run, buffered or skipped); a new schedule starts at 'now'."""
+    last_run: datetime | None = None
+    """The last occurrence that led to a run (what GetJob shows as last_fire_time)."""
     overlap_skipped: int = 0
     misfire_skipped: int = 0
 
