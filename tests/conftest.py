@@ -28,6 +28,7 @@ class ServerProcess:
     process: subprocess.Popen[str] | None = None
     port: int = 0
     output: list[str] = field(default_factory=list)
+    _logged: threading.Condition = field(default_factory=threading.Condition)
 
     @property
     def schedule_file(self) -> Path:
@@ -69,7 +70,9 @@ class ServerProcess:
         def pump() -> None:
             assert self.process is not None and self.process.stdout is not None
             for line in self.process.stdout:
-                self.output.append(line)
+                with self._logged:
+                    self.output.append(line)
+                    self._logged.notify_all()
                 match = READY.search(line)
                 if match and not ready.is_set():
                     self.port = int(match.group(2))
@@ -96,6 +99,20 @@ class ServerProcess:
 
     def log(self) -> str:
         return "".join(self.output)
+
+    def wait_for_log(self, pattern: str, *, after: int = 0, timeout: float = 30.0) -> str:
+        """Waits until the server logs a line matching `pattern` (among lines after index `after`)."""
+        regex = re.compile(pattern)
+
+        def found() -> str | None:
+            return next((line for line in self.output[after:] if regex.search(line)), None)
+
+        with self._logged:
+            if not self._logged.wait_for(lambda: found() is not None, timeout):
+                raise AssertionError(f"no log line matching {pattern!r}:\n{self.log()}")
+            line = found()
+            assert line is not None
+            return line
 
 
 @pytest.fixture

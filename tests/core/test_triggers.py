@@ -9,7 +9,7 @@ from functools import cache
 from zoneinfo import ZoneInfo
 
 import pytest
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from xcron.server.core.model import CalendarSpec, CronSpec, IntervalSpec, Schedule, ScheduleSpec
@@ -30,8 +30,8 @@ US = timedelta(microseconds=1)
 EPOCH_2026 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
 
 
 def sched(
@@ -471,9 +471,7 @@ def test_cron_seconds_missed_for_a_year_is_fast() -> None:
     ],
 )
 def test_year_counts(schedule: Schedule, count: int) -> None:
-    listed, total = occurrences_between(
-        schedule, utc(2026, 1, 1), utc(2027, 1, 1), default_zone="UTC", limit=0
-    )
+    listed, total = occurrences_between(schedule, utc(2026, 1, 1), utc(2027, 1, 1), default_zone="UTC", limit=0)
     assert (listed, total) == ([], count)
 
 
@@ -554,9 +552,7 @@ def test_resolve_zone() -> None:
             "max_catchup_runs",
         ),
         (
-            Schedule(
-                spec=CronSpec(expression="0 0 * * *"), start=EPOCH_2026, misfire_grace=timedelta(seconds=-1)
-            ),
+            Schedule(spec=CronSpec(expression="0 0 * * *"), start=EPOCH_2026, misfire_grace=timedelta(seconds=-1)),
             "misfire_grace_period",
         ),
     ],
@@ -612,7 +608,8 @@ def zone_transitions(zone: str) -> tuple[datetime, ...]:
 
 def near_transition(draw: st.DrawFn, zone: str) -> datetime:
     transitions = zone_transitions(zone)
-    if transitions and draw(st.booleans()):
+    use_transition: bool = draw(st.booleans())
+    if transitions and use_transition:
         base = draw(st.sampled_from(transitions))
         return base + timedelta(seconds=draw(st.integers(-3 * 86400, 3 * 86400)))
     return utc(2025, 6, 1) + timedelta(seconds=draw(st.integers(0, 3 * 365 * 86400)))
@@ -711,7 +708,11 @@ def check_cron_time(schedule: Schedule, t: datetime) -> None:
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(schedule=schedules(), data=st.data())
 def test_fire_times_properties(schedule: Schedule, data: st.DataObject) -> None:
-    validate_schedule(schedule)
+    try:
+        validate_schedule(schedule)
+    except ScheduleValueError as err:  # the generator can combine L and 0#1 into a date that never comes
+        assert err.field == "cron.expression" and "matches no date" in str(err)
+        assume(False)
     after = schedule.start - timedelta(seconds=data.draw(st.integers(-86400, 86400)))
     got = fires(schedule, after, 8)
     assert got == sorted(set(got))
@@ -762,9 +763,7 @@ def wall_matcher(schedule: Schedule) -> Callable[[datetime], bool]:
         return lambda wall: wall.time() == at and wall.isoweekday() in days
     assert isinstance(spec, CronSpec)
     expanded = croniter(spec.expression).expanded
-    minutes, hours, dows = (
-        set(range(60)) if f == ["*"] else set(f) for f in (expanded[0], expanded[1], expanded[4])
-    )
+    minutes, hours, dows = (set(range(60)) if f == ["*"] else set(f) for f in (expanded[0], expanded[1], expanded[4]))
     if expanded[4] == ["*"]:
         dows = set(range(7))
     return lambda wall: (
@@ -787,9 +786,7 @@ def transition_schedules(draw: st.DrawFn) -> tuple[Schedule, datetime]:
     if draw(st.booleans()):
         minute = draw(field_strategy(0, 59))
         hour = draw(field_strategy(0, 23, wall_hours=True))
-        spec: ScheduleSpec = CronSpec(
-            expression=f"{minute} {hour} * * {draw(st.sampled_from(['*', '0', '6']))}"
-        )
+        spec: ScheduleSpec = CronSpec(expression=f"{minute} {hour} * * {draw(st.sampled_from(['*', '0', '6']))}")
     else:
         days = draw(st.frozensets(st.integers(1, 7), min_size=1))
         wall = (at.astimezone(ZoneInfo(zone)) + timedelta(minutes=draw(st.integers(-90, 90)))).time()
@@ -831,16 +828,15 @@ def test_brute_force_around_transitions(case: tuple[Schedule, datetime]) -> None
 def test_cron_in_utc_agrees_with_croniter(expression: str, start: int) -> None:
     after = utc(2025, 1, 1) + timedelta(seconds=start)
     it = croniter(expression, after)
-    expected = [it.get_next(datetime) for _ in range(6)]
+    try:
+        expected = [it.get_next(datetime) for _ in range(6)]
+    except CroniterBadDateError:  # never fires; validate_schedule refuses these
+        assume(False)
     assert fires(cron(expression, start=utc(2024, 1, 1)), after, 6) == expected
 
 
 def test_day_of_week_sunday_spellings() -> None:
     a = fires(cron("0 0 * * 0", NY), utc(2026, 1, 1), 3)
-    assert (
-        a
-        == fires(cron("0 0 * * 7", NY), utc(2026, 1, 1), 3)
-        == fires(cron("0 0 * * sun", NY), utc(2026, 1, 1), 3)
-    )
+    assert a == fires(cron("0 0 * * 7", NY), utc(2026, 1, 1), 3) == fires(cron("0 0 * * sun", NY), utc(2026, 1, 1), 3)
     assert all(t.astimezone(ZoneInfo(NY)).date().isoweekday() == 7 for t in a)
     assert a[0].astimezone(ZoneInfo(NY)).date() == date(2026, 1, 4)
