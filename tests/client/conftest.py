@@ -16,6 +16,7 @@ import pytest
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
+
 from xcron.client import AsyncClient, Client
 from xcron.v1 import job_service_pb2 as pb
 from xcron.v1 import job_service_pb2_grpc as pb_grpc

@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc
 import pytest
+
 import xcron.client
 from xcron.client import (
     AbortedError,

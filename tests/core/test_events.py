@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+
 from xcron.server.core.errors import LimitExceeded
 from xcron.server.core.events import BatchKind, EventBus, JobStatus
 from xcron.server.core.model import JobState

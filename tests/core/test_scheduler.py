@@ -11,6 +11,7 @@ from datetime import UTC, datetime, time, timedelta
 
 import pytest
 from core_harness import START, Gate, Harness
+
 from xcron.server.core.errors import Conflict, StoreUnavailable
 from xcron.server.core.model import (
     CalendarSpec,

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from lxml import etree
 
-from xcron.client import Client, InvalidArgumentError, Schedule
+from xcron.client import Client, IntervalSpec, InvalidArgumentError, Schedule
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 
@@ -98,14 +98,14 @@ def test_hand_edit_is_picked_up_on_sighup_and_a_bad_edit_is_rejected(server: Any
         mark = len(server.output)
         server.process.send_signal(signal.SIGHUP)
         server.wait_for_log("xcron.xml reloaded", after=mark)
-        assert client.get_job("test.tick").schedules[0].spec.every == timedelta(seconds=120)
+        assert client.get_job("test.tick").schedules[0].spec == IntervalSpec(every=timedelta(seconds=120))
 
         broken = text.replace('interval="3600"', 'interval="soon"')
         server.schedule_file.write_text(broken)
         mark = len(server.output)
         server.process.send_signal(signal.SIGHUP)
         server.wait_for_log("reload rejected, running schedules kept", after=mark)
-        assert client.get_job("test.tick").schedules[0].spec.every == timedelta(seconds=120)
-        with pytest.raises(InvalidArgumentError, match="xcron.xml was not reloaded"):
+        assert client.get_job("test.tick").schedules[0].spec == IntervalSpec(every=timedelta(seconds=120))
+        with pytest.raises(InvalidArgumentError, match=r"xcron\.xml was not reloaded"):
             client.reload_schedules()
         assert server.schedule_file.read_text() == broken  # never overwritten

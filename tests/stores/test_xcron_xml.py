@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
+
 from xcron.server.core.model import (
     CalendarSpec,
     CronSpec,

@@ -7,6 +7,7 @@ from types import TracebackType
 from typing import Self
 
 import grpc
+
 from xcron.v1 import job_service_pb2 as pb
 from xcron.v1 import job_service_pb2_grpc as pb_grpc
 

@@ -13,6 +13,7 @@ from typing import TypeVar
 from google.protobuf import duration_pb2, timestamp_pb2
 from google.protobuf.internal.containers import MessageMap
 from google.protobuf.message import Message
+
 from xcron.v1 import job_service_pb2 as pb
 
 from ._models import (

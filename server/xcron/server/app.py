@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+
 from xcron.server.api.servicer import Servicer
 from xcron.server.core.clock import Clock, SystemClock
 from xcron.server.core.events import EventBus

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, time, timedelta
 
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
+
 from xcron.server.core.errors import InvalidArgument
 from xcron.server.core.events import BatchKind, JobStatus, WatchBatch
 from xcron.server.core.model import (

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeAlias, TypeVar
 
 import grpc
+
 from xcron.server.api import convert
 from xcron.server.api.status import to_status
 from xcron.server.core.errors import InvalidArgument, XcronServerError

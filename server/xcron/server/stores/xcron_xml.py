@@ -28,6 +28,7 @@ from zoneinfo import ZoneInfo
 
 from croniter import croniter
 from lxml import etree
+
 from xcron.server.core.model import (
     DEFAULT_MAX_CATCHUP_RUNS,
     CalendarSpec,
