@@ -22,7 +22,7 @@ DATA = Path(__file__).resolve().parent.parent / "data"
 def entries_by_type(xml: bytes) -> dict[str, bytes]:
     root = etree.fromstring(xml)
     # Exclusive C14N: the element as written, without the namespace declarations it inherits.
-    return {e.get("type"): etree.tostring(e, method="c14n", exclusive=True) for e in root}
+    return {str(e.get("type")): etree.tostring(e, method="c14n", exclusive=True) for e in root}
 
 
 def test_santedb_file_is_read_and_its_entries_survive_a_save(server_factory: Any, tmp_path: Path) -> None:

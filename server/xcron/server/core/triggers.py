@@ -599,7 +599,7 @@ def _aware(u: datetime) -> datetime:
 
 
 def _interval_range(schedule: Schedule, every: timedelta, lo: datetime, hi: datetime) -> tuple[int, int]:
-    """The indexes k of occurrences start + k * every in [lo, hi] (aware): first, last (maybe first-1)."""
+    """The first and last k with start + k * every in [lo, hi] and before end; last < first if none."""
     start = schedule.start
     if schedule.end is not None:
         hi = min(hi, schedule.end)
@@ -613,7 +613,7 @@ def next_fire_time(schedule: Schedule, after: datetime, *, default_zone: str) ->
     spec = schedule.spec
     try:
         if isinstance(spec, IntervalSpec):
-            k, _ = _interval_range(schedule, spec.every, after + _US, after + _US)
+            k = 0 if after < schedule.start else (after - schedule.start) // spec.every + 1
             t = schedule.start + k * spec.every
             return None if schedule.end is not None and t > schedule.end else t.astimezone(UTC)
         plan = _plan(spec)
@@ -663,14 +663,14 @@ def occurrences_between(
         return [(schedule.start + k * spec.every).astimezone(UTC) for k in ks], total
     plan = _plan(spec)
     zone = resolve_zone(schedule.time_zone, default_zone)
-    start = _naive_utc(schedule.start)
-    lo = max(_naive_utc(after) + _US, start)
-    hi = _naive_utc(until)
-    if schedule.end is not None:
-        hi = min(hi, _naive_utc(schedule.end))
-    if hi < lo:
-        return [], 0
     try:
+        start = _naive_utc(schedule.start)
+        lo = max(_naive_utc(after) + _US, start)
+        hi = _naive_utc(until)
+        if schedule.end is not None:
+            hi = min(hi, _naive_utc(schedule.end))
+        if hi < lo:
+            return [], 0
         if plan.one_shot:
             found = _next(plan, zone, start)
             if found is None or not lo <= found <= hi:
