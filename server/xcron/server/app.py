@@ -83,7 +83,6 @@ class XcronServer:
             self.clock,
             max_threads=config.max_threads,
             services={
-                "store": self.store,
                 "schedule_file": config.schedule_file,
                 "data_dir": config.data_dir,
                 "history_keep_last": config.history_keep_last,

@@ -63,7 +63,8 @@ class Executor:
         self._request_ids: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._listeners: list[FinishListener] = []
         self._accepting = True
-        self.services: dict[str, Any] = dict(services or {})
+        # What jobs may use besides their parameters; the store and clock are the server's own.
+        self.services: dict[str, Any] = {"store": store, "clock": clock, **(services or {})}
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:

@@ -43,6 +43,7 @@ from typing import NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterError, croniter
+
 from xcron.server.core.model import CalendarSpec, CronSpec, IntervalSpec, Schedule
 
 __all__ = [

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
+from xcron.server.core.clock import Clock
 from xcron.server.core.jobs import Job, JobContext, Parameter, ParameterType
 from xcron.server.stores.state import StateStore
 
@@ -32,7 +33,8 @@ class PurgeHistoryJob(Job):
         if ctx.parameters.get("dry_run"):
             ctx.report_progress(1.0, f"dry run: would purge runs older than {days} days, keeping {keep} per job")
             return
-        cutoff = datetime.now(UTC) - timedelta(days=days) if isinstance(days, int) else None
+        clock: Clock = ctx.services["clock"]
+        cutoff = clock.now() - timedelta(days=days) if isinstance(days, int) else None
         ctx.report_progress(0.0, f"purging runs older than {days} days")
         by_age = await store.purge_executions(older_than=cutoff, keep_last=None) if cutoff else 0
         ctx.raise_if_cancelled()
