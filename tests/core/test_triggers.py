@@ -12,6 +12,7 @@ import pytest
 from croniter import CroniterBadDateError, croniter
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+
 from xcron.server.core.model import CalendarSpec, CronSpec, IntervalSpec, Schedule, ScheduleSpec
 from xcron.server.core.triggers import (
     ScheduleValueError,

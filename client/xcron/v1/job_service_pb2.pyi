@@ -507,7 +507,7 @@ Global___IntervalSpec: _TypeAlias = IntervalSpec  # noqa: Y015
 @_typing.final
 class CalendarSpec(_message.Message):
     """Fires on the given days at a wall-clock time in the schedule's time zone.
-    No days: fires once, at start_time's date and time_of_day.
+    No days: fires once, the first time time_of_day comes at or after start_time.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
