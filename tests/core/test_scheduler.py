@@ -10,7 +10,7 @@ import os
 from datetime import UTC, datetime, time, timedelta
 
 import pytest
-from core_harness import START, Gate, Harness
+from core_harness import START, Gate, Harness, Stuck
 
 from xcron.server.core.errors import Conflict, StoreUnavailable
 from xcron.server.core.model import (
@@ -177,11 +177,8 @@ async def test_defect6_manual_start_of_a_running_job_is_refused(harness: Harness
     assert done.id == first.id and done.state is ExecutionState.COMPLETED
 
 
-@pytest.mark.parametrize(
-    ("policy", "expected_runs", "skipped"),
-    [(OverlapPolicy.SKIP, 1, 2), (OverlapPolicy.BUFFER_ONE, 2, 1), (OverlapPolicy.CANCEL_OTHER, 2, 0)],
-)
-async def test_overlap_policies(harness: Harness, policy: OverlapPolicy, expected_runs: int, skipped: int) -> None:
+@pytest.mark.parametrize(("policy", "skipped"), [(OverlapPolicy.SKIP, 2), (OverlapPolicy.BUFFER_ONE, 1)])
+async def test_overlap_skip_and_buffer_one(harness: Harness, policy: OverlapPolicy, skipped: int) -> None:
     manager = await harness.start()
     await manager.set_schedules("t.gate", [every(10, overlap_policy=policy)])
     await harness.advance_to(START + 10 * MIN)
@@ -189,17 +186,41 @@ async def test_overlap_policies(harness: Harness, policy: OverlapPolicy, expecte
     await harness.advance_to(START + 20 * MIN)  # still running: the policy decides
     await harness.advance_to(START + 30 * MIN)
     assert Gate.gate is not None
-    if policy is OverlapPolicy.CANCEL_OTHER:
-        runs = await harness.recorder.wait_for(2)  # 10 and 20 were cancelled by their successors
-        assert [r.state for r in runs[:2]] == [ExecutionState.CANCELLED, ExecutionState.CANCELLED]
-    else:
-        Gate.gate.set()
-        runs = await harness.recorder.wait_for(expected_runs)
-        await manager.scheduler.settled()
-    (_, record, _) = manager.view("t.gate").schedules[0]
-    if policy is OverlapPolicy.BUFFER_ONE:
-        assert [r.scheduled_time for r in runs] == [START + 10 * MIN, START + 20 * MIN]
-    assert record.overlap_skipped == skipped
+    Gate.gate.set()
+    expected = [START + 10 * MIN] if policy is OverlapPolicy.SKIP else [START + 10 * MIN, START + 20 * MIN]
+    runs = await harness.recorder.wait_for(len(expected))
+    await manager.scheduler.settled()
+    assert [r.scheduled_time for r in runs] == expected
+    assert manager.view("t.gate").schedules[0][1].overlap_skipped == skipped
+
+
+async def test_overlap_cancel_other_cancels_the_running_one_and_starts(harness: Harness) -> None:
+    manager = await harness.start()
+    await manager.set_schedules("t.gate", [every(10, overlap_policy=OverlapPolicy.CANCEL_OTHER)])
+    await harness.advance_to(START + 10 * MIN)
+    await harness.advance_to(START + 20 * MIN)
+    (first,) = await harness.recorder.wait_for(1)
+    assert first.state is ExecutionState.CANCELLED and first.scheduled_time == START + 10 * MIN
+    await manager.scheduler.settled()
+    running = manager.executor.running("t.gate")
+    assert running is not None and running.scheduled_time == START + 20 * MIN
+    assert manager.view("t.gate").schedules[0][1].overlap_skipped == 0
+
+
+async def test_overlap_cancel_other_newest_occurrence_supersedes_a_waiting_one(harness: Harness) -> None:
+    manager = await harness.start()
+    await manager.set_schedules("t.stuck", [every(10, overlap_policy=OverlapPolicy.CANCEL_OTHER)])
+    await harness.advance_to(START + 10 * MIN)
+    await harness.advance_to(START + 20 * MIN)  # asks the run to cancel; it ignores that
+    await harness.advance_to(START + 30 * MIN)  # 30 replaces 20 in the queue
+    assert Stuck.release is not None
+    Stuck.release.set()
+    await harness.recorder.wait_for(1)
+    await manager.scheduler.settled()
+    running = manager.executor.running("t.stuck")
+    assert running is not None and running.scheduled_time == START + 30 * MIN
+    assert manager.view("t.stuck").schedules[0][1].overlap_skipped == 1
+    Stuck.release.set()
 
 
 async def test_pause_stops_firing_and_resume_skips_the_paused_time(harness: Harness) -> None:

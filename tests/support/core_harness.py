@@ -68,11 +68,24 @@ class Gate(Job):
         gate.cancel()
 
 
+class Stuck(Job):
+    """Ignores cancel requests; ends only when the test sets `release`."""
+
+    id = "t.stuck"
+    name = "Stuck"
+    release: asyncio.Event | None = None
+
+    async def run(self, ctx: JobContext) -> None:
+        assert Stuck.release is not None
+        await Stuck.release.wait()
+        Stuck.release.clear()
+
+
 @dataclass
 class Harness:
     tmp: Path
     clock: FakeClock = field(default_factory=lambda: FakeClock(START))
-    jobs: tuple[type[Job], ...] = (Tick, Gate)
+    jobs: tuple[type[Job], ...] = (Tick, Gate, Stuck)
     manager: JobManager | None = None
     recorder: Recorder = field(default_factory=Recorder)
     store: SqliteStateStore | None = None
@@ -84,6 +97,7 @@ class Harness:
     async def start(self, zone: str = "UTC") -> JobManager:
         Gate.gate = asyncio.Event()
         Gate.started = asyncio.Event()
+        Stuck.release = asyncio.Event()
         registry = JobRegistry(self.jobs)
         self.store = SqliteStateStore(self.tmp / "data" / "state.sqlite3")
         bus = EventBus()

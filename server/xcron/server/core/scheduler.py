@@ -282,9 +282,15 @@ class Scheduler:
             self._spawn(self._store.save_schedule_records([entry.record]))
             log.info("job %s is still running: occurrence %s skipped", job_id, due.isoformat())
             return
-        entry.pending.append(due)
         if policy is OverlapPolicy.CANCEL_OTHER:
+            # The newest occurrence supersedes one still waiting for the cancelled run to end.
+            superseded = len(entry.pending)
+            entry.pending.clear()
+            if superseded:
+                entry.record = replace(entry.record, overlap_skipped=entry.record.overlap_skipped + superseded)
+                self._records[(job_id, entry.record.schedule_key)] = entry.record
             self._spawn(self._executor.cancel_for_overlap(job_id))
+        entry.pending.append(due)
         self._drain(job_id)
 
     def _busy(self, job_id: str) -> bool:
