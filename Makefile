@@ -11,7 +11,7 @@ LISTEN ?= 127.0.0.1:50051
 $(STAMP): pyproject.toml client/pyproject.toml examples/xcron-example-jobs/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ./client -e '.[dev]' -e ./examples/xcron-example-jobs
+	$(BIN)/python -m pip install --quiet -e './client[cli]' -e '.[dev]' -e ./examples/xcron-example-jobs
 	touch $@
 
 $(BUF): package.json

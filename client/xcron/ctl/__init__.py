@@ -1,0 +1,1 @@
+"""xcronctl: the command line for xcron."""
