@@ -3,6 +3,7 @@ creates, so the tests synchronise on events, not on sleeps."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -82,3 +83,28 @@ class TickJob(Job):
     async def run(self, ctx: JobContext) -> None:
         due = ctx.scheduled_time.isoformat() if ctx.scheduled_time else "manual"
         ctx.report_progress(1.0, f"tick {ctx.parameters['label']} for {due}")
+
+
+class WildJob(Job):
+    id = "test.wild"
+    name = "Wild"
+    description = "Reports progress outside 0..1 and NaN, then leaves with SystemExit from its thread."
+
+    def run(self, ctx: JobContext) -> None:
+        for value in (5.0, -1.0, float("nan"), float("inf")):
+            ctx.report_progress(value, f"progress {value}")
+        raise SystemExit(3)
+
+
+class SpamJob(Job):
+    id = "test.spam"
+    name = "Spam"
+    description = "Reports progress COUNT times as fast as it can, the last one 1.0."
+    parameters = (Parameter("count", ParameterType.INT, default=1000),)
+
+    async def run(self, ctx: JobContext) -> None:
+        count = ctx.get_int("count")
+        for i in range(count):
+            ctx.report_progress((i + 1) / count, f"step {i + 1}")
+            if i % 100 == 0:
+                await asyncio.sleep(0)

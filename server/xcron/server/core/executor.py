@@ -18,6 +18,7 @@ from xcron.server.core.errors import Conflict, FailedPrecondition, LimitExceeded
 from xcron.server.core.events import EventBus, JobStatus
 from xcron.server.core.jobs import JobCancelled, JobContext
 from xcron.server.core.model import ExecutionState, JobState, ParameterValue, Trigger
+from xcron.server.core.observe import NullObserver, Observer
 from xcron.server.core.registry import JobRegistry
 from xcron.server.stores.state import INTERRUPTED, ExecutionRecord, JobRecord, StateStore
 
@@ -31,6 +32,10 @@ _JOB_STATE = {
 }
 
 FinishListener = Callable[[ExecutionRecord], None]
+
+
+def _ids(record: ExecutionRecord) -> dict[str, str]:
+    return {"job_id": record.job_id, "execution_id": record.id}
 
 
 @dataclass
@@ -51,6 +56,7 @@ class Executor:
         max_threads: int = 8,
         max_running: int = 1000,
         services: Mapping[str, Any] | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self._registry = registry
         self._store = store
@@ -66,13 +72,14 @@ class Executor:
         # What jobs may use besides their parameters; the store and clock are the server's own.
         self.services: dict[str, Any] = {"store": store, "clock": clock, **(services or {})}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.observer: Observer = observer or NullObserver()
 
     async def start(self) -> None:
         """Loads job state; runs left RUNNING by a dead process become ABORTED, never NOT_YET_RUN."""
         self._loop = asyncio.get_running_loop()
         interrupted = await self._store.abort_interrupted(self._clock.now())
         for record in interrupted:
-            log.warning("execution %s of %s was interrupted by a server stop", record.id, record.job_id)
+            log.warning("run was interrupted by a server stop; recorded ABORTED", extra=_ids(record))
         stored = await self._store.load_jobs()
         for job in self._registry:
             self._jobs[job.id] = stored.get(job.id) or JobRecord(job_id=job.id)
@@ -165,6 +172,10 @@ class Executor:
             self._request_ids.pop((job_id, request_id), None)
             raise
         entry.task = asyncio.create_task(self._execute(job, entry), name=f"xcron-run-{job_id}-{record.id}")
+        self.observer.run_started(record)
+        log.info("run started (%s)", trigger.value, extra=_ids(record))
+        if scheduled_time is not None:
+            self.observer.lateness(job_id, now - scheduled_time)
         return record
 
     async def cancel(self, job_id: str, execution_id: str = "") -> ExecutionRecord:
@@ -191,7 +202,7 @@ class Executor:
         if not entry.record.cancel_requested:
             entry.record = replace(entry.record, cancel_requested=True)
             entry.context.request_cancel()
-            log.info("cancel requested for %s execution %s", entry.record.job_id, entry.record.id)
+            log.info("cancel requested", extra=_ids(entry.record))
 
     async def cancel_for_overlap(self, job_id: str) -> asyncio.Task[None] | None:
         """For the CANCEL_OTHER overlap policy: asks the running execution to stop; returns its task."""
@@ -236,9 +247,9 @@ class Executor:
             state = ExecutionState.CANCELLED
         except asyncio.CancelledError:
             state, error = ExecutionState.ABORTED, INTERRUPTED
-        except Exception as exc:  # a job's failure must never take the server down
+        except BaseException as exc:  # a job's failure (even SystemExit) must never take the server down
             state, error = ExecutionState.ABORTED, f"{type(exc).__name__}: {exc}"
-            log.warning("job %s execution %s failed: %s", entry.record.job_id, entry.record.id, error)
+            log.warning("run failed: %s", error, extra=_ids(entry.record))
         if state is ExecutionState.CANCELLED and not error:
             error = "cancelled on request"
         await self._finish(entry, state, error)
@@ -274,6 +285,8 @@ class Executor:
         except Exception:
             log.exception("could not record the end of execution %s", record.id)
             await self._set_job(job, persist=False)
+        self.observer.run_finished(record)
+        log.info("run ended %s", state.value.upper(), extra=_ids(record))
         for listener in list(self._listeners):
             try:
                 listener(record)

@@ -239,6 +239,8 @@ class Scheduler:
             else:
                 run_late = late
             dropped = late_total - len(run_late)
+            if dropped:
+                self._executor.observer.misfired(entry.job_id, schedule.misfire_policy.value, dropped)
             chosen = run_late + on_time
             if late_total:
                 log.info(
@@ -280,6 +282,7 @@ class Scheduler:
             entry.record = replace(entry.record, overlap_skipped=entry.record.overlap_skipped + 1)
             self._records[(job_id, entry.record.schedule_key)] = entry.record
             self._spawn(self._store.save_schedule_records([entry.record]))
+            self._executor.observer.overlap_skipped(job_id, policy.value)
             log.info("job %s is still running: occurrence %s skipped", job_id, due.isoformat())
             return
         if policy is OverlapPolicy.CANCEL_OTHER:
@@ -287,6 +290,7 @@ class Scheduler:
             superseded = len(entry.pending)
             entry.pending.clear()
             if superseded:
+                self._executor.observer.overlap_skipped(job_id, policy.value)
                 entry.record = replace(entry.record, overlap_skipped=entry.record.overlap_skipped + superseded)
                 self._records[(job_id, entry.record.schedule_key)] = entry.record
             self._spawn(self._executor.cancel_for_overlap(job_id))
