@@ -270,3 +270,21 @@ async def test_last_fire_time_is_shown_only_once_it_fired(harness: Harness) -> N
     assert manager.view("t.tick").schedules[0][1].last_run is None
     await harness.advance_to(START + 10 * MIN)
     assert manager.view("t.tick").schedules[0][1].last_run == START + 10 * MIN
+
+
+async def test_limits_on_parameters_and_schedules(harness: Harness) -> None:
+    from xcron.server.core.errors import InvalidArgument
+    from xcron.server.core.limits import Limits
+
+    manager = await harness.start()
+    manager.limits = Limits(max_parameters=1, max_parameter_bytes=8, max_schedules_per_job=2)
+    with pytest.raises(InvalidArgument, match="at most 1 are accepted"):
+        await manager.run("t.tick", {"label": "a", "other": "b"})
+    with pytest.raises(InvalidArgument) as too_long:
+        await manager.run("t.tick", {"label": "ünïcödé!"})  # 8 characters, 12 bytes
+    assert too_long.value.field == "parameters.label"
+    with pytest.raises(InvalidArgument, match="at most 2 per job"):
+        await manager.set_schedules("t.tick", [every(1), every(2), every(3)])
+    with pytest.raises(InvalidArgument) as schedule_param:
+        await manager.set_schedules("t.tick", [every(1, parameters={"label": "x" * 9})])
+    assert schedule_param.value.field == "schedules[0].parameters.label"

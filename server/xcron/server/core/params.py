@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
 from xcron.server.core.errors import InvalidArgument
+from xcron.server.core.limits import Limits
 from xcron.server.core.model import ParameterSpec, ParameterType, ParameterValue
 
 _PYTHON_TYPES: dict[ParameterType, str] = {
@@ -51,6 +52,17 @@ def coerce(spec: ParameterSpec, value: ParameterValue, field: str) -> ParameterV
         field,
         f"parameter {spec.name!r} is declared {_PYTHON_TYPES[spec.type]} but a {_PYTHON_TYPES[actual]} was given",
     )
+
+
+def check_size(given: Mapping[str, ParameterValue], limits: Limits, field: str = "parameters") -> None:
+    """Refuses oversized parameter sets before anything else looks at them."""
+    if len(given) > limits.max_parameters:
+        raise InvalidArgument(field, f"{len(given)} parameters given; at most {limits.max_parameters} are accepted")
+    for name, value in given.items():
+        if isinstance(value, str) and len(value.encode("utf-8", "surrogatepass")) > limits.max_parameter_bytes:
+            raise InvalidArgument(
+                f"{field}.{name}", f"longer than {limits.max_parameter_bytes} bytes (the --max-parameter-bytes limit)"
+            )
 
 
 def bind_parameters(

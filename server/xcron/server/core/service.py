@@ -15,8 +15,9 @@ from xcron.server.core.errors import InvalidArgument, StoreUnavailable
 from xcron.server.core.events import EventBus
 from xcron.server.core.executor import Executor
 from xcron.server.core.jobs import Job
+from xcron.server.core.limits import Limits
 from xcron.server.core.model import JobSchedules, ParameterValue, Schedule, Trigger
-from xcron.server.core.params import bind_parameters, bind_positional
+from xcron.server.core.params import bind_parameters, bind_positional, check_size
 from xcron.server.core.registry import JobRegistry
 from xcron.server.core.scheduler import Scheduler
 from xcron.server.core.triggers import ScheduleValueError, validate_schedule
@@ -30,7 +31,6 @@ from xcron.server.stores.xcron_xml import (
 )
 
 log = logging.getLogger(__name__)
-MAX_SCHEDULES_PER_JOB = 100
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,7 @@ class JobManager:
         schedule_file: Path,
         default_zone: str,
         executor: Executor,
+        limits: Limits | None = None,
     ) -> None:
         self.registry = registry
         self.store = store
@@ -60,6 +61,7 @@ class JobManager:
         self.schedule_file = schedule_file
         self.default_zone = default_zone
         self.executor = executor
+        self.limits = limits or Limits()
         self.scheduler = Scheduler(
             registry=registry, executor=executor, store=store, clock=clock, default_zone=default_zone
         )
@@ -154,6 +156,7 @@ class JobManager:
         self, job_id: str, parameters: Mapping[str, ParameterValue], *, request_id: str = ""
     ) -> ExecutionRecord:
         job = self.registry.get(job_id)
+        check_size(parameters, self.limits)
         bound = bind_parameters(job.parameters, parameters)
         return await self.executor.run(job_id, bound, trigger=Trigger.MANUAL, request_id=request_id)
 
@@ -162,14 +165,17 @@ class JobManager:
 
     async def set_schedules(self, job_id: str, schedules: Sequence[Schedule]) -> None:
         job = self.registry.get(job_id)
-        if len(schedules) > MAX_SCHEDULES_PER_JOB:
-            raise InvalidArgument("schedules", f"at most {MAX_SCHEDULES_PER_JOB} schedules per job")
+        if len(schedules) > self.limits.max_schedules_per_job:
+            raise InvalidArgument(
+                "schedules", f"{len(schedules)} schedules given; at most {self.limits.max_schedules_per_job} per job"
+            )
         checked = []
         for i, schedule in enumerate(schedules):
             try:
                 validate_schedule(schedule)
             except ScheduleValueError as exc:
                 raise InvalidArgument(f"schedules[{i}].{exc.field}", str(exc)) from exc
+            check_size(schedule.parameters, self.limits, field=f"schedules[{i}].parameters")
             bind_parameters(job.parameters, schedule.parameters, field=f"schedules[{i}].parameters")
             checked.append(schedule)
         current = self._schedules.get(job_id, JobSchedules())
