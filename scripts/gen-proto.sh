@@ -12,4 +12,6 @@ PATH="$venv_bin:$PATH" "$venv_bin/python" -m grpc_tools.protoc \
   --grpc_python_out="$out" \
   --mypy_out="$out" \
   --mypy_grpc_out="$out" \
+  --include_source_info \
+  --descriptor_set_out="$out/xcron/v1/descriptor_set.binpb" \
   $(cd "$here/protos" && find xcron -name '*.proto' | sort)

@@ -37,6 +37,7 @@ def test_reflection_lists_and_describes_services(server: Any) -> None:
     assert {"xcron.v1.JobService", "grpc.health.v1.Health"} <= set(services)
     described = grpcurl(server.target, "describe", "xcron.v1.JobService").stdout
     assert "rpc RunJob ( .xcron.v1.RunJobRequest ) returns ( .xcron.v1.RunJobResponse )" in described
+    assert "Starts a job now." in described  # the proto's comments travel with reflection
     message = grpcurl(server.target, "describe", "xcron.v1.Schedule").stdout
     assert "oneof spec" in message and ".xcron.v1.CronSpec cron = 3;" in message
 
@@ -74,7 +75,7 @@ def watch_until(target: str, job_id: str, state: str, execution_id: str, timeout
                 continue
             buffer = ""
             messages.append(message)
-            if any(s.get("state") == state and s.get("execution_id") == execution_id
+            if any(s.get("state") == state and s.get("executionId") == execution_id
                    for s in message.get("statuses", [])):  # fmt: skip
                 return messages
         raise AssertionError(f"stream ended before {job_id} was {state}: {messages}")
@@ -97,7 +98,7 @@ def test_run_with_parameters_and_watch_until_completed(server: Any) -> None:
     assert sequences == sorted(sequences)
     execution = call(server.target, "GetExecution", {"execution_id": run["id"]})["execution"]
     assert execution["state"] == "EXECUTION_STATE_COMPLETED"
-    assert "i=7" in execution["status_text"] and "u=datetime.timedelta(seconds=90)" in execution["status_text"]
+    assert "i=7" in execution["statusText"] and "u=datetime.timedelta(seconds=90)" in execution["statusText"]
 
 
 @pytest.mark.parametrize(
@@ -130,7 +131,7 @@ def test_cancel_a_long_job(server: Any) -> None:
     again = grpcurl(server.target, "xcron.v1.JobService/RunJob", data={"job_id": "test.block"}, check=False)
     assert "Code: Aborted" in again.stderr and "already running" in again.stderr
     cancelled = call(server.target, "CancelJob", {"job_id": "test.block"})["execution"]
-    assert cancelled["id"] == run["id"] and cancelled["cancel_requested"] is True
+    assert cancelled["id"] == run["id"] and cancelled["cancelRequested"] is True
     watch_until(server.target, "test.block", "JOB_STATE_CANCELLED", run["id"])
     execution = call(server.target, "GetExecution", {"execution_id": run["id"]})["execution"]
     assert execution["state"] == "EXECUTION_STATE_CANCELLED"
@@ -148,4 +149,4 @@ def test_failing_job_is_aborted_with_its_error(server: Any) -> None:
     assert execution["state"] == "EXECUTION_STATE_ABORTED"
     assert execution["error"] == "RuntimeError: disk on fire"
     job = call(server.target, "GetJob", {"job_id": "test.fail"})["job"]
-    assert job["state"] == "JOB_STATE_ABORTED" and "disk on fire" in job["status_text"]
+    assert job["state"] == "JOB_STATE_ABORTED" and "disk on fire" in job["statusText"]

@@ -35,6 +35,9 @@ class AsyncClient:
     has no deadline. Failed calls raise :class:`~xcron.client.XcronError` subclasses. Use it as an async
     context manager, or await :meth:`close`, to close the channel it created; a ``channel`` passed in is left
     open.
+
+    A ``token`` is sent as ``authorization: Bearer <token>`` on every call, for servers started with
+    ``--tokens-file``.
     """
 
     def __init__(
@@ -45,6 +48,7 @@ class AsyncClient:
         timeout: float | None = DEFAULT_TIMEOUT,
         metadata: Sequence[tuple[str, str]] = (),
         credentials: grpc.ChannelCredentials | None = None,
+        token: str | None = None,
     ) -> None:
         if channel is not None and credentials is not None:
             raise ValueError("pass credentials or a channel, not both")
@@ -59,7 +63,9 @@ class AsyncClient:
         # The same class at run time; the .pyi types its grpc.aio flavour separately.
         self._stub: pb_grpc.JobServiceAsyncStub = pb_grpc.JobServiceStub(channel)  # type: ignore[assignment]
         self._timeout = timeout
-        self._metadata = metadata_tuple(metadata)
+        self._metadata = metadata_tuple(
+            metadata if token is None else (*metadata, ("authorization", f"Bearer {token}"))
+        )
 
     @property
     def stub(self) -> pb_grpc.JobServiceAsyncStub:

@@ -34,6 +34,9 @@ class Client:
     Every unary call gets ``timeout`` seconds (None: no limit) and carries ``metadata``; :meth:`watch_jobs`
     has no deadline. Failed calls raise :class:`~xcron.client.XcronError` subclasses. Use it as a context
     manager, or call :meth:`close`, to close the channel it created; a ``channel`` passed in is left open.
+
+    A ``token`` is sent as ``authorization: Bearer <token>`` on every call, for servers started with
+    ``--tokens-file``.
     """
 
     def __init__(
@@ -44,6 +47,7 @@ class Client:
         timeout: float | None = DEFAULT_TIMEOUT,
         metadata: Sequence[tuple[str, str]] = (),
         credentials: grpc.ChannelCredentials | None = None,
+        token: str | None = None,
     ) -> None:
         if channel is not None and credentials is not None:
             raise ValueError("pass credentials or a channel, not both")
@@ -54,7 +58,9 @@ class Client:
         self._channel: grpc.Channel = channel
         self._stub = pb_grpc.JobServiceStub(channel)
         self._timeout = timeout
-        self._metadata = metadata_tuple(metadata)
+        self._metadata = metadata_tuple(
+            metadata if token is None else (*metadata, ("authorization", f"Bearer {token}"))
+        )
 
     @property
     def stub(self) -> pb_grpc.JobServiceStub:

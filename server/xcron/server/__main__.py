@@ -11,7 +11,17 @@ import threading
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from xcron.server import logs
+from xcron.server.api.auth import TokenFileError, hash_token_main, load_token_table
+from xcron.server.api.tls import (
+    InsecureListenError,
+    TlsConfigError,
+    TlsFiles,
+    check_plaintext_allowed,
+    read_tls_files,
+)
 from xcron.server.app import ServerConfig, local_zone_name, serve
+from xcron.server.core.limits import Limits
 from xcron.server.stores.xcron_xml import ScheduleFileError
 
 
@@ -34,7 +44,45 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
     parser.add_argument("--history-keep-last", type=int, default=1000, help="runs kept per job by xcron.purge-history")
     parser.add_argument("--history-max-age-days", type=int, default=90, help="age limit used by xcron.purge-history")
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-format", choices=("plain", "json"), default="plain", help="json: one object per line")
+    parser.add_argument("--metrics-listen", metavar="HOST:PORT", help="serve Prometheus metrics at /metrics here")
+    defaults = Limits()
+    limits = parser.add_argument_group("limits (exceeding one is answered RESOURCE_EXHAUSTED or INVALID_ARGUMENT)")
+    for name, help_text in (
+        ("max_request_bytes", "largest request accepted"),
+        ("max_parameters", "parameters per run or schedule"),
+        ("max_parameter_bytes", "bytes of one string parameter"),
+        ("max_schedules_per_job", "schedules one job may have"),
+        ("max_running", "runs in progress at once"),
+        ("max_watchers", "WatchJobs streams at once"),
+    ):
+        limits.add_argument(
+            "--" + name.replace("_", "-"), type=int, default=getattr(defaults, name), help=f"{help_text} (%(default)s)"
+        )
+    security = parser.add_argument_group(
+        "security", "plaintext is served only on loopback addresses unless --allow-insecure is given"
+    )
+    security.add_argument("--tls-cert", type=Path, metavar="PEM", help="serve TLS with this certificate (chain)")
+    security.add_argument("--tls-key", type=Path, metavar="PEM", help="the private key of --tls-cert")
+    security.add_argument(
+        "--tls-client-ca", type=Path, metavar="PEM", help="require client certificates signed by this CA (mutual TLS)"
+    )
+    security.add_argument(
+        "--allow-insecure", action="store_true", help="allow plaintext on a non-loopback address (trusted network)"
+    )
+    security.add_argument(
+        "--tokens-file",
+        type=Path,
+        metavar="PATH",
+        help="require bearer tokens; lines 'NAME ROLE[,ROLE...] scrypt$SALT$HASH' (read once at start)",
+    )
+    security.add_argument("--reflection-requires-token", action="store_true", help="reflection needs a valid token too")
+    security.add_argument(
+        "--hash-token", action="store_true", help="print the tokens-file HASH of the token read from stdin, and exit"
+    )
     args = parser.parse_args(argv)
+    if args.hash_token:
+        sys.exit(hash_token_main(sys.stdin, sys.stdout, sys.stderr))
     try:
         ZoneInfo(args.time_zone)
     except (ZoneInfoNotFoundError, ValueError):
@@ -43,8 +91,24 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
         parser.error("history limits must not be negative")
     if args.max_threads < 1:
         parser.error("--max-threads must be at least 1")
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    tls = _check_security(parser, args)
+    for name in ("max_request_bytes", "max_parameters", "max_parameter_bytes", "max_schedules_per_job", "max_running",
+                 "max_watchers"):  # fmt: skip
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.metrics_listen is not None and ":" not in args.metrics_listen:
+        parser.error("--metrics-listen takes HOST:PORT")
+    logs.configure(args.log_level, args.log_format)
     return ServerConfig(
+        limits=Limits(
+            max_request_bytes=args.max_request_bytes,
+            max_parameters=args.max_parameters,
+            max_parameter_bytes=args.max_parameter_bytes,
+            max_schedules_per_job=args.max_schedules_per_job,
+            max_running=args.max_running,
+            max_watchers=args.max_watchers,
+        ),
+        metrics_listen=args.metrics_listen,
         listen=args.listen,
         schedule_file=args.schedule_file,
         data_dir=args.data_dir,
@@ -55,7 +119,33 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
         max_threads=args.max_threads,
         history_keep_last=args.history_keep_last,
         history_max_age_days=args.history_max_age_days,
+        tls=tls,
+        allow_insecure=args.allow_insecure,
+        tokens_file=args.tokens_file,
+        reflection_requires_token=args.reflection_requires_token,
     )
+
+
+def _check_security(parser: argparse.ArgumentParser, args: argparse.Namespace) -> TlsFiles | None:
+    """Refuses (exit 2) half-given TLS, unreadable PEM or tokens files, and plaintext off loopback."""
+    if (args.tls_cert is None) != (args.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together")
+    if args.tls_client_ca is not None and args.tls_cert is None:
+        parser.error("--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key")
+    if args.reflection_requires_token and args.tokens_file is None:
+        parser.error("--reflection-requires-token needs --tokens-file")
+    tls = None
+    try:
+        if args.tls_cert is not None:
+            tls = TlsFiles(cert=args.tls_cert, key=args.tls_key, client_ca=args.tls_client_ca)
+            read_tls_files(tls)
+        else:
+            check_plaintext_allowed(args.listen, allow_insecure=args.allow_insecure)
+        if args.tokens_file is not None:
+            load_token_table(args.tokens_file)
+    except (TlsConfigError, InsecureListenError, TokenFileError) as exc:
+        parser.error(str(exc))
+    return tls
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -64,6 +154,9 @@ def main(argv: list[str] | None = None) -> None:
         asyncio.run(serve(config))
     except ScheduleFileError as exc:
         print(f"xcron-server: refusing to start: {exc} (the file was left untouched)", file=sys.stderr)
+        sys.exit(2)
+    except (TlsConfigError, InsecureListenError, TokenFileError) as exc:  # a file changed since the flags were checked
+        print(f"xcron-server: refusing to start: {exc}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         pass

@@ -13,14 +13,19 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
+from xcron.server.api import reflection
+from xcron.server.api.auth import AuthInterceptor, load_token_table
+from xcron.server.api.decode import DecodeGuard
 from xcron.server.api.servicer import Servicer
+from xcron.server.api.tls import TlsConfigError, TlsFiles, check_plaintext_allowed, server_credentials
 from xcron.server.core.clock import Clock, SystemClock
 from xcron.server.core.events import EventBus
 from xcron.server.core.executor import Executor
+from xcron.server.core.limits import Limits
 from xcron.server.core.registry import JobRegistry
 from xcron.server.core.service import JobManager
+from xcron.server.metrics import Metrics
 from xcron.server.stores.sqlite import SqliteStateStore
 from xcron.v1 import job_service_pb2, job_service_pb2_grpc
 
@@ -55,6 +60,15 @@ class ServerConfig:
     max_threads: int = 8
     history_keep_last: int | None = 1000
     history_max_age_days: int | None = 90
+    # Security (see xcron.server.api.tls and xcron.server.api.auth). No TLS: plaintext, loopback only
+    # unless allow_insecure. No tokens_file: no authentication.
+    tls: TlsFiles | None = None
+    allow_insecure: bool = False
+    tokens_file: Path | None = None
+    reflection_requires_token: bool = False
+    limits: Limits = field(default_factory=Limits)
+    metrics_listen: str | None = None
+    """host:port for Prometheus' /metrics; None for no endpoint (metrics are still kept)."""
 
 
 class XcronServer:
@@ -63,7 +77,9 @@ class XcronServer:
         self.clock = clock or SystemClock()
         self.registry = JobRegistry()
         self.store = SqliteStateStore(config.data_dir / "state.sqlite3")
-        self.bus = EventBus()
+        self.bus = EventBus(max_watchers=config.limits.max_watchers)
+        self.metrics = Metrics()
+        self.metrics_port: int | None = None
         self.health = health.aio.HealthServicer()
         self.port = 0
         self._server: grpc.aio.Server | None = None
@@ -72,6 +88,17 @@ class XcronServer:
     async def start(self) -> int:
         """Loads jobs and xcron.xml (refusing a bad file), opens the store, binds; returns the port."""
         config = self.config
+        # Security settings first: a bad certificate, tokens file or listen address refuses to start
+        # before anything is loaded or opened.
+        credentials = server_credentials(config.tls) if config.tls is not None else None
+        if credentials is None:
+            check_plaintext_allowed(config.listen, allow_insecure=config.allow_insecure)
+        tokens = load_token_table(config.tokens_file) if config.tokens_file is not None else None
+        interceptors = (
+            []
+            if tokens is None
+            else [AuthInterceptor(tokens, reflection_requires_token=config.reflection_requires_token)]
+        )
         if config.load_entry_points:
             self.registry.load_entry_points()
         for module in config.job_modules:
@@ -82,6 +109,8 @@ class XcronServer:
             self.bus,
             self.clock,
             max_threads=config.max_threads,
+            max_running=config.limits.max_running,
+            observer=self.metrics,
             services={
                 "schedule_file": config.schedule_file,
                 "data_dir": config.data_dir,
@@ -97,36 +126,53 @@ class XcronServer:
             schedule_file=config.schedule_file,
             default_zone=config.time_zone,
             executor=executor,
+            limits=config.limits,
         )
         manager.load_schedules()
         await self.store.open()
         await manager.start()
         self.manager = manager
 
-        server = grpc.aio.server()
+        self.metrics.track(running=lambda: executor.running_count, watchers=lambda: self.bus.watcher_count)
+        if config.metrics_listen is not None:
+            self.metrics_port = self.metrics.serve(config.metrics_listen)
+        # Counted first, so refused calls count too; DecodeGuard last: it wraps the real handler.
+        server = grpc.aio.server(
+            interceptors=[self.metrics.interceptor(), *interceptors, DecodeGuard()],
+            options=[
+                ("grpc.max_receive_message_length", config.limits.max_request_bytes),
+                ("grpc.max_send_message_length", 64 * 1024 * 1024),
+            ],
+        )
         job_service_pb2_grpc.add_JobServiceServicer_to_server(Servicer(manager), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable_server_reflection(
-            (
-                SERVICE_NAME,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ),
-            server,
-        )
-        self.port = server.add_insecure_port(config.listen)
+        reflection.enable(server, (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name))
+        if credentials is None:
+            self.port = server.add_insecure_port(config.listen)
+        else:
+            try:
+                self.port = server.add_secure_port(config.listen, credentials)
+            except RuntimeError as exc:  # gRPC logs the reason (e.g. "Invalid private key") just before
+                raise TlsConfigError(
+                    f"cannot serve TLS on {config.listen}: the key does not belong to the certificate, "
+                    "a PEM file is corrupt, or the address is in use"
+                ) from exc
         await server.start()
         self._server = server
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
-            "xcron ready (--listen %s, port %d): %d jobs, schedules from %s, time zone %s",
+            "xcron ready (--listen %s, port %d, %s, %s): %d jobs, schedules from %s, time zone %s",
             config.listen,
             self.port,
+            "plaintext" if config.tls is None else "mutual TLS" if config.tls.client_ca else "TLS",
+            "no authentication" if tokens is None else f"{len(tokens)} bearer token(s)",
             len(self.registry),
             config.schedule_file,
             config.time_zone,
         )
+        if self.metrics_port is not None:
+            log.info("metrics on http://%s:%d/metrics", config.metrics_listen.rsplit(":", 1)[0], self.metrics_port)  # type: ignore[union-attr]
         return self.port
 
     async def stop(self) -> None:

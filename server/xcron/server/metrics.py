@@ -3,6 +3,7 @@ every RPC by method and status code through a server interceptor."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
@@ -108,8 +109,12 @@ class _RpcCounter(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
             async def streaming(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
                 try:
-                    async for item in stream(request, context):
-                        yield item
+                    result = stream(request, context)
+                    if inspect.isawaitable(result):  # a handler that writes with context.write()
+                        await result
+                    else:
+                        async for item in result:
+                            yield item
                 finally:
                     count(method, context)
 

@@ -7,6 +7,7 @@ corrupt request gets INVALID_ARGUMENT with a reason a client can act on.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeAlias
 
@@ -57,8 +58,12 @@ class DecodeGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                     request = _decode(deserialize, data)
                 except InvalidArgument as exc:
                     await context.abort_with_status(to_status(exc))
-                async for item in stream(request, context):
-                    yield item
+                result = stream(request, context)
+                if inspect.isawaitable(result):  # a handler that writes with context.write()
+                    await result
+                else:
+                    async for item in result:
+                        yield item
 
             return grpc.unary_stream_rpc_method_handler(streaming, None, handler.response_serializer)
         return handler

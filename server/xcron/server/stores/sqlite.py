@@ -7,6 +7,7 @@ import json
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -79,6 +80,7 @@ class SqliteStateStore:
         self.path = path
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xcron-sqlite")
         self._conn: sqlite3.Connection | None = None
+        self._closed = False  # once closed, the worker thread is gone: calls must fail as "unavailable"
 
     async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         def run() -> T:
@@ -90,6 +92,8 @@ class SqliteStateStore:
             except sqlite3.OperationalError as exc:
                 raise StoreUnavailable(f"state store {self.path}: {exc}") from exc
 
+        if self._closed:
+            raise StoreUnavailable("the state store is closed")
         return await asyncio.get_running_loop().run_in_executor(self._thread, run)
 
     async def open(self) -> None:
@@ -107,6 +111,10 @@ class SqliteStateStore:
         await asyncio.get_running_loop().run_in_executor(self._thread, connect)
 
     async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+
         def disconnect() -> None:
             if self._conn is not None:
                 self._conn.close()
@@ -178,6 +186,9 @@ class SqliteStateStore:
         return await self._call(q)
 
     async def find_by_request_id(self, job_id: str, request_id: str) -> ExecutionRecord | None:
+        if not request_id:
+            return None  # "no request id" is not a key: it would match every run started without one
+
         def q(c: sqlite3.Connection) -> ExecutionRecord | None:
             row = c.execute(
                 "SELECT * FROM executions WHERE job_id = ? AND request_id = ? ORDER BY start_time LIMIT 1",
@@ -220,7 +231,17 @@ class SqliteStateStore:
                 "UPDATE jobs SET state = ?, last_finish = ?, status_text = ? WHERE state = ?",
                 (JobState.ABORTED.value, _ts(now), INTERRUPTED, JobState.RUNNING.value),
             )
-            return [_execution(r) for r in rows]
+            # The records as they now are (ABORTED), not as they were read.
+            return [
+                replace(
+                    _execution(r),
+                    state=ExecutionState.ABORTED,
+                    finish_time=_dt(_ts(now)),
+                    error=INTERRUPTED,
+                    status_text=INTERRUPTED,
+                )
+                for r in rows
+            ]
 
         return await self._call(q)
 

@@ -78,13 +78,17 @@ class StateStore(Protocol):
         ...
 
     async def get_execution(self, execution_id: str) -> ExecutionRecord | None: ...
-    async def find_by_request_id(self, job_id: str, request_id: str) -> ExecutionRecord | None: ...
+    async def find_by_request_id(self, job_id: str, request_id: str) -> ExecutionRecord | None:
+        """The first execution started with this request id; None for an empty request id."""
+        ...
+
     async def list_executions(
         self, job_id: str, *, limit: int, before: ExecutionCursor | None = None
     ) -> list[ExecutionRecord]: ...
 
     async def abort_interrupted(self, now: datetime) -> list[ExecutionRecord]:
-        """Marks every RUNNING execution and job ABORTED (the process that ran them is gone)."""
+        """Marks every RUNNING execution and job ABORTED (the process that ran them is gone); returns those
+        executions as now stored. A clustered store only touches runs whose replica is gone."""
         ...
 
     async def purge_executions(self, *, older_than: datetime | None, keep_last: int | None) -> int:

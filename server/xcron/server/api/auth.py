@@ -1,0 +1,425 @@
+"""Bearer-token authentication and per-RPC roles for the gRPC API (``--tokens-file``).
+
+Clients send ``authorization: Bearer <token>`` metadata. Without ``--tokens-file`` there is no
+authentication at all: then rely on the listen address (loopback only) or on mutual TLS
+(``--tls-client-ca``) to decide who may connect.
+
+Tokens file: one token per line, fields separated by whitespace, ``#`` starts a comment::
+
+    # NAME        ROLE[,ROLE...]   HASH
+    dashboard     read             scrypt$8c1d...$4be0...
+    ci-deploy     read,run         scrypt$19a2...$77f3...
+    ops           admin            scrypt$e044...$0c5b...
+
+- NAME labels the token in logs and error messages (letters, digits, ``._@-``; unique in the file).
+- ROLE is one of the roles below; they do not imply each other, except ``admin`` which allows everything.
+
+  ========== ===============================================================================
+  read       ListJobs, GetJob, WatchJobs, ListExecutions, GetExecution
+  run        RunJob, CancelJob
+  schedule   SetSchedule, PauseSchedule, ResumeSchedule, ReloadSchedules
+  admin      all of the above
+  ========== ===============================================================================
+
+- HASH is ``scrypt$<salt hex>$<key hex>``: ``hashlib.scrypt(token, salt=salt, n=2**14, r=8, p=1)``.
+  The file never holds a token itself, so reading it does not let anyone call the server.
+  ``python -m xcron.server.api.auth new NAME ROLES`` makes a random token and prints its line on stdout
+  and the token on stderr; ``xcron-server --hash-token`` (or ``python -m xcron.server.api.auth hash``)
+  prints the HASH of a token read from stdin.
+
+The health service (``grpc.health.v1.Health``) is always open, so that load balancers and orchestrators
+need no secret. Reflection is open by default (it reveals only the public contract); with
+``--reflection-requires-token`` it needs any valid token. Methods the server does not have pass through
+and get UNIMPLEMENTED; a JobService method missing from the role table needs ``admin`` (fail closed).
+
+Failures are rich statuses like the other errors: UNAUTHENTICATED (reason ``UNAUTHENTICATED``) for a
+missing or unknown token, PERMISSION_DENIED (reason ``PERMISSION_DENIED``, ``ErrorInfo.metadata``
+``required_role``) for a valid token without the method's role, both in domain ``xcron.dev``.
+
+scrypt costs tens of milliseconds by design, so each token is verified once per process and remembered
+by its SHA-256 (recent unknown tokens too, in a bounded cache). Verification runs in a worker thread,
+at most two at a time, so a flood of bad tokens cannot stall the event loop. The file is read once at
+start: restart the server to add, change or revoke tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextvars
+import enum
+import hashlib
+import hmac
+import logging
+import re
+import secrets
+import sys
+import threading
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from xcron.server.api.status import DOMAIN
+from xcron.v1 import job_service_pb2
+
+__all__ = [
+    "CURRENT_PRINCIPAL",
+    "METHOD_ROLES",
+    "AuthInterceptor",
+    "Principal",
+    "Role",
+    "TokenFileError",
+    "TokenTable",
+    "hash_token",
+    "load_token_table",
+]
+
+log = logging.getLogger(__name__)
+
+SCRYPT_N = 2**14
+SCRYPT_R = 8
+SCRYPT_P = 1
+SALT_BYTES = 16
+KEY_BYTES = 32
+MIN_TOKEN_LENGTH = 16
+MAX_TOKEN_LENGTH = 1024
+NEGATIVE_CACHE_SIZE = 1024
+MAX_CONCURRENT_VERIFICATIONS = 2
+
+_NAME = re.compile(r"[A-Za-z0-9._@-]{1,64}")
+_TOKEN = re.compile(r"[\x21-\x7e]+")  # printable ASCII without spaces: what a gRPC header value can carry
+_HEX = re.compile(r"(?:[0-9a-f]{2})+")
+
+
+class Role(enum.StrEnum):
+    """Permission sets, after SanteDB's job permissions (read / run / schedule; admin is all)."""
+
+    READ = "read"
+    RUN = "run"
+    SCHEDULE = "schedule"
+    ADMIN = "admin"
+
+
+_SERVICE = job_service_pb2.DESCRIPTOR.services_by_name["JobService"].full_name
+_ROLE_METHODS: dict[Role, tuple[str, ...]] = {
+    Role.READ: ("ListJobs", "GetJob", "WatchJobs", "ListExecutions", "GetExecution"),
+    Role.RUN: ("RunJob", "CancelJob"),
+    Role.SCHEDULE: ("SetSchedule", "PauseSchedule", "ResumeSchedule", "ReloadSchedules"),
+}
+METHOD_ROLES: dict[str, Role] = {f"/{_SERVICE}/{name}": role for role, names in _ROLE_METHODS.items() for name in names}
+"""Full gRPC method path -> the role it needs."""
+
+HEALTH_PREFIX = "/grpc.health.v1.Health/"
+REFLECTION_PREFIXES = ("/grpc.reflection.v1alpha.ServerReflection/", "/grpc.reflection.v1.ServerReflection/")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a verified token belongs to."""
+
+    name: str
+    roles: frozenset[Role]
+
+    def allows(self, role: Role) -> bool:
+        return Role.ADMIN in self.roles or role in self.roles
+
+
+CURRENT_PRINCIPAL: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("xcron_principal", default=None)
+"""The caller of the current RPC, set by the interceptor for handlers that want to log it."""
+
+
+class TokenFileError(ValueError):
+    """The tokens file cannot be read or has a bad line; the message is ``file:line: reason``."""
+
+
+# --- hashing ------------------------------------------------------------------------------------------------
+
+
+def _scrypt(token: str, salt: bytes, length: int) -> bytes:
+    return hashlib.scrypt(token.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, dklen=length)
+
+
+def check_token_text(token: str) -> str | None:
+    """Why ``token`` cannot be used as a bearer token, or None if it can."""
+    if len(token) < MIN_TOKEN_LENGTH:
+        return f"a token needs at least {MIN_TOKEN_LENGTH} characters"
+    if len(token) > MAX_TOKEN_LENGTH:
+        return f"a token has at most {MAX_TOKEN_LENGTH} characters"
+    if not _TOKEN.fullmatch(token):
+        return "a token is printable ASCII without spaces"
+    return None
+
+
+def hash_token(token: str) -> str:
+    """The ``scrypt$salt$key`` line field for ``token``, with a fresh random salt."""
+    problem = check_token_text(token)
+    if problem:
+        raise ValueError(problem)
+    salt = secrets.token_bytes(SALT_BYTES)
+    return f"scrypt${salt.hex()}${_scrypt(token, salt, KEY_BYTES).hex()}"
+
+
+def _parse_hash(text: str) -> tuple[bytes, bytes]:
+    scheme, _, rest = text.partition("$")
+    salt_hex, _, key_hex = rest.partition("$")
+    if scheme != "scrypt":
+        raise ValueError("HASH must be scrypt$<salt hex>$<key hex> (make one with `xcron-server --hash-token`)")
+    if not _HEX.fullmatch(salt_hex) or not _HEX.fullmatch(key_hex):
+        raise ValueError("HASH salt and key must be lowercase hex")
+    salt, key = bytes.fromhex(salt_hex), bytes.fromhex(key_hex)
+    if len(salt) < 8 or len(key) < 16:
+        raise ValueError("HASH salt needs at least 8 bytes and key at least 16")
+    return salt, key
+
+
+# --- the table ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Entry:
+    principal: Principal
+    salt: bytes
+    key: bytes
+
+    def matches(self, token: str) -> bool:
+        return hmac.compare_digest(_scrypt(token, self.salt, len(self.key)), self.key)
+
+
+class TokenTable:
+    """The tokens of one tokens file; verifies bearer tokens, remembering the outcome per token."""
+
+    def __init__(self, entries: Sequence[tuple[Principal, str]]) -> None:
+        self._entries = [_Entry(principal, *_parse_hash(hashed)) for principal, hashed in entries]
+        self._known: dict[bytes, Principal] = {}
+        self._unknown: OrderedDict[bytes, None] = OrderedDict()
+        self._lock = threading.Lock()  # the caches are read on the event loop and filled in worker threads
+        self._semaphore: asyncio.Semaphore | None = None
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def names(self) -> list[str]:
+        return [entry.principal.name for entry in self._entries]
+
+    def verify(self, token: str) -> Principal | None:
+        """The principal of ``token`` or None; blocking (scrypt per line on a cache miss)."""
+        if check_token_text(token) is not None:
+            return None
+        digest = hashlib.sha256(token.encode()).digest()
+        hit, principal = self._cached(digest)
+        if hit:
+            return principal
+        principal = next((entry.principal for entry in self._entries if entry.matches(token)), None)
+        with self._lock:
+            if principal is not None:
+                self._known[digest] = principal
+            else:
+                self._unknown[digest] = None
+                while len(self._unknown) > NEGATIVE_CACHE_SIZE:
+                    self._unknown.popitem(last=False)
+        return principal
+
+    def _cached(self, digest: bytes) -> tuple[bool, Principal | None]:
+        """(whether the outcome for this token's SHA-256 is remembered, its principal or None if bad)."""
+        with self._lock:
+            if digest in self._known:
+                return True, self._known[digest]
+            if digest in self._unknown:
+                self._unknown.move_to_end(digest)
+                return True, None
+            return False, None
+
+    async def authenticate(self, token: str) -> Principal | None:
+        """Like :meth:`verify`, but scrypt runs in a worker thread, a bounded number at a time."""
+        if check_token_text(token) is not None:
+            return None
+        hit, principal = self._cached(hashlib.sha256(token.encode()).digest())
+        if hit:
+            return principal
+        if self._semaphore is None:
+            self._semaphore = asyncio.Semaphore(MAX_CONCURRENT_VERIFICATIONS)
+        async with self._semaphore:
+            return await asyncio.to_thread(self.verify, token)
+
+
+def parse_token_lines(lines: Iterable[str], source: str = "<tokens>") -> TokenTable:
+    """Parses tokens-file text; raises TokenFileError naming ``source:line``."""
+    entries: list[tuple[Principal, str]] = []
+    seen: set[str] = set()
+    for number, raw in enumerate(lines, start=1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+
+        def fail(reason: str, number: int = number) -> TokenFileError:
+            return TokenFileError(f"{source}:{number}: {reason}")
+
+        fields = line.split()
+        if len(fields) != 3:
+            raise fail(f"expected NAME ROLE[,ROLE...] HASH, got {len(fields)} field(s)")
+        name, roles_text, hashed = fields
+        if not _NAME.fullmatch(name):
+            raise fail(f"bad name {name!r}: use letters, digits and ._@- (at most 64)")
+        if name in seen:
+            raise fail(f"duplicate name {name!r}")
+        seen.add(name)
+        roles: set[Role] = set()
+        for role in roles_text.split(","):
+            try:
+                roles.add(Role(role))
+            except ValueError:
+                allowed = ", ".join(r.value for r in Role)
+                raise fail(f"unknown role {role!r} (roles: {allowed})") from None
+        try:
+            _parse_hash(hashed)
+        except ValueError as exc:
+            raise fail(str(exc)) from None
+        entries.append((Principal(name, frozenset(roles)), hashed))
+    if not entries:
+        raise TokenFileError(f"{source}: no tokens in the file (every call but health would be refused)")
+    return TokenTable(entries)
+
+
+def load_token_table(path: Path) -> TokenTable:
+    """Reads a tokens file (see the module docstring); raises TokenFileError."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TokenFileError(f"{path}: cannot read the tokens file: {exc}") from exc
+    return parse_token_lines(text.splitlines(), str(path))
+
+
+# --- the interceptor ----------------------------------------------------------------------------------------
+
+
+def _error_status(code: int, reason: str, message: str, metadata: dict[str, str]) -> grpc.Status:
+    info = any_pb2.Any()
+    info.Pack(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=metadata))
+    return rpc_status.to_status(status_pb2.Status(code=code, message=message, details=[info]))
+
+
+def unauthenticated_status(message: str) -> grpc.Status:
+    return _error_status(code_pb2.UNAUTHENTICATED, "UNAUTHENTICATED", message, {})
+
+
+def permission_denied_status(method: str, role: Role, principal: Principal) -> grpc.Status:
+    has = ",".join(sorted(r.value for r in principal.roles)) or "no roles"
+    return _error_status(
+        code_pb2.PERMISSION_DENIED,
+        "PERMISSION_DENIED",
+        f"{method.rsplit('/', 1)[-1]} needs the {role.value!r} role; token {principal.name!r} has {has}",
+        {"required_role": role.value, "method": method},
+    )
+
+
+def bearer_token(metadata: Iterable[tuple[str, Any]] | None) -> tuple[str | None, str]:
+    """The token of the ``authorization: Bearer <token>`` metadata, or None and why not."""
+    values = [value for key, value in metadata or () if key == "authorization"]
+    if not values:
+        return None, "missing bearer token: send 'authorization: Bearer <token>' metadata"
+    if len(values) > 1:
+        return None, "more than one authorization header"
+    value = values[0]
+    if not isinstance(value, str):
+        return None, "authorization metadata must be text"
+    scheme, _, token = value.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None, "authorization metadata must be 'Bearer <token>'"
+    return token.strip(), ""
+
+
+def _denying_handler(handler: grpc.RpcMethodHandler, method: str, status: grpc.Status) -> grpc.RpcMethodHandler:
+    """A handler of the same shape as ``handler`` that aborts with ``status`` before reading the request
+    (no deserializer: unauthenticated bytes are never parsed)."""
+
+    async def deny(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        log.info("denied %s from %s: %s", method, context.peer(), status.details)
+        await context.abort_with_status(status)
+
+    if handler.request_streaming and handler.response_streaming:
+        return grpc.stream_stream_rpc_method_handler(deny)
+    if handler.request_streaming:
+        return grpc.stream_unary_rpc_method_handler(deny)
+    if handler.response_streaming:
+        return grpc.unary_stream_rpc_method_handler(deny)
+    return grpc.unary_unary_rpc_method_handler(deny)
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc ships no type hints
+    """Checks the bearer token and the method's role before the handler runs."""
+
+    def __init__(self, tokens: TokenTable, *, reflection_requires_token: bool = False) -> None:
+        self._tokens = tokens
+        self._reflection_requires_token = reflection_requires_token
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(handler_call_details)
+        method: str = handler_call_details.method
+        if handler is None or method.startswith(HEALTH_PREFIX):
+            return handler  # unknown methods: gRPC answers UNIMPLEMENTED; health is always open
+        reflection = method.startswith(REFLECTION_PREFIXES)
+        if reflection and not self._reflection_requires_token:
+            return handler
+        role = None if reflection else METHOD_ROLES.get(method, Role.ADMIN)
+        token, problem = bearer_token(handler_call_details.invocation_metadata)
+        if token is None:
+            return _denying_handler(handler, method, unauthenticated_status(problem))
+        principal = await self._tokens.authenticate(token)
+        if principal is None:
+            return _denying_handler(handler, method, unauthenticated_status("invalid bearer token"))
+        if role is not None and not principal.allows(role):
+            return _denying_handler(handler, method, permission_denied_status(method, role, principal))
+        CURRENT_PRINCIPAL.set(principal)
+        return handler
+
+
+# --- command line -------------------------------------------------------------------------------------------
+
+
+def hash_token_main(stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int:
+    """``xcron-server --hash-token``: the HASH for the token on stdin's first line (newline stripped)."""
+    token = stdin.readline().rstrip("\r\n")
+    try:
+        print(hash_token(token), file=stdout)
+    except ValueError as exc:
+        print(f"xcron-server: cannot hash the token: {exc}", file=stderr)
+        return 2
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m xcron.server.api.auth hash|new``: make tokens-file entries."""
+    parser = argparse.ArgumentParser(prog="python -m xcron.server.api.auth", description=main.__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("hash", help="print the HASH of the token read from stdin")
+    new = commands.add_parser("new", help="make a random token: its line on stdout, the token on stderr")
+    new.add_argument("name", help="the token's name")
+    new.add_argument("roles", help="comma-separated: " + ",".join(r.value for r in Role))
+    args = parser.parse_args(argv)
+    if args.command == "hash":
+        return hash_token_main(sys.stdin, sys.stdout, sys.stderr)
+    token = secrets.token_urlsafe(32)
+    line = f"{args.name} {args.roles} {hash_token(token)}"
+    try:
+        parse_token_lines([line])
+    except TokenFileError as exc:
+        parser.error(str(exc).removeprefix("<tokens>:1: "))
+    print(line)
+    print(token, file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
