@@ -113,7 +113,7 @@ class Harness:
             default_zone=zone,
             executor=executor,
         )
-        manager.load_schedules()
+        await manager.load_schedules()
         await self.store.open()
         await manager.start()
         self.manager = manager

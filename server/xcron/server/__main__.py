@@ -20,7 +20,8 @@ from xcron.server.api.tls import (
     check_plaintext_allowed,
     read_tls_files,
 )
-from xcron.server.app import ServerConfig, local_zone_name, serve
+from xcron.server.app import ServerConfig, export_schedules, local_zone_name, serve
+from xcron.server.core.errors import StoreUnavailable
 from xcron.server.core.limits import Limits
 from xcron.server.stores.xcron_xml import ScheduleFileError
 
@@ -46,6 +47,15 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--log-format", choices=("plain", "json"), default="plain", help="json: one object per line")
     parser.add_argument("--metrics-listen", metavar="HOST:PORT", help="serve Prometheus metrics at /metrics here")
+    cluster = parser.add_argument_group("PostgreSQL store and replicas")
+    cluster.add_argument(
+        "--store", metavar="DSN", help="postgresql://… keeps state, history and schedules there (shared by replicas)"
+    )
+    cluster.add_argument("--store-schema", default="xcron", help="schema in that database (%(default)s)")
+    cluster.add_argument("--replica-id", help="this replica's name (default: host:pid:random); must be unique")
+    cluster.add_argument("--lease", type=float, default=15.0, help="seconds before a silent replica's runs are aborted")
+    cluster.add_argument("--import", dest="import_file", type=Path, metavar="XML", help="replace the stored schedules")
+    cluster.add_argument("--export", dest="export_file", type=Path, metavar="XML", help="write them to a file, exit")
     defaults = Limits()
     limits = parser.add_argument_group("limits (exceeding one is answered RESOURCE_EXHAUSTED or INVALID_ARGUMENT)")
     for name, help_text in (
@@ -96,6 +106,10 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
                  "max_watchers"):  # fmt: skip
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if (args.import_file or args.export_file) and not args.store:
+        parser.error("--import and --export move schedules to and from a --store")
+    if args.lease <= 0:
+        parser.error("--lease must be positive")
     if args.metrics_listen is not None and ":" not in args.metrics_listen:
         parser.error("--metrics-listen takes HOST:PORT")
     logs.configure(args.log_level, args.log_format)
@@ -109,6 +123,12 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
             max_watchers=args.max_watchers,
         ),
         metrics_listen=args.metrics_listen,
+        store_dsn=args.store,
+        store_schema=args.store_schema,
+        replica_id=args.replica_id,
+        lease_seconds=args.lease,
+        import_file=args.import_file,
+        export_file=args.export_file,
         listen=args.listen,
         schedule_file=args.schedule_file,
         data_dir=args.data_dir,
@@ -151,7 +171,10 @@ def _check_security(parser: argparse.ArgumentParser, args: argparse.Namespace) -
 def main(argv: list[str] | None = None) -> None:
     config = parse_args(argv)
     try:
-        asyncio.run(serve(config))
+        asyncio.run(export_schedules(config) if config.export_file else serve(config))
+    except StoreUnavailable as exc:
+        print(f"xcron-server: the store is unavailable: {exc.message}", file=sys.stderr)
+        sys.exit(2)
     except ScheduleFileError as exc:
         print(f"xcron-server: refusing to start: {exc} (the file was left untouched)", file=sys.stderr)
         sys.exit(2)

@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -20,13 +21,17 @@ from xcron.server.api.decode import DecodeGuard
 from xcron.server.api.servicer import Servicer
 from xcron.server.api.tls import TlsConfigError, TlsFiles, check_plaintext_allowed, server_credentials
 from xcron.server.core.clock import Clock, SystemClock
+from xcron.server.core.cluster import Cluster
 from xcron.server.core.events import EventBus
 from xcron.server.core.executor import Executor
 from xcron.server.core.limits import Limits
 from xcron.server.core.registry import JobRegistry
 from xcron.server.core.service import JobManager
 from xcron.server.metrics import Metrics
+from xcron.server.stores.postgres import PostgresStateStore
+from xcron.server.stores.schedules import FileScheduleSource, PostgresScheduleSource, ScheduleSource
 from xcron.server.stores.sqlite import SqliteStateStore
+from xcron.server.stores.state import StateStore
 from xcron.v1 import job_service_pb2, job_service_pb2_grpc
 
 log = logging.getLogger("xcron.server")
@@ -69,6 +74,15 @@ class ServerConfig:
     limits: Limits = field(default_factory=Limits)
     metrics_listen: str | None = None
     """host:port for Prometheus' /metrics; None for no endpoint (metrics are still kept)."""
+    store_dsn: str | None = None
+    """A postgresql:// URL: state, history and schedules in PostgreSQL, shared by replicas."""
+    store_schema: str = "xcron"
+    replica_id: str | None = None
+    lease_seconds: float = 15.0
+    import_file: Path | None = None
+    """With store_dsn: replace the shared schedules with this xcron.xml before starting."""
+    export_file: Path | None = None
+    """With store_dsn: write the shared schedules to this file and exit (no serving)."""
 
 
 class XcronServer:
@@ -76,7 +90,22 @@ class XcronServer:
         self.config = config
         self.clock = clock or SystemClock()
         self.registry = JobRegistry()
-        self.store = SqliteStateStore(config.data_dir / "state.sqlite3")
+        self.store: StateStore
+        self.schedule_source: ScheduleSource
+        self.cluster: Cluster | None = None
+        if config.store_dsn:
+            postgres = PostgresStateStore(
+                config.store_dsn,
+                schema=config.store_schema,
+                replica_id=config.replica_id,
+                lease=timedelta(seconds=config.lease_seconds),
+            )
+            self.store = postgres
+            self.schedule_source = PostgresScheduleSource(postgres)
+            self.cluster = Cluster(postgres, lease=timedelta(seconds=config.lease_seconds))
+        else:
+            self.store = SqliteStateStore(config.data_dir / "state.sqlite3")
+            self.schedule_source = FileScheduleSource(config.schedule_file)
         self.bus = EventBus(max_watchers=config.limits.max_watchers)
         self.metrics = Metrics()
         self.metrics_port: int | None = None
@@ -123,14 +152,20 @@ class XcronServer:
             store=self.store,
             bus=self.bus,
             clock=self.clock,
-            schedule_file=config.schedule_file,
+            schedule_source=self.schedule_source,
             default_zone=config.time_zone,
             executor=executor,
             limits=config.limits,
         )
-        manager.load_schedules()
         await self.store.open()
+        if config.import_file is not None:
+            await manager.import_schedules(config.import_file)
+        await manager.load_schedules()
+        if self.cluster is not None:
+            self.cluster.attach(executor, manager)
         await manager.start()
+        if self.cluster is not None:
+            await self.cluster.start()
         self.manager = manager
 
         self.metrics.track(running=lambda: executor.running_count, watchers=lambda: self.bus.watcher_count)
@@ -180,6 +215,8 @@ class XcronServer:
         await self.health.enter_graceful_shutdown()
         if self.manager is not None:
             await self.manager.stop(self.config.shutdown_grace)
+        if self.cluster is not None:
+            await self.cluster.stop()
         if self._server is not None:
             await self._server.stop(grace=1.0)
         await self.store.close()
@@ -187,6 +224,21 @@ class XcronServer:
     async def wait(self) -> None:
         if self._server is not None:
             await self._server.wait_for_termination()
+
+
+async def export_schedules(config: ServerConfig) -> None:
+    """`--export FILE`: the stored schedules as an xcron.xml file that SanteDB and xcron read."""
+    assert config.store_dsn is not None and config.export_file is not None
+    store = PostgresStateStore(config.store_dsn, schema=config.store_schema, replica_id=config.replica_id)
+    await store.open()
+    try:
+        document = await PostgresScheduleSource(store).load(default_zone=config.time_zone)
+        await FileScheduleSource(config.export_file).save(
+            document, default_zone=config.time_zone, known=lambda _: False
+        )
+        log.info("exported %d schedule entries to %s", len(document.entries), config.export_file)
+    finally:
+        await store.close()
 
 
 async def serve(config: ServerConfig) -> None:

@@ -1,8 +1,9 @@
 """The event bus behind WatchJobs: latest status per job, numbered changes, per-watcher coalescing.
 
-Every change gets a sequence number. Sequences start at the boot time in microseconds, so they
-keep increasing across restarts and a watcher resuming with a number from an earlier process
-gets a fresh snapshot instead of wrong replays. Each watcher holds at most one pending status
+Every change gets a sequence number: (boot time in microseconds + changes since) * 1024 + a random
+tag of this process. So numbers keep increasing across restarts, and a watcher resuming with a
+number from an earlier process, or from another replica of a cluster, gets a fresh snapshot
+instead of wrong replays. Each watcher holds at most one pending status
 per job (the latest): a slow reader gets coalesced updates, its memory is bounded by the number
 of jobs, and publishing never waits for any watcher.
 """
@@ -10,9 +11,10 @@ of jobs, and publishing never waits for any watcher.
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
@@ -31,6 +33,8 @@ class JobStatus:
     last_finish: datetime | None = None
     execution_id: str = ""
     sequence: int = 0
+    origin: str = ""
+    """The replica the change came from; "" for this process."""
 
 
 class BatchKind(StrEnum):
@@ -89,12 +93,16 @@ class Watcher:
 
 
 class EventBus:
+    TAGS = 1024
+
     def __init__(self, *, replay_size: int = 10_000, max_watchers: int = 10_000) -> None:
-        self._sequence = time.time_ns() // 1000
+        self._tag = random.randrange(self.TAGS)
+        self._sequence = (time.time_ns() // 1000) * self.TAGS + self._tag
         self._latest: dict[str, JobStatus] = {}
         self._replay: deque[JobStatus] = deque(maxlen=replay_size)
         self._watchers: set[Watcher] = set()
         self.max_watchers = max_watchers
+        self._listeners: list[Callable[[JobStatus], None]] = []
 
     @property
     def sequence(self) -> int:
@@ -112,14 +120,20 @@ class EventBus:
         for status in statuses:
             self._latest[status.job_id] = replace(status, sequence=self._sequence)
 
+    def add_listener(self, listener: Callable[[JobStatus], None]) -> None:
+        """Called synchronously with every change (the cluster relay); it must not block."""
+        self._listeners.append(listener)
+
     def publish(self, status: JobStatus) -> JobStatus:
-        self._sequence += 1
+        self._sequence += self.TAGS
         numbered = replace(status, sequence=self._sequence)
         self._latest[numbered.job_id] = numbered
         self._replay.append(numbered)
         for watcher in self._watchers:
             if watcher.wants(numbered.job_id):
                 watcher.offer(numbered)
+        for listener in self._listeners:
+            listener(numbered)
         return numbered
 
     def subscribe(self, job_ids: Iterable[str] = (), *, after_sequence: int = 0) -> Watcher:
@@ -136,7 +150,7 @@ class EventBus:
 
     def _resume(self, wanted: frozenset[str] | None, after: int) -> WatchBatch | None:
         """Changes after `after`, if the replay buffer still holds all of them; else None."""
-        if after > self._sequence:
+        if after > self._sequence or after % self.TAGS != self._tag:
             return None
         oldest_held = self._replay[0].sequence if self._replay else self._sequence + 1
         if after < oldest_held - 1:

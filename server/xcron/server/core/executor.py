@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from xcron.server.core.clock import Clock
 from xcron.server.core.errors import Conflict, FailedPrecondition, LimitExceeded, NotFound
@@ -32,6 +32,12 @@ _JOB_STATE = {
 }
 
 FinishListener = Callable[[ExecutionRecord], None]
+
+
+class ClusterHooks(Protocol):
+    async def try_start_run(self, record: ExecutionRecord) -> ExecutionRecord | None: ...
+    async def cancel_remote(self, job_id: str, execution_id: str) -> ExecutionRecord | None: ...
+    async def claim(self, job_id: str, schedule_key: str, due: datetime) -> bool: ...
 
 
 def _ids(record: ExecutionRecord) -> dict[str, str]:
@@ -73,6 +79,8 @@ class Executor:
         self.services: dict[str, Any] = {"store": store, "clock": clock, **(services or {})}
         self._loop: asyncio.AbstractEventLoop | None = None
         self.observer: Observer = observer or NullObserver()
+        self.cluster: ClusterHooks | None = None
+        """Set when replicas share a PostgreSQL store: cluster-wide single run, remote cancels."""
 
     async def start(self) -> None:
         """Loads job state; runs left RUNNING by a dead process become ABORTED, never NOT_YET_RUN."""
@@ -154,7 +162,19 @@ class Executor:
         if request_id:
             self._remember_request(job_id, request_id, record.id)
         try:
-            await self._store.save_execution(record)
+            if self.cluster is None:
+                await self._store.save_execution(record)
+            else:
+                winner = await self.cluster.try_start_run(record)
+                if winner is None:
+                    raise Conflict(
+                        f"job {job_id!r} is already running on another replica; wait for it to finish or cancel it",
+                        reason="JOB_ALREADY_RUNNING",
+                    )
+                if winner.id != record.id:  # the same request_id reached another replica first
+                    self._running.pop(job_id, None)
+                    self._request_ids[(job_id, request_id)] = winner.id
+                    return winner
             await self._set_job(
                 JobRecord(
                     job_id=job_id,
@@ -186,6 +206,10 @@ class Executor:
                 f"job {job_id!r} cannot be cancelled (it does not support cancellation)",
                 reason="JOB_NOT_CANCELLABLE",
             )
+        if entry is None and self.cluster is not None:
+            remote = await self.cluster.cancel_remote(job_id, execution_id)
+            if remote is not None:
+                return remote
         if entry is None:
             raise FailedPrecondition(
                 f"job {job_id!r} is not running; there is nothing to cancel", reason="JOB_NOT_RUNNING"
@@ -197,6 +221,35 @@ class Executor:
             )
         self._request_cancel(entry)
         return entry.record
+
+    def cancel_local(self, execution_id: str) -> bool:
+        """A cancel request for a run of this process that arrived from another replica."""
+        for entry in self._running.values():
+            if entry.record.id == execution_id:
+                self._request_cancel(entry)
+                return True
+        return False
+
+    def cancel_all_local(self) -> int:
+        entries = list(self._running.values())
+        for entry in entries:
+            self._request_cancel(entry)
+        return len(entries)
+
+    def apply_remote(self, status: JobStatus) -> None:
+        """A job's state changed on another replica: keep GetJob and local watchers up to date."""
+        if status.job_id not in self._jobs or status.job_id in self._running:
+            return
+        self._jobs[status.job_id] = JobRecord(
+            job_id=status.job_id,
+            state=status.state,
+            progress=status.progress,
+            status_text=status.status_text,
+            last_start=status.last_start,
+            last_finish=status.last_finish,
+            execution_id=status.execution_id,
+        )
+        self._bus.publish(status)
 
     def _request_cancel(self, entry: _Running) -> None:
         if not entry.record.cancel_requested:

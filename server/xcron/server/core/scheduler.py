@@ -32,7 +32,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from xcron.server.core.clock import Clock
-from xcron.server.core.errors import XcronServerError
+from xcron.server.core.errors import Conflict, XcronServerError
 from xcron.server.core.executor import Executor
 from xcron.server.core.model import JobSchedules, MisfirePolicy, OverlapPolicy, Schedule, Trigger
 from xcron.server.core.params import bind_parameters
@@ -319,9 +319,17 @@ class Scheduler:
 
     async def _start_run(self, entry: _Entry, due: datetime) -> None:
         try:
+            cluster = self._executor.cluster
+            if cluster is not None and not await cluster.claim(entry.job_id, entry.schedule.key, due):
+                return  # another replica has this occurrence
             job = self._registry.get(entry.job_id)
             parameters = bind_parameters(job.parameters, entry.schedule.parameters)
             await self._executor.run(entry.job_id, parameters, trigger=Trigger.SCHEDULE, scheduled_time=due)
+        except Conflict as exc:  # running on another replica: the overlap policy degrades to SKIP there
+            self._executor.observer.overlap_skipped(entry.job_id, entry.schedule.overlap_policy.value)
+            entry.record = replace(entry.record, overlap_skipped=entry.record.overlap_skipped + 1)
+            self._records[(entry.job_id, entry.record.schedule_key)] = entry.record
+            log.info("scheduled run of %s at %s skipped: %s", entry.job_id, due.isoformat(), exc.message)
         except XcronServerError as exc:
             log.warning("scheduled run of %s at %s not started: %s", entry.job_id, due.isoformat(), exc.message)
         finally:

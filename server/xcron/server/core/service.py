@@ -21,13 +21,12 @@ from xcron.server.core.params import bind_parameters, bind_positional, check_siz
 from xcron.server.core.registry import JobRegistry
 from xcron.server.core.scheduler import Scheduler
 from xcron.server.core.triggers import ScheduleValueError, validate_schedule
+from xcron.server.stores.schedules import FileScheduleSource, ScheduleSource
 from xcron.server.stores.state import ExecutionCursor, ExecutionRecord, JobRecord, ScheduleRecord, StateStore
 from xcron.server.stores.xcron_xml import (
     ScheduleDocument,
     ScheduleEntry,
     ScheduleFileError,
-    load_schedule_file,
-    save_schedule_file,
 )
 
 log = logging.getLogger(__name__)
@@ -49,7 +48,8 @@ class JobManager:
         store: StateStore,
         bus: EventBus,
         clock: Clock,
-        schedule_file: Path,
+        schedule_file: Path | None = None,
+        schedule_source: ScheduleSource | None = None,
         default_zone: str,
         executor: Executor,
         limits: Limits | None = None,
@@ -58,7 +58,11 @@ class JobManager:
         self.store = store
         self.bus = bus
         self.clock = clock
-        self.schedule_file = schedule_file
+        if schedule_source is None:
+            if schedule_file is None:
+                raise ValueError("a JobManager needs a schedule file or source")
+            schedule_source = FileScheduleSource(schedule_file)
+        self.schedules_source = schedule_source
         self.default_zone = default_zone
         self.executor = executor
         self.limits = limits or Limits()
@@ -71,11 +75,22 @@ class JobManager:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def load_schedules(self) -> None:
+    async def load_schedules(self) -> None:
         """Reads and checks xcron.xml; raises ScheduleFileError (the server must not start)."""
-        document = load_schedule_file(self.schedule_file, default_zone=self.default_zone)
+        document = await self.schedules_source.load(default_zone=self.default_zone)
         self._schedules = self._bind_document(document)
         self._document = document
+
+    async def import_schedules(self, path: Path) -> None:
+        """Replaces the schedules with an xcron.xml file (checked first, like a reload)."""
+        document = await FileScheduleSource(path).load(default_zone=self.default_zone)
+        self._bind_document(document)
+        await self.schedules_source.save(document, default_zone=self.default_zone, known=lambda _: False)
+        log.info("imported %d schedule entries from %s", len(document.entries), path)
+
+    async def export_schedules(self, path: Path) -> None:
+        document = await self.schedules_source.load(default_zone=self.default_zone)
+        await FileScheduleSource(path).save(document, default_zone=self.default_zone, known=lambda _: False)
 
     async def start(self) -> None:
         await self.executor.start()
@@ -93,7 +108,9 @@ class JobManager:
                 log.info("xcron.xml: keeping entry for unknown job type %r unchanged", entry.type_name)
                 continue
             if job.id in bound:
-                raise ScheduleFileError(str(self.schedule_file), None, f"two entries for job type {entry.type_name!r}")
+                raise ScheduleFileError(
+                    self.schedules_source.description, None, f"two entries for job type {entry.type_name!r}"
+                )
             schedules = []
             for schedule in entry.schedules:
                 try:
@@ -101,7 +118,9 @@ class JobManager:
                     bind_parameters(job.parameters, given)
                     validate_schedule(schedule)
                 except (InvalidArgument, ScheduleValueError) as exc:
-                    raise ScheduleFileError(str(self.schedule_file), None, f"entry {entry.type_name!r}: {exc}") from exc
+                    raise ScheduleFileError(
+                        self.schedules_source.description, None, f"entry {entry.type_name!r}: {exc}"
+                    ) from exc
                 schedules.append(_with_parameters(schedule, given))
             bound[job.id] = JobSchedules(schedules=tuple(schedules), paused=entry.paused)
         return bound
@@ -110,9 +129,7 @@ class JobManager:
         """Re-reads xcron.xml; an invalid file changes nothing (InvalidArgument says why)."""
         async with self._file_lock:
             try:
-                document = await asyncio.to_thread(
-                    load_schedule_file, self.schedule_file, default_zone=self.default_zone
-                )
+                document = await self.schedules_source.load(default_zone=self.default_zone)
                 schedules = self._bind_document(document)
             except ScheduleFileError as exc:
                 log.error("reload rejected, running schedules kept: %s", exc)
@@ -201,9 +218,7 @@ class JobManager:
             )
             document = self._document.replace(entry)
             try:
-                await asyncio.to_thread(
-                    save_schedule_file,
-                    self.schedule_file,
+                await self.schedules_source.save(
                     document,
                     default_zone=self.default_zone,
                     known=lambda type_name: self.registry.by_type_name(type_name) is not None,
@@ -211,11 +226,16 @@ class JobManager:
             except ValueError as exc:
                 raise InvalidArgument("schedules", f"cannot be written to xcron.xml: {exc}") from exc
             except OSError as exc:
-                log.error("could not save %s: %s", self.schedule_file, exc)
+                where = self.schedules_source.description
+                log.error("could not save %s: %s", where, exc)
                 raise StoreUnavailable(
-                    f"the schedule was not saved: cannot write {self.schedule_file}: {exc.strerror or exc}; "
-                    "nothing was changed",
+                    f"the schedule was not saved: cannot write {where}: {exc.strerror or exc}; nothing was changed",
                     reason="SCHEDULE_FILE_UNWRITABLE",
+                ) from exc
+            except StoreUnavailable as exc:
+                raise StoreUnavailable(
+                    f"the schedule was not saved: {exc.message}; nothing was changed",
+                    reason="SCHEDULE_STORE_UNAVAILABLE",
                 ) from exc
             self._document = document
             self._schedules[job.id] = new

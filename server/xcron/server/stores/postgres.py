@@ -120,6 +120,13 @@ MIGRATIONS: tuple[LiteralString, ...] = (
         replica_id text PRIMARY KEY, first_seen timestamptz NOT NULL DEFAULT now(), last_seen timestamptz NOT NULL
     );
     """,
+    # 3: the schedules themselves, shared by all replicas: the xcron.xml document, SanteDB format.
+    """
+    CREATE TABLE {s}.schedule_document (
+        id integer PRIMARY KEY CHECK (id = 1), xml bytea NOT NULL, updated_at timestamptz NOT NULL DEFAULT now(),
+        updated_by text NOT NULL
+    );
+    """,
 )
 
 _EXECUTION_COLUMNS: LiteralString = (
@@ -686,6 +693,36 @@ class PostgresStateStore:
             (self.replica_id, RUNNING),
         )
         return [r["id"] for r in await cur.fetchall()]
+
+    async def load_schedule_xml(self) -> bytes | None:
+        """The shared schedule document (xcron.xml's bytes), None before the first save or import."""
+        async with self._conn() as conn:
+            cur = await conn.execute(self._sql("SELECT xml FROM {s}.schedule_document WHERE id = 1"))
+            row = await cur.fetchone()
+            return bytes(row["xml"]) if row is not None else None
+
+    async def save_schedule_xml(self, data: bytes) -> None:
+        """Replaces the shared schedule document and tells every replica (an event of kind "schedules")."""
+        payload = json.dumps({"kind": "schedules", "origin": self.replica_id})
+        async with self._conn() as conn, conn.transaction():
+            await conn.execute(
+                self._sql(
+                    "INSERT INTO {s}.schedule_document (id, xml, updated_at, updated_by) VALUES (1, %s, now(), %s)"
+                    " ON CONFLICT (id) DO UPDATE SET xml = EXCLUDED.xml, updated_at = now(),"
+                    " updated_by = EXCLUDED.updated_by"
+                ),
+                (data, self.replica_id),
+            )
+            await conn.execute("SELECT pg_notify(%s, %s)", (self.events_channel, payload))  # sent on commit
+
+    async def running_execution(self, job_id: str) -> ExecutionRecord | None:
+        """The job's RUNNING execution on any replica, if there is one."""
+        async with self._conn() as conn:
+            cur = await conn.execute(
+                self._sql("SELECT * FROM {s}.executions WHERE job_id = %s AND state = %s"), (job_id, RUNNING)
+            )
+            row = await cur.fetchone()
+            return _execution(row) if row is not None else None
 
     async def publish_event(self, payload: str) -> None:
         """Sends a payload to every replica's `listen_events` (including this one's). Best-effort."""
