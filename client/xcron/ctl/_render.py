@@ -113,7 +113,7 @@ def state_text(state: JobState | ExecutionState) -> Text:
 def jobs_table(jobs: Iterable[Job]) -> Table:
     table = _listing("xcron jobs")
     # On a narrow terminal the times wrap (date over time) before the name and schedule are squeezed away.
-    table.add_column("ID", style="bold", min_width=10, overflow="fold")
+    table.add_column("ID", style="bold", no_wrap=True)
     table.add_column("Name", min_width=6)
     table.add_column("Schedule", min_width=12)
     table.add_column("State", no_wrap=True)
@@ -258,7 +258,7 @@ def watch_table(statuses: Mapping[str, JobStatus], sequence: int, caption: str =
     """The live view of ``xcronctl watch``: one row per watched job, sorted by id."""
     zone = local_zone_caption()
     table = _listing(f"xcron jobs (sequence {sequence})", f"{zone}; {caption}" if caption else zone)
-    table.add_column("ID", style="bold", min_width=10, overflow="fold")
+    table.add_column("ID", style="bold", no_wrap=True)
     table.add_column("State", no_wrap=True)
     table.add_column("Progress", no_wrap=True)
     table.add_column("Status", min_width=10)
