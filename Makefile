@@ -33,8 +33,14 @@ proto-check: $(STAMP)
 	  echo "generated code is fresh"; rm -rf $$tmp; \
 	else echo "generated code is stale: run 'make proto' and commit"; rm -rf $$tmp; exit 1; fi
 
+# buf breaking: uncommitted proto changes against HEAD; on a clean tree (CI), the last commit against
+# the one before it. Skipped, saying so, where git history is not available.
 lint: setup
 	$(BUF) lint
+	@if ! git rev-parse --verify -q HEAD >/dev/null; then echo "buf breaking: no git history, skipped"; \
+	elif ! git diff --quiet HEAD -- protos; then $(BUF) breaking --against '.git#ref=HEAD' && echo "buf breaking: OK against HEAD"; \
+	elif git rev-parse --verify -q HEAD~1 >/dev/null; then $(BUF) breaking --against '.git#ref=HEAD~1' && echo "buf breaking: OK against HEAD~1"; \
+	else echo "buf breaking: only one commit, skipped"; fi
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
