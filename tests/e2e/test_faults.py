@@ -140,3 +140,27 @@ def test_misbehaving_jobs_do_not_hurt_the_server_or_other_jobs(server: Any) -> N
         echoed = client.run_and_wait("test.types", {"s": text, "i": 1}, timeout=20)
         assert f"s={text!r}" in echoed.status_text  # parameters are data, never shell or code
         assert not os.path.exists("/tmp/xcron-pwned")
+
+
+def test_sigterm_turns_health_not_serving_refuses_new_runs_and_exits_0(server_factory: Any) -> None:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from xcron.client import FailedPreconditionError
+
+    server = server_factory(extra_args=["--shutdown-grace", "3"]).start()
+    with Client(server.target, timeout=20) as client, grpc.insecure_channel(server.target) as channel:
+        stuck = client.run_job("test.stubborn", {"timeout": 60.0})  # ignores the cancel request
+        health = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service="xcron.v1.JobService"))
+        assert next(health).status == health_pb2.HealthCheckResponse.SERVING
+        server.process.send_signal(signal.SIGTERM)
+        assert next(health).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        with pytest.raises(FailedPreconditionError) as refused:
+            client.run_job("test.tick")
+        assert refused.value.reason == "SHUTTING_DOWN"
+        health.cancel()
+    assert server.process.wait(30) == 0
+    restarted = server_factory().start()
+    with Client(restarted.target, timeout=20) as client:
+        record = client.get_execution(stuck.id)
+    assert record.state is ExecutionState.ABORTED and record.error == "interrupted: server stopped"
