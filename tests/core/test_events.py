@@ -107,3 +107,19 @@ async def test_watcher_limit_and_close() -> None:
     assert bus.watcher_count == 1
     bus.subscribe()
     w2.close()
+
+
+async def test_a_sequence_from_another_replica_gets_a_snapshot_not_replays() -> None:
+    a, b = seeded(), seeded()
+    while b._tag == a._tag:  # replicas draw random tags; make these two differ
+        b = seeded()
+    b._sequence = a._sequence - a._tag + b._tag  # booted in the same microsecond: numbers interleave
+    for i in range(3):
+        b.publish(status("b", i / 10))
+    from_a = a.publish(status("a", 0.5)).sequence
+    held = [s.sequence for s in b._replay]
+    assert held[0] < from_a < held[-1]  # a's number falls inside b's replay buffer …
+    resumed = await b.subscribe(after_sequence=from_a).next_batch()
+    assert resumed.kind is BatchKind.SNAPSHOT  # … yet b does not replay from it
+    own = await b.subscribe(after_sequence=held[0]).next_batch()
+    assert own.kind is BatchKind.CHANGES  # its own numbers still resume
