@@ -116,6 +116,7 @@ async def test_a_sequence_from_another_replica_gets_a_snapshot_not_replays() -> 
     b._sequence = a._sequence - a._tag + b._tag  # booted in the same microsecond: numbers interleave
     for i in range(3):
         b.publish(status("b", i / 10))
+    a.publish(status("a", 0.4))
     from_a = a.publish(status("a", 0.5)).sequence
     held = [s.sequence for s in b._replay]
     assert held[0] < from_a < held[-1]  # a's number falls inside b's replay buffer …
