@@ -10,7 +10,7 @@ import pytest
 from core_harness import Harness, Tick
 
 from xcron.server.core.jobs import JobCancelled, JobContext
-from xcron.server.core.model import ExecutionState, Trigger
+from xcron.server.core.model import ExecutionState, IntervalSpec, Schedule, Trigger
 from xcron.server.jobs import BackupJob, PurgeHistoryJob
 
 
@@ -59,8 +59,9 @@ async def test_purge_by_age(builtin_harness: Harness) -> None:
 async def test_backup_copies_schedules_and_a_consistent_database(builtin_harness: Harness, tmp_path: Path) -> None:
     h = builtin_harness
     manager = await h.start()
-    await manager.set_schedules("t.tick", [])
-    h.schedule_file.write_bytes(h.schedule_file.read_bytes())
+    await manager.set_schedules(
+        "t.tick", [Schedule(spec=IntervalSpec(every=timedelta(hours=1)), start=h.clock.now())]
+    )  # so that there is an xcron.xml to back up
     folder = tmp_path / "backups"
     manager.executor.services.update(data_dir=tmp_path / "data", schedule_file=h.schedule_file)
     for i in range(3):

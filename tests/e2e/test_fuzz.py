@@ -3,6 +3,8 @@ INTERNAL, and the server still answers its health check afterwards."""
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -92,8 +94,16 @@ def schedules(draw: st.DrawFn) -> pb.Schedule:
 
 
 PAGE = st.integers(-(2**31), 2**31 - 1)
+# Page tokens: random text, or base64 of JSON lists that look almost like the server's own tokens.
+JSON_ITEMS = st.one_of(
+    st.sampled_from(["jobs", "executions", "test.tick", "2026-01-01T00:00:00+00:00"]), st.integers(), TEXT
+)
+TOKENS = st.one_of(
+    TEXT,
+    st.lists(JSON_ITEMS, max_size=5).map(lambda v: base64.urlsafe_b64encode(json.dumps(v).encode()).decode()),
+)
 REQUESTS: dict[str, st.SearchStrategy[Message]] = {
-    "ListJobs": st.builds(pb.ListJobsRequest, page_size=PAGE, page_token=TEXT),
+    "ListJobs": st.builds(pb.ListJobsRequest, page_size=PAGE, page_token=TOKENS),
     "GetJob": st.builds(pb.GetJobRequest, job_id=JOB_IDS, next_fire_time_count=PAGE),
     "RunJob": st.builds(pb.RunJobRequest, job_id=JOB_IDS, parameters=PARAMETERS, request_id=TEXT),
     "CancelJob": st.builds(pb.CancelJobRequest, job_id=JOB_IDS, execution_id=TEXT),
@@ -101,7 +111,7 @@ REQUESTS: dict[str, st.SearchStrategy[Message]] = {
     "PauseSchedule": st.builds(pb.PauseScheduleRequest, job_id=JOB_IDS),
     "ResumeSchedule": st.builds(pb.ResumeScheduleRequest, job_id=JOB_IDS),
     "ReloadSchedules": st.just(pb.ReloadSchedulesRequest()),
-    "ListExecutions": st.builds(pb.ListExecutionsRequest, job_id=JOB_IDS, page_size=PAGE, page_token=TEXT),
+    "ListExecutions": st.builds(pb.ListExecutionsRequest, job_id=JOB_IDS, page_size=PAGE, page_token=TOKENS),
     "GetExecution": st.builds(pb.GetExecutionRequest, execution_id=TEXT),
     "WatchJobs": st.builds(
         pb.WatchJobsRequest, job_ids=st.lists(JOB_IDS, max_size=3), after_sequence=st.integers(-(2**63), 2**63 - 1)

@@ -69,10 +69,11 @@ class Gate(Job):
 
 
 class Stuck(Job):
-    """Ignores cancel requests; ends only when the test sets `release`."""
+    """Says it can be cancelled but ignores cancel requests; ends only when the test sets `release`."""
 
     id = "t.stuck"
     name = "Stuck"
+    can_cancel = True
     release: asyncio.Event | None = None
 
     async def run(self, ctx: JobContext) -> None:

@@ -53,12 +53,18 @@ def _encode_token(payload: list[Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(payload).encode()).decode()
 
 
-def _decode_token(token: str, kind: str) -> list[Any]:
+def _decode_token(token: str, kind: str, shape: tuple[type, ...]) -> list[Any]:
+    """The token's fields after its kind, checked against `shape`, or INVALID_ARGUMENT."""
     try:
         payload = json.loads(base64.urlsafe_b64decode(token.encode()))
-        if not isinstance(payload, list) or not payload or payload[0] != kind:
+        if (
+            not isinstance(payload, list)
+            or len(payload) != len(shape) + 1
+            or payload[0] != kind
+            or not all(isinstance(v, t) for v, t in zip(payload[1:], shape, strict=True))
+        ):
             raise ValueError(token)
-        return payload
+        return payload[1:]
     except (ValueError, UnicodeError) as exc:
         raise InvalidArgument(
             "page_token", "not a page token from this method; pass next_page_token back unchanged"
@@ -82,7 +88,7 @@ class Servicer(pb_grpc.JobServiceServicer):
         size = _page_size(request.page_size)
         ids = self._manager.job_ids()
         if request.page_token:
-            after = _decode_token(request.page_token, "jobs")[1]
+            (after,) = _decode_token(request.page_token, "jobs", (str,))
             ids = [i for i in ids if i > after]
         page = ids[:size]
         token = _encode_token(["jobs", page[-1]]) if len(ids) > size else ""
@@ -143,10 +149,13 @@ class Servicer(pb_grpc.JobServiceServicer):
         size = _page_size(request.page_size)
         before = None
         if request.page_token:
-            _, token_job, ts, execution_id = _decode_token(request.page_token, "executions")
+            token_job, ts, execution_id = _decode_token(request.page_token, "executions", (str, str, str))
             if token_job != job_id:
                 raise InvalidArgument("page_token", "this page token belongs to another job")
-            before = ExecutionCursor(datetime.fromisoformat(ts).astimezone(UTC), execution_id)
+            try:
+                before = ExecutionCursor(datetime.fromisoformat(ts).astimezone(UTC), execution_id)
+            except ValueError as exc:
+                raise InvalidArgument("page_token", "not a page token from this method") from exc
         records = await self._manager.list_executions(job_id, limit=size + 1, before=before)
         page = records[:size]
         token = ""

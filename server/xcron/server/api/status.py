@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, NoReturn
 
 import grpc
 from google.protobuf import any_pb2
@@ -50,8 +49,3 @@ def to_status(error: XcronServerError) -> grpc.Status:
         )
         details.append(bad)
     return rpc_status.to_status(status_pb2.Status(code=code, message=error.message, details=details))
-
-
-async def abort(context: grpc.aio.ServicerContext[Any, Any], error: XcronServerError) -> NoReturn:
-    await context.abort_with_status(to_status(error))
-    raise AssertionError("abort_with_status returned")  # pragma: no cover

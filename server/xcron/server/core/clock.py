@@ -20,7 +20,14 @@ class Clock(Protocol):
 
 
 class SystemClock:
-    """The wall clock. Sleeps in one go up to the deadline, re-checking in case the loop woke early."""
+    """The wall clock.
+
+    asyncio sleeps on the monotonic clock, which stops while the machine is suspended and ignores
+    wall-clock steps; so a long sleep is cut into pieces of at most MAX_NAP and the wall clock is
+    read again after each, and a run due during a suspend starts within MAX_NAP of waking.
+    """
+
+    MAX_NAP = 30.0
 
     def now(self) -> datetime:
         return datetime.now(UTC)
@@ -30,7 +37,7 @@ class SystemClock:
             remaining = (deadline - self.now()).total_seconds()
             if remaining <= 0:
                 return
-            await asyncio.sleep(remaining)
+            await asyncio.sleep(min(remaining, self.MAX_NAP))
 
 
 class FakeClock:

@@ -164,7 +164,7 @@ class Cluster:
         for status in batch.values():
             try:
                 await self.store.publish_event(encode_status(status, self.replica_id))
-            except (XcronServerError, ValueError) as exc:
+            except Exception as exc:
                 log.warning("cluster: could not publish the state of %s: %s", status.job_id, exc)
 
     async def _relay_out(self) -> None:
@@ -175,6 +175,14 @@ class Cluster:
             await asyncio.sleep(RELAY_INTERVAL)  # a rate limit: progress storms become one NOTIFY per job
 
     async def _relay_in(self, ready: asyncio.Event) -> None:
+        while True:
+            try:
+                await self._listen_events(ready)
+            except Exception:
+                log.exception("cluster: listening for events failed; listening again")
+            await asyncio.sleep(1.0)  # back-off before listening again
+
+    async def _listen_events(self, ready: asyncio.Event) -> None:
         assert self._executor is not None and self._manager is not None
         async for payload in self.store.listen_events(on_listen=ready.set):
             try:
@@ -192,9 +200,14 @@ class Cluster:
 
     async def _cancels(self, ready: asyncio.Event) -> None:
         assert self._executor is not None
-        async for execution_id in self.store.listen_cancels(on_listen=ready.set):
-            if self._executor.cancel_local(execution_id):
-                log.info("cluster: cancel request from another replica", extra={"execution_id": execution_id})
+        while True:
+            try:
+                async for execution_id in self.store.listen_cancels(on_listen=ready.set):
+                    if self._executor.cancel_local(execution_id):
+                        log.info("cluster: cancel request from another replica", extra={"execution_id": execution_id})
+            except Exception:
+                log.exception("cluster: listening for cancel requests failed; listening again")
+            await asyncio.sleep(1.0)  # back-off before listening again
 
     async def _heartbeats(self) -> None:
         assert self._executor is not None
@@ -215,7 +228,7 @@ class Cluster:
                         progress=record.progress,
                     )
                     self._executor.apply_remote(status)  # local, and relayed to the others (no origin)
-            except XcronServerError as exc:
+            except Exception as exc:
                 log.error("cluster: heartbeat failed: %s", exc)
                 if time.monotonic() - last_ok > self.lease.total_seconds():
                     stopped = self._executor.cancel_all_local()

@@ -112,9 +112,6 @@ class EventBus:
     def watcher_count(self) -> int:
         return len(self._watchers)
 
-    def latest(self, job_id: str) -> JobStatus | None:
-        return self._latest.get(job_id)
-
     def seed(self, statuses: Iterable[JobStatus]) -> None:
         """Sets the starting status of jobs without counting it as a change."""
         for status in statuses:
@@ -153,7 +150,7 @@ class EventBus:
         if after > self._sequence or after % self.TAGS != self._tag:
             return None
         oldest_held = self._replay[0].sequence if self._replay else self._sequence + 1
-        if after < oldest_held - 1:
+        if after < oldest_held - self.TAGS:
             return None
         latest_per_job: dict[str, JobStatus] = {}
         for status in self._replay:

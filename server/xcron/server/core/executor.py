@@ -79,6 +79,7 @@ class Executor:
         self.services: dict[str, Any] = {"store": store, "clock": clock, **(services or {})}
         self._loop: asyncio.AbstractEventLoop | None = None
         self.observer: Observer = observer or NullObserver()
+        self._persisting: set[asyncio.Task[None]] = set()
         self.cluster: ClusterHooks | None = None
         """Set when replicas share a PostgreSQL store: cluster-wide single run, remote cancels."""
 
@@ -123,6 +124,9 @@ class Executor:
             earlier = await self._find_request(job_id, request_id)
             if earlier is not None:
                 return earlier
+            known = self._request_ids.get((job_id, request_id))  # a twin call got in during that await
+            if known is not None:
+                return await self.get_execution(known)
         if not self._accepting:
             raise FailedPrecondition("the server is shutting down; no new runs are started", reason="SHUTTING_DOWN")
         current = self._running.get(job_id)
@@ -161,9 +165,12 @@ class Executor:
         self._running[job_id] = entry
         if request_id:
             self._remember_request(job_id, request_id, record.id)
+        before = self._jobs[job_id]
+        saved = False
         try:
             if self.cluster is None:
                 await self._store.save_execution(record)
+                saved = True
             else:
                 winner = await self.cluster.try_start_run(record)
                 if winner is None:
@@ -175,6 +182,9 @@ class Executor:
                     self._running.pop(job_id, None)
                     self._request_ids[(job_id, request_id)] = winner.id
                     return winner
+                saved = True
+            if not self._accepting or self._running.get(job_id) is not entry:
+                raise FailedPrecondition("the server is shutting down; no new runs are started", reason="SHUTTING_DOWN")
             await self._set_job(
                 JobRecord(
                     job_id=job_id,
@@ -188,8 +198,16 @@ class Executor:
                 persist=True,
             )
         except BaseException:
-            self._running.pop(job_id, None)
+            # The run never started: put the job back as it was and leave no RUNNING row behind.
+            if self._running.get(job_id) is entry:
+                del self._running[job_id]
             self._request_ids.pop((job_id, request_id), None)
+            if self._jobs[job_id] is not before and self._jobs[job_id].execution_id == record.id:
+                self._jobs[job_id] = before
+                self._bus.publish(self._status(before))
+            if saved:
+                failed = replace(record, state=ExecutionState.ABORTED, finish_time=now, error="the run could not start")
+                self._spawn_persist(failed, None)
             raise
         entry.task = asyncio.create_task(self._execute(job, entry), name=f"xcron-run-{job_id}-{record.id}")
         self.observer.run_started(record)
@@ -257,13 +275,11 @@ class Executor:
             entry.context.request_cancel()
             log.info("cancel requested", extra=_ids(entry.record))
 
-    async def cancel_for_overlap(self, job_id: str) -> asyncio.Task[None] | None:
-        """For the CANCEL_OTHER overlap policy: asks the running execution to stop; returns its task."""
+    def cancel_for_overlap(self, job_id: str) -> None:
+        """For the CANCEL_OTHER overlap policy: asks the running execution to stop."""
         entry = self._running.get(job_id)
-        if entry is None:
-            return None
-        self._request_cancel(entry)
-        return entry.task
+        if entry is not None:
+            self._request_cancel(entry)
 
     async def get_execution(self, execution_id: str) -> ExecutionRecord:
         for entry in self._running.values():
@@ -295,7 +311,9 @@ class Executor:
             else:
                 loop = asyncio.get_running_loop()
                 await loop.run_in_executor(self._pool, job.run, context)
-            state = ExecutionState.CANCELLED if context.cancel_requested else ExecutionState.COMPLETED
+            # A job that cannot be cancelled finished its work, whatever was asked of it.
+            cancelled = context.cancel_requested and job_type.can_cancel
+            state = ExecutionState.CANCELLED if cancelled else ExecutionState.COMPLETED
         except JobCancelled:
             state = ExecutionState.CANCELLED
         except asyncio.CancelledError:
@@ -332,12 +350,15 @@ class Executor:
             last_finish=now,
             execution_id=record.id,
         )
+        await self._set_job(job, persist=False)
         try:
             await self._store.save_execution(record)
-            await self._set_job(job, persist=True)
-        except Exception:
-            log.exception("could not record the end of execution %s", record.id)
-            await self._set_job(job, persist=False)
+            await self._store.save_job(job)
+        except Exception as exc:
+            # Memory is right; the store must catch up, or the job would look RUNNING after a restart
+            # (and, in a cluster, stay locked). Keep trying in the background.
+            log.error("could not record the end of the run (%s); retrying", exc, extra=_ids(record))
+            self._spawn_persist(record, job)
         self.observer.run_finished(record)
         log.info("run ended %s", state.value.upper(), extra=_ids(record))
         for listener in list(self._listeners):
@@ -345,6 +366,26 @@ class Executor:
                 listener(record)
             except Exception:
                 log.exception("finish listener failed")
+
+    def _spawn_persist(self, record: ExecutionRecord, job: JobRecord | None) -> None:
+        task = asyncio.create_task(self._persist_with_retries(record, job), name=f"xcron-persist-{record.id}")
+        self._persisting.add(task)
+        task.add_done_callback(self._persisting.discard)
+
+    async def _persist_with_retries(self, record: ExecutionRecord, job: JobRecord | None, attempts: int = 8) -> None:
+        delay = 0.1
+        for attempt in range(attempts):
+            try:
+                await self._store.save_execution(record)
+                if job is not None and self._jobs.get(job.job_id) == job:
+                    await self._store.save_job(job)
+                return
+            except Exception as exc:
+                if attempt == attempts - 1:
+                    log.error("gave up recording the run's end: %s", exc, extra=_ids(record))
+                    return
+                await asyncio.sleep(delay)  # back-off between attempts, not synchronisation
+                delay = min(delay * 2, 5.0)
 
     def _progress_threadsafe(self, job_id: str, execution_id: str, progress: float, status: str | None) -> None:
         loop = self._loop
@@ -401,4 +442,6 @@ class Executor:
             if entry.task is not None:
                 entry.task.cancel()
             await self._finish(entry, ExecutionState.ABORTED, INTERRUPTED)
+        if self._persisting:
+            await asyncio.wait(set(self._persisting), timeout=grace or 1.0)
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -32,7 +32,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from xcron.server.core.clock import Clock
-from xcron.server.core.errors import Conflict, XcronServerError
+from xcron.server.core.errors import Conflict
 from xcron.server.core.executor import Executor
 from xcron.server.core.model import JobSchedules, MisfirePolicy, OverlapPolicy, Schedule, Trigger
 from xcron.server.core.params import bind_parameters
@@ -43,6 +43,11 @@ from xcron.server.stores.state import ExecutionRecord, ScheduleRecord, StateStor
 log = logging.getLogger(__name__)
 
 MISFIRE_THRESHOLD = timedelta(seconds=60)
+
+
+def _report_death(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.critical("the scheduler stopped: no schedule fires until a restart", exc_info=task.exception())
 
 
 @dataclass(eq=False)
@@ -89,6 +94,7 @@ class Scheduler:
         for job_id, job_schedules in schedules.items():
             await self.set_job_schedules(job_id, job_schedules)
         self._task = asyncio.create_task(self._run(), name="xcron-scheduler")
+        self._task.add_done_callback(_report_death)
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -101,25 +107,51 @@ class Scheduler:
             await asyncio.wait(self._inflight)
 
     async def set_job_schedules(self, job_id: str, job_schedules: JobSchedules) -> None:
-        """Replaces a job's schedules. Unchanged schedules (same key) keep their last fire time."""
+        """Replaces a job's schedules (pausing and resuming included).
+
+        Unchanged schedules (same key) keep their last fire time; removed ones forget theirs, so a
+        schedule put back later starts from then. Un-pausing moves the last fire time to now:
+        occurrences missed while paused are not run (as Temporal does). Buffered occurrences of
+        a paused job are dropped and counted.
+        """
         now = self._clock.now()
-        entries: list[_Entry] = []
-        new_records: list[ScheduleRecord] = []
+        keys = list(dict.fromkeys(s.key for s in job_schedules.schedules))
+        unpausing = job_id in self._paused and not job_schedules.paused
+        new_records = [
+            ScheduleRecord(job_id=job_id, schedule_key=key, last_fire=now)
+            for key in keys
+            if (job_id, key) not in self._records
+        ]
+        removed = [key for (j, key) in self._records if j == job_id and key not in keys]
+        # Best effort: the schedules themselves are saved already (xcron.xml). Without these records
+        # a restart would take a schedule as new and start it from then, which runs nothing twice.
+        try:
+            if new_records:
+                await self._store.save_schedule_records(new_records)
+            if removed:
+                await self._store.delete_schedule_records(job_id, removed)
+        except Exception as exc:
+            log.warning("could not save the fire times of %s's schedules: %s", job_id, exc)
+        # From here on nothing awaits: entries, records and the heap change together.
+        for record in new_records:
+            self._records.setdefault((job_id, record.schedule_key), record)
+        for key in removed:
+            self._records.pop((job_id, key), None)
         old = {e.schedule.key: e for e in self._entries.get(job_id, [])}
+        entries: list[_Entry] = []
         for schedule in job_schedules.schedules:
-            key = schedule.key
-            record = self._records.get((job_id, key))
-            if record is None:
-                record = ScheduleRecord(job_id=job_id, schedule_key=key, last_fire=now)
-                new_records.append(record)
+            record = self._records[(job_id, schedule.key)]
+            if unpausing:
+                record = replace(record, last_fire=max(now, record.last_fire or now))
+                self._records[(job_id, schedule.key)] = record
             entry = _Entry(job_id=job_id, schedule=schedule, record=record)
-            if key in old:
-                entry.pending = old[key].pending
+            previous = old.get(schedule.key)
+            if previous is not None and previous.pending:
+                if job_schedules.paused:
+                    self._count_skipped(entry, len(previous.pending))
+                else:
+                    entry.pending = previous.pending
             entries.append(entry)
-        if new_records:
-            await self._store.save_schedule_records(new_records)
-            for record in new_records:
-                self._records[(job_id, record.schedule_key)] = record
         for entry in old.values():
             entry.version += 1  # invalidates its heap items
         self._entries[job_id] = entries
@@ -129,27 +161,19 @@ class Scheduler:
             self._paused.discard(job_id)
         for entry in entries:
             self._plan(entry)
+        if unpausing:
+            self._spawn(self._save_records([e.record for e in entries]))
         self._wakeup.set()
 
-    async def resume(self, job_id: str) -> None:
-        """Un-pauses a job: occurrences missed while paused are not run (as Temporal does)."""
-        now = self._clock.now()
-        entries = self._entries.get(job_id, [])
-        for entry in entries:
-            entry.record = replace(entry.record, last_fire=max(now, entry.record.last_fire or now))
-            self._records[(job_id, entry.record.schedule_key)] = entry.record
-        await self._store.save_schedule_records([e.record for e in entries])
-        self._paused.discard(job_id)
-        for entry in entries:
-            self._plan(entry)
-        self._wakeup.set()
+    def _count_skipped(self, entry: _Entry, count: int) -> None:
+        entry.record = replace(entry.record, overlap_skipped=entry.record.overlap_skipped + count)
+        self._records[(entry.job_id, entry.record.schedule_key)] = entry.record
 
-    def pause(self, job_id: str) -> None:
-        self._paused.add(job_id)
-        for entry in self._entries.get(job_id, []):
-            entry.version += 1
-            entry.next_due = None
-        self._wakeup.set()
+    async def _save_records(self, records: list[ScheduleRecord]) -> None:
+        try:
+            await self._store.save_schedule_records(records)
+        except Exception as exc:
+            log.warning("could not save schedule fire times: %s", exc)
 
     def schedule_info(self, job_id: str, count: int) -> list[tuple[Schedule, ScheduleRecord, list[datetime]]]:
         """Each schedule with its record and next `count` fire times (none while paused).
@@ -218,70 +242,88 @@ class Scheduler:
         """Decides what each due schedule does, saves the new last-fire times, then starts the runs."""
         to_fire: list[tuple[_Entry, list[datetime]]] = []
         for entry in due:
-            schedule = entry.schedule
-            limit = max(1, schedule.max_catchup_runs) if schedule.misfire_policy is MisfirePolicy.RUN_ALL else 1
-            last = entry.record.last_fire or now
-            missed, total = occurrences_between(schedule, last, now, default_zone=self._default_zone, limit=limit)
-            if not missed:
-                self._plan(entry)
-                continue
-            newest = missed[-1]
-            # Only the newest occurrence can be on time; anything before it was missed.
-            on_time = [newest] if now - newest <= self._misfire_threshold else []
-            late = missed[:-1] if on_time else missed
-            late_total = total - len(on_time)
-            if schedule.misfire_grace:
-                late = [t for t in late if now - t <= schedule.misfire_grace]
-            if schedule.misfire_policy is MisfirePolicy.SKIP:
-                run_late: list[datetime] = []
-            elif schedule.misfire_policy is MisfirePolicy.RUN_ONCE:
-                run_late = late[-1:] if not on_time else []
-            else:
-                run_late = late
-            dropped = late_total - len(run_late)
-            if dropped:
-                self._executor.observer.misfired(entry.job_id, schedule.misfire_policy.value, dropped)
-            chosen = run_late + on_time
-            if late_total:
-                log.info(
-                    "job %s schedule %s: %d occurrence(s) missed; policy %s runs %d",
-                    entry.job_id,
-                    schedule.key,
-                    late_total,
-                    schedule.misfire_policy.value,
-                    len(run_late),
+            try:
+                chosen = self._decide(entry, now)
+            except Exception:  # one broken schedule must not stop the others
+                log.exception(
+                    "job %s schedule %s: could not work out its occurrences", entry.job_id, entry.schedule.key
                 )
-            entry.record = replace(
-                entry.record,
-                last_fire=newest,
-                last_run=chosen[-1] if chosen else entry.record.last_run,
-                misfire_skipped=entry.record.misfire_skipped + dropped,
-            )
-            self._records[(entry.job_id, entry.record.schedule_key)] = entry.record
+                continue
             if chosen:
                 to_fire.append((entry, chosen))
-            self._plan(entry)
-        try:
-            await self._store.save_schedule_records([e.record for e in due])
-        except Exception:
-            log.exception("could not save schedule fire times; runs go ahead")
-        for entry, times in to_fire:
+        await self._save_records([e.record for e in due])
+        for handled, times in to_fire:
+            # The job may have been paused, or its schedules replaced, while the times were saved:
+            # fire through the schedule as it is now (same key: same occurrences), or not at all.
+            target = next(
+                (e for e in self._entries.get(handled.job_id, []) if e.schedule.key == handled.schedule.key), None
+            )
+            if target is None or target.job_id in self._paused:
+                continue
             if len(times) == 1:
-                self._fire(entry, times[0])
+                self._fire(target, times[0])
             else:  # catch-up runs go one after another, whatever the overlap policy
-                entry.pending.extend(times)
-                self._drain(entry.job_id)
+                target.pending.extend(times)
+                self._drain(target.job_id)
+
+    def _decide(self, entry: _Entry, now: datetime) -> list[datetime]:
+        """Applies the misfire policy to a due entry, updates its record and re-plans it."""
+        schedule = entry.schedule
+        limit = max(1, schedule.max_catchup_runs) if schedule.misfire_policy is MisfirePolicy.RUN_ALL else 1
+        last = entry.record.last_fire or now
+        missed, total = occurrences_between(schedule, last, now, default_zone=self._default_zone, limit=limit)
+        if not missed:
+            self._plan(entry)
+            return []
+        newest = missed[-1]
+        # Only the newest occurrence can be on time; anything before it was missed.
+        on_time = [newest] if now - newest <= self._misfire_threshold else []
+        late = missed[:-1] if on_time else missed
+        late_total = total - len(on_time)
+        if schedule.misfire_grace:
+            late = [t for t in late if now - t <= schedule.misfire_grace]
+        if schedule.misfire_policy is MisfirePolicy.SKIP:
+            run_late: list[datetime] = []
+        elif schedule.misfire_policy is MisfirePolicy.RUN_ONCE:
+            run_late = late[-1:] if not on_time else []
+        else:
+            run_late = late
+        dropped = late_total - len(run_late)
+        if dropped:
+            self._executor.observer.misfired(entry.job_id, schedule.misfire_policy.value, dropped)
+        chosen = run_late + on_time
+        if late_total:
+            log.info(
+                "job %s schedule %s: %d occurrence(s) missed; policy %s runs %d",
+                entry.job_id,
+                schedule.key,
+                late_total,
+                schedule.misfire_policy.value,
+                len(run_late),
+            )
+        entry.record = replace(
+            entry.record,
+            last_fire=newest,
+            last_run=chosen[-1] if chosen else entry.record.last_run,
+            misfire_skipped=entry.record.misfire_skipped + dropped,
+        )
+        self._records[(entry.job_id, entry.record.schedule_key)] = entry.record
+        self._plan(entry)
+        return chosen
 
     def _fire(self, entry: _Entry, due: datetime) -> None:
         job_id = entry.job_id
         if not self._busy(job_id):
-            self._start(entry, due)
+            if any(e.pending for e in self._entries.get(job_id, [])):
+                entry.pending.append(due)  # behind the occurrences already waiting, in order
+                self._drain(job_id)
+            else:
+                self._start(entry, due)
             return
         policy = entry.schedule.overlap_policy
         if policy is OverlapPolicy.SKIP or (policy is OverlapPolicy.BUFFER_ONE and entry.pending):
-            entry.record = replace(entry.record, overlap_skipped=entry.record.overlap_skipped + 1)
-            self._records[(job_id, entry.record.schedule_key)] = entry.record
-            self._spawn(self._store.save_schedule_records([entry.record]))
+            self._count_skipped(entry, 1)
+            self._spawn(self._save_records([entry.record]))
             self._executor.observer.overlap_skipped(job_id, policy.value)
             log.info("job %s is still running: occurrence %s skipped", job_id, due.isoformat())
             return
@@ -291,9 +333,8 @@ class Scheduler:
             entry.pending.clear()
             if superseded:
                 self._executor.observer.overlap_skipped(job_id, policy.value)
-                entry.record = replace(entry.record, overlap_skipped=entry.record.overlap_skipped + superseded)
-                self._records[(job_id, entry.record.schedule_key)] = entry.record
-            self._spawn(self._executor.cancel_for_overlap(job_id))
+                self._count_skipped(entry, superseded)
+            self._executor.cancel_for_overlap(job_id)
         entry.pending.append(due)
         self._drain(job_id)
 
@@ -304,8 +345,8 @@ class Scheduler:
         self._drain(record.job_id)
 
     def _drain(self, job_id: str) -> None:
-        """Starts the oldest buffered occurrence of a job, if any and the job is idle."""
-        if self._busy(job_id):
+        """Starts the oldest buffered occurrence of a job, if any and the job is idle (and not paused)."""
+        if self._busy(job_id) or job_id in self._paused:
             return
         candidates = [e for e in self._entries.get(job_id, []) if e.pending]
         if not candidates:
@@ -327,13 +368,13 @@ class Scheduler:
             await self._executor.run(entry.job_id, parameters, trigger=Trigger.SCHEDULE, scheduled_time=due)
         except Conflict as exc:  # running on another replica: the overlap policy degrades to SKIP there
             self._executor.observer.overlap_skipped(entry.job_id, entry.schedule.overlap_policy.value)
-            entry.record = replace(entry.record, overlap_skipped=entry.record.overlap_skipped + 1)
-            self._records[(entry.job_id, entry.record.schedule_key)] = entry.record
+            self._count_skipped(entry, 1)
             log.info("scheduled run of %s at %s skipped: %s", entry.job_id, due.isoformat(), exc.message)
-        except XcronServerError as exc:
-            log.warning("scheduled run of %s at %s not started: %s", entry.job_id, due.isoformat(), exc.message)
+        except Exception as exc:
+            log.warning("scheduled run of %s at %s not started: %s", entry.job_id, due.isoformat(), exc)
         finally:
             self._starting.discard(entry.job_id)
+            self._drain(entry.job_id)  # what waits behind it goes on (a no-op when the run started)
 
     def _spawn(self, coro: Coroutine[Any, Any, object]) -> None:
         task = asyncio.ensure_future(coro)

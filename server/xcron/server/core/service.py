@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -16,7 +16,7 @@ from xcron.server.core.events import EventBus
 from xcron.server.core.executor import Executor
 from xcron.server.core.jobs import Job
 from xcron.server.core.limits import Limits
-from xcron.server.core.model import JobSchedules, ParameterValue, Schedule, Trigger
+from xcron.server.core.model import JobSchedules, OverlapPolicy, ParameterValue, Schedule, Trigger
 from xcron.server.core.params import bind_parameters, bind_positional, check_size
 from xcron.server.core.registry import JobRegistry
 from xcron.server.core.scheduler import Scheduler
@@ -117,6 +117,7 @@ class JobManager:
                     given = schedule.parameters or bind_positional(job.parameters, entry.positional_parameters)
                     bind_parameters(job.parameters, given)
                     validate_schedule(schedule)
+                    _check_overlap(job, schedule, "xc:overlap")
                 except (InvalidArgument, ScheduleValueError) as exc:
                     raise ScheduleFileError(
                         self.schedules_source.description, None, f"entry {entry.type_name!r}: {exc}"
@@ -194,20 +195,23 @@ class JobManager:
                 raise InvalidArgument(f"schedules[{i}].{exc.field}", str(exc)) from exc
             check_size(schedule.parameters, self.limits, field=f"schedules[{i}].parameters")
             bind_parameters(job.parameters, schedule.parameters, field=f"schedules[{i}].parameters")
+            _check_overlap(job, schedule, f"schedules[{i}].overlap_policy")
             checked.append(schedule)
-        current = self._schedules.get(job_id, JobSchedules())
-        await self._save(job, JobSchedules(schedules=tuple(checked), paused=current.paused))
+        await self._save(job, lambda current: JobSchedules(schedules=tuple(checked), paused=current.paused))
 
     async def set_paused(self, job_id: str, paused: bool) -> None:
         job = self.registry.get(job_id)
-        current = self._schedules.get(job_id, JobSchedules())
-        if current.paused == paused:
-            return
-        await self._save(job, JobSchedules(schedules=current.schedules, paused=paused), pause_only=True)
+        await self._save(job, lambda current: JobSchedules(schedules=current.schedules, paused=paused))
 
-    async def _save(self, job: type[Job], new: JobSchedules, *, pause_only: bool = False) -> None:
-        """Writes xcron.xml first; memory and the scheduler change only once the file is saved."""
+    async def _save(self, job: type[Job], change: Callable[[JobSchedules], JobSchedules]) -> None:
+        """Writes xcron.xml first; memory and the scheduler change only once the file is saved.
+
+        `change` builds the new value from the current one inside the lock, so concurrent
+        SetSchedule and PauseSchedule calls cannot undo each other."""
         async with self._file_lock:
+            new = change(self._schedules.get(job.id, JobSchedules()))
+            if new == self._schedules.get(job.id, JobSchedules()):
+                return
             existing = self._document.find(job.effective_type_name())
             entry = ScheduleEntry(
                 type_name=existing.type_name if existing else job.effective_type_name(),
@@ -239,12 +243,14 @@ class JobManager:
                 ) from exc
             self._document = document
             self._schedules[job.id] = new
-            if pause_only and new.paused:
-                self.scheduler.pause(job.id)
-            elif pause_only:
-                await self.scheduler.resume(job.id)
-            else:
-                await self.scheduler.set_job_schedules(job.id, new)
+            await self.scheduler.set_job_schedules(job.id, new)  # cannot fail: its own saves are best effort
+
+
+def _check_overlap(job: type[Job], schedule: Schedule, field: str) -> None:
+    if schedule.overlap_policy is OverlapPolicy.CANCEL_OTHER and not job.can_cancel:
+        raise InvalidArgument(
+            field, f"job {job.id!r} cannot be cancelled, so CANCEL_OTHER cannot apply; use SKIP or BUFFER_ONE"
+        )
 
 
 def _with_parameters(schedule: Schedule, parameters: Mapping[str, ParameterValue]) -> Schedule:

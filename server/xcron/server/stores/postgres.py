@@ -551,6 +551,13 @@ class PostgresStateStore:
                 for r in await cur.fetchall()
             }
 
+    async def delete_schedule_records(self, job_id: str, schedule_keys: Sequence[str]) -> None:
+        async with self._conn() as conn:
+            await conn.execute(
+                self._sql("DELETE FROM {s}.schedules WHERE job_id = %s AND schedule_key = ANY(%s)"),
+                (job_id, list(schedule_keys)),
+            )
+
     async def save_schedule_records(self, records: Sequence[ScheduleRecord]) -> None:
         if not records:
             return

@@ -89,7 +89,7 @@ class SqliteStateStore:
             try:
                 with self._conn:
                     return fn(self._conn)
-            except sqlite3.OperationalError as exc:
+            except sqlite3.DatabaseError as exc:  # locked, disk full, corrupt file …
                 raise StoreUnavailable(f"state store {self.path}: {exc}") from exc
 
         if self._closed:
@@ -98,13 +98,16 @@ class SqliteStateStore:
 
     async def open(self) -> None:
         def connect() -> None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA busy_timeout=5000")
-            conn.executescript(SCHEMA)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+                conn.row_factory = sqlite3.Row
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute("PRAGMA busy_timeout=5000")
+                conn.executescript(SCHEMA)
+            except (sqlite3.DatabaseError, OSError) as exc:
+                raise StoreUnavailable(f"cannot open the state store {self.path}: {exc}") from exc
             conn.isolation_level = "DEFERRED"  # back to implicit transactions, committed by `with conn`
             self._conn = conn
 
@@ -280,6 +283,13 @@ class SqliteStateStore:
             }
 
         return await self._call(q)
+
+    async def delete_schedule_records(self, job_id: str, schedule_keys: Sequence[str]) -> None:
+        await self._call(
+            lambda c: c.executemany(
+                "DELETE FROM schedules WHERE job_id = ? AND schedule_key = ?", [(job_id, k) for k in schedule_keys]
+            )
+        )
 
     async def save_schedule_records(self, records: Sequence[ScheduleRecord]) -> None:
         await self._call(
