@@ -642,7 +642,9 @@ class Schedule(_message.Message):
 
     @_builtins.property
     def next_fire_times(self) -> _containers.RepeatedCompositeFieldContainer[_timestamp_pb2.Timestamp]:
-        """Output only: the next few occurrences (none while paused or ended)."""
+        """Output only: the next occurrences (GetJob: next_fire_time_count of them; ListJobs: the next one; none
+        while paused or ended).
+        """
 
     @_builtins.property
     def last_fire_time(self) -> _timestamp_pb2.Timestamp:

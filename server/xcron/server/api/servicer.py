@@ -82,9 +82,27 @@ def _job_id(value: str, field: str = "job_id") -> str:
 class Servicer(pb_grpc.JobServiceServicer):
     def __init__(self, manager: JobManager) -> None:
         self._manager = manager
+        self._cache: dict[tuple[object, ...], Any] = {}
+        self._cache_version: tuple[int, int] | None = None
 
     @_unary
     async def ListJobs(self, request: pb.ListJobsRequest, context: Context) -> pb.ListJobsResponse:
+        return self._cached(("ListJobs", request.page_size, request.page_token), lambda: self._list_jobs(request))
+
+    def _cached(self, key: tuple[object, ...], build: Callable[[], R]) -> R:
+        """Dashboards poll: while no job, run or schedule changed, a read answers what it built last time."""
+        version = self._manager.version
+        if self._cache_version != version:
+            self._cache.clear()
+            self._cache_version = version
+        if key in self._cache:
+            return self._cache[key]  # type: ignore[no-any-return]
+        value = build()
+        if len(self._cache) < 1024:
+            self._cache[key] = value
+        return value
+
+    def _list_jobs(self, request: pb.ListJobsRequest) -> pb.ListJobsResponse:
         size = _page_size(request.page_size)
         ids = self._manager.job_ids()
         if request.page_token:
@@ -92,14 +110,20 @@ class Servicer(pb_grpc.JobServiceServicer):
             ids = [i for i in ids if i > after]
         page = ids[:size]
         token = _encode_token(["jobs", page[-1]]) if len(ids) > size else ""
-        return pb.ListJobsResponse(jobs=[convert.job(self._manager.view(i)) for i in page], next_page_token=token)
+        # One next fire time per schedule in lists (GetJob shows more): lists stay cheap.
+        jobs = [convert.job(self._manager.view(i, fire_time_count=1)) for i in page]
+        return pb.ListJobsResponse(jobs=jobs, next_page_token=token)
 
     @_unary
     async def GetJob(self, request: pb.GetJobRequest, context: Context) -> pb.GetJobResponse:
         if not 0 <= request.next_fire_time_count <= 100:
             raise InvalidArgument("next_fire_time_count", "must be between 0 and 100")
-        view = self._manager.view(_job_id(request.job_id), fire_time_count=request.next_fire_time_count or 5)
-        return pb.GetJobResponse(job=convert.job(view))
+        job_id = _job_id(request.job_id)
+        count = request.next_fire_time_count or 5
+        return self._cached(
+            ("GetJob", job_id, count),
+            lambda: pb.GetJobResponse(job=convert.job(self._manager.view(job_id, fire_time_count=count))),
+        )
 
     @_unary
     async def RunJob(self, request: pb.RunJobRequest, context: Context) -> pb.RunJobResponse:

@@ -168,9 +168,24 @@ class Executor:
         before = self._jobs[job_id]
         saved = False
         try:
+            job_record = JobRecord(
+                job_id=job_id,
+                state=JobState.RUNNING,
+                progress=0.0,
+                status_text=record.status_text,
+                last_start=now,
+                last_finish=before.last_finish,
+                execution_id=record.id,
+            )
             if self.cluster is None:
-                await self._store.save_execution(record)
-                saved = True
+                # Queued together, so the store commits both in one transaction.
+                outcomes = await asyncio.gather(
+                    self._store.save_execution(record), self._store.save_job(job_record), return_exceptions=True
+                )
+                saved = not isinstance(outcomes[0], BaseException)
+                for outcome in outcomes:
+                    if isinstance(outcome, BaseException):
+                        raise outcome
             else:
                 winner = await self.cluster.try_start_run(record)
                 if winner is None:
@@ -185,18 +200,7 @@ class Executor:
                 saved = True
             if not self._accepting or self._running.get(job_id) is not entry:
                 raise FailedPrecondition("the server is shutting down; no new runs are started", reason="SHUTTING_DOWN")
-            await self._set_job(
-                JobRecord(
-                    job_id=job_id,
-                    state=JobState.RUNNING,
-                    progress=0.0,
-                    status_text=record.status_text,
-                    last_start=now,
-                    last_finish=self._jobs[job_id].last_finish,
-                    execution_id=record.id,
-                ),
-                persist=True,
-            )
+            await self._set_job(job_record, persist=self.cluster is not None)
         except BaseException:
             # The run never started: put the job back as it was and leave no RUNNING row behind.
             if self._running.get(job_id) is entry:
@@ -352,8 +356,7 @@ class Executor:
         )
         await self._set_job(job, persist=False)
         try:
-            await self._store.save_execution(record)
-            await self._store.save_job(job)
+            await asyncio.gather(self._store.save_execution(record), self._store.save_job(job))
         except Exception as exc:
             # Memory is right; the store must catch up, or the job would look RUNNING after a restart
             # (and, in a cluster, stay locked). Keep trying in the background.

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from enum import StrEnum
+from functools import cached_property
 
 ParameterValue = str | int | bool | float | datetime | timedelta
 
@@ -119,7 +120,7 @@ class Schedule:
         if self.start.tzinfo is None or (self.end is not None and self.end.tzinfo is None):
             raise ValueError("schedule start and end must be timezone-aware")
 
-    @property
+    @cached_property
     def key(self) -> str:
         """Identifies when this schedule fires, so its last fire time survives re-saving it unchanged.
 

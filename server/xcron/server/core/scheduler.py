@@ -87,6 +87,7 @@ class Scheduler:
         self._inflight: set[asyncio.Task[object]] = set()
         self._starting: set[str] = set()
         self._idle = False
+        self._version = 0
         executor.add_finish_listener(self._on_run_finished)
 
     async def start(self, schedules: dict[str, JobSchedules]) -> None:
@@ -133,6 +134,7 @@ class Scheduler:
         except Exception as exc:
             log.warning("could not save the fire times of %s's schedules: %s", job_id, exc)
         # From here on nothing awaits: entries, records and the heap change together.
+        self._version += 1
         for record in new_records:
             self._records.setdefault((job_id, record.schedule_key), record)
         for key in removed:
@@ -166,6 +168,7 @@ class Scheduler:
         self._wakeup.set()
 
     def _count_skipped(self, entry: _Entry, count: int) -> None:
+        self._version += 1
         entry.record = replace(entry.record, overlap_skipped=entry.record.overlap_skipped + count)
         self._records[(entry.job_id, entry.record.schedule_key)] = entry.record
 
@@ -181,18 +184,25 @@ class Scheduler:
         The record's `last_fire` is the watermark up to which occurrences were handled (for a new
         schedule: when it was first seen); `last_run` is the last occurrence that started a run.
         """
-        now = self._clock.now()
         paused = job_id in self._paused
         out = []
         for entry in self._entries.get(job_id, []):
-            after = max(now, entry.record.last_fire or now)
-            times = [] if paused else fire_times(entry.schedule, after, count, default_zone=self._default_zone)
-            if not paused and entry.next_due is not None and entry.next_due <= after:
-                times = [entry.next_due, *times][:count]
+            times: list[datetime] = []
+            if not paused and entry.next_due is not None and count > 0:
+                # The next one is planned already; only the ones after it cost a computation.
+                times = [entry.next_due]
+                if count > 1:
+                    times += fire_times(entry.schedule, entry.next_due, count - 1, default_zone=self._default_zone)
             out.append((entry.schedule, entry.record, times))
         return out
 
+    @property
+    def version(self) -> int:
+        """Changes whenever any schedule's plan or record may have changed (for response caches)."""
+        return self._version
+
     def _plan(self, entry: _Entry) -> None:
+        self._version += 1
         entry.version += 1
         if entry.job_id in self._paused:
             entry.next_due = None
@@ -212,7 +222,8 @@ class Scheduler:
                 if version == entry.version:
                     due.append(entry)
             if due:
-                await self._handle_due(due, now)
+                self._handle_due(due, now)
+                await asyncio.sleep(0)  # let the runs just started get going before looking again
                 continue
             self._wakeup.clear()
             waiters: set[asyncio.Task[Any]] = {asyncio.create_task(self._wakeup.wait())}
@@ -238,7 +249,7 @@ class Scheduler:
             quiet = quiet + 1 if calm and (top is None or top > self._clock.now()) else 0
             await asyncio.sleep(0)
 
-    async def _handle_due(self, due: list[_Entry], now: datetime) -> None:
+    def _handle_due(self, due: list[_Entry], now: datetime) -> None:
         """Decides what each due schedule does, saves the new last-fire times, then starts the runs."""
         to_fire: list[tuple[_Entry, list[datetime]]] = []
         for entry in due:
@@ -251,10 +262,11 @@ class Scheduler:
                 continue
             if chosen:
                 to_fire.append((entry, chosen))
-        await self._save_records([e.record for e in due])
+        # Not awaited: the store commits in call order, so these fire times are durable no later than
+        # the RUNNING records of the runs started below (a crash never makes a started run look missed).
+        self._spawn(self._save_records([e.record for e in due]))
         for handled, times in to_fire:
-            # The job may have been paused, or its schedules replaced, while the times were saved:
-            # fire through the schedule as it is now (same key: same occurrences), or not at all.
+            # Fire through the schedule as it is now (same key: same occurrences), or not at all.
             target = next(
                 (e for e in self._entries.get(handled.job_id, []) if e.schedule.key == handled.schedule.key), None
             )

@@ -156,6 +156,11 @@ class JobManager:
             paused=self._schedules.get(job_id, JobSchedules()).paused,
         )
 
+    @property
+    def version(self) -> tuple[int, int]:
+        """Equal versions mean equal views of every job (state, schedules, fire times)."""
+        return (self.bus.sequence, self.scheduler.version)
+
     def job_ids(self) -> list[str]:
         return [job.id for job in self.registry]
 

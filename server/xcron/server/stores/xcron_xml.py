@@ -14,7 +14,9 @@ every problem is a ScheduleFileError naming the line and the attribute.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
+import functools
 import os
 import re
 import stat
@@ -77,6 +79,8 @@ class ScheduleEntry:
     paused: bool = False
     positional_parameters: tuple[ParameterValue, ...] = ()
     element: bytes | None = field(default=None, compare=False, repr=False)
+    element_trusted: bool = field(default=False, init=False, compare=False, repr=False)
+    """Set by the reader only. dataclasses.replace() resets it, so an edited copy is checked again."""
 
 
 def _class_path(type_name: str) -> str:
@@ -94,7 +98,13 @@ class ScheduleDocument:
         return next((e for e in self.entries if _class_path(e.type_name) == wanted), None)
 
     def replace(self, entry: ScheduleEntry) -> ScheduleDocument:
-        """A copy with `entry` in place of the entry find() matches (same position), else appended."""
+        """A copy with `entry` in place of the entry find() matches (same position), else appended.
+
+        A replaced entry is written from its fields: the original element it may carry is dropped
+        (that is what makes rendering cheap: every entry still holding its element is unchanged).
+        """
+        if entry.element is not None:
+            entry = dataclasses.replace(entry, element=None)
         wanted = _class_path(entry.type_name)
         for index, existing in enumerate(self.entries):
             if _class_path(existing.type_name) == wanted:
@@ -243,7 +253,7 @@ class _Reader:
             elif child.tag.startswith(_XC):
                 raise self.fail(child, f"unexpected {_describe(child.tag)} directly in <{_JOB}>")
             # Anything else (e.g. a <schedule> in no namespace) SanteDB ignores, and so do we.
-        return ScheduleEntry(
+        entry = ScheduleEntry(
             type_name=type_name,
             start_type=start_type,
             schedules=tuple(schedules),
@@ -251,6 +261,8 @@ class _Reader:
             positional_parameters=tuple(positional),
             element=_element_bytes(element),
         )
+        object.__setattr__(entry, "element_trusted", True)  # it was just read from this very element
+        return entry
 
     def schedules(self, element: etree._Element) -> Iterator[Schedule]:
         for child in _elements(element):
@@ -389,7 +401,12 @@ _CRON_RANDOM_OR_HASHED = re.compile(r"(?<![a-z])[hr](?![a-z])", re.IGNORECASE)
 
 
 def _parse_cron(text: str) -> str:
-    expression = " ".join(text.split())
+    return _checked_cron(" ".join(text.split()))
+
+
+@functools.lru_cache(maxsize=4096)
+def _checked_cron(expression: str) -> str:
+    """croniter's check is slow and files repeat a few expressions many times: check each once."""
     if expression.lower() in _CRON_ALIASES:
         return expression
     if len(expression.split()) not in (5, 6):
@@ -516,9 +533,15 @@ def _add_entry(root: etree._Element, entry: ScheduleEntry, default_zone: ZoneInf
 
 
 def _unchanged(entry: ScheduleEntry, default_zone: str) -> bool:
-    """Whether the entry's fields are still what its element says (then the element is written)."""
+    """Whether the entry's fields are still what its element says (then the element is written).
+
+    Entries change through ScheduleDocument.replace, which drops the element; one still holding
+    its element is the one read. Only entries built by hand with an element are checked by
+    parsing it again."""
     if entry.element is None:
         return False
+    if entry.element_trusted:
+        return True
     wrapped = b"<%s%s>%s</%s>" % (_ROOT.encode(), b"".join(_ROOT_DECLARATIONS), entry.element, _ROOT.encode())
     try:
         (original,) = parse_schedule_xml(wrapped, source="<entry>", default_zone=default_zone).entries
