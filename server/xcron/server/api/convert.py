@@ -326,9 +326,24 @@ def job_status(status: JobStatus) -> pb.JobStatus:
     )
 
 
+_STATUS_CACHE: OrderedDict[int, tuple[JobStatus, pb.JobStatus]] = OrderedDict()
+
+
+def _cached_status(status: JobStatus) -> pb.JobStatus:
+    """One change goes to every watcher: convert it once, not once per watcher."""
+    cached = _STATUS_CACHE.get(id(status))
+    if cached is not None and cached[0] is status:
+        return cached[1]
+    built = job_status(status)
+    _STATUS_CACHE[id(status)] = (status, built)  # holding `status` keeps its id from being reused
+    if len(_STATUS_CACHE) > 4096:
+        _STATUS_CACHE.popitem(last=False)
+    return built
+
+
 def watch_response(batch: WatchBatch) -> pb.WatchJobsResponse:
     return pb.WatchJobsResponse(
         kind=WATCH_KINDS[batch.kind],
-        statuses=[job_status(s) for s in batch.statuses],
+        statuses=[_cached_status(s) for s in batch.statuses],
         sequence=batch.sequence,
     )
