@@ -164,3 +164,27 @@ def test_sigterm_turns_health_not_serving_refuses_new_runs_and_exits_0(server_fa
     with Client(restarted.target, timeout=20) as client:
         record = client.get_execution(stuck.id)
     assert record.state is ExecutionState.ABORTED and record.error == "interrupted: server stopped"
+
+
+def test_limits_answer_resource_exhausted_and_name_the_limit(server_factory: Any) -> None:
+    import grpc
+
+    from xcron.client import ResourceExhaustedError
+
+    server = server_factory(
+        extra_args=["--max-request-bytes", "65536", "--max-watchers", "1", "--max-running", "1"]
+    ).start()
+    with Client(server.target, timeout=20) as client:
+        with pytest.raises(ResourceExhaustedError):
+            client.run_job("test.types", {"s": "x" * 100_000, "i": 1})  # larger than the request limit
+        first = client.watch_jobs()
+        next(first)
+        with pytest.raises(ResourceExhaustedError, match="too many watchers"):
+            next(client.watch_jobs())
+        first.close()
+        blocker = client.run_job("test.stubborn", {"timeout": 60.0})
+        with pytest.raises(ResourceExhaustedError, match="the limit is 1"):
+            client.run_job("test.tick")
+        assert client.get_execution(blocker.id).state is ExecutionState.RUNNING
+    with grpc.insecure_channel(server.target) as channel:  # and it keeps serving
+        grpc.channel_ready_future(channel).result(timeout=10)
