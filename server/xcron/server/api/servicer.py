@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import functools
 import json
@@ -28,7 +27,6 @@ R = TypeVar("R")
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 MAX_ID_LENGTH = 128
-WATCH_INTERVAL = 0.05
 
 
 def _unary(
@@ -208,10 +206,6 @@ class Servicer(pb_grpc.JobServiceServicer):
         try:
             while True:
                 batch = await watcher.next_batch()
-                yield convert.watch_response(batch)
-                # Pacing, not waiting for anything: at most one message per watcher per interval;
-                # what changes meanwhile is coalesced into the next. A thousand watchers of a busy
-                # server then cost a few thousand messages a second, not one per change per watcher.
-                await asyncio.sleep(WATCH_INTERVAL)
+                yield convert.watch_response(batch)  # paced by the watcher (events.PACE)
         finally:
             watcher.close()

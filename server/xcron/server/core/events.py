@@ -37,6 +37,10 @@ class JobStatus:
     """The replica the change came from; "" for this process."""
 
 
+PACE = 0.05
+"""At most one batch per watcher per PACE seconds while changes keep coming."""
+
+
 class BatchKind(StrEnum):
     SNAPSHOT = "snapshot"
     CHANGES = "changes"
@@ -59,6 +63,7 @@ class Watcher:
         self._pending: dict[str, JobStatus] = {}
         self._wakeup = asyncio.Event()
         self._closed = False
+        self._sent_at = float("-inf")
         self.coalesced = 0
 
     def wants(self, job_id: str) -> bool:
@@ -81,6 +86,13 @@ class Watcher:
                 raise asyncio.CancelledError("watcher closed")
             self._wakeup.clear()
             await self._wakeup.wait()
+        # Pace only when changes come fast: within PACE of the last batch, wait out the rest so the
+        # changes meanwhile join this batch (coalesced); a change after a quiet spell goes at once.
+        loop = asyncio.get_running_loop()
+        wait = self._sent_at + PACE - loop.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        self._sent_at = loop.time()
         statuses = tuple(self._pending.values())
         self._pending.clear()
         return WatchBatch(BatchKind.CHANGES, statuses, max(s.sequence for s in statuses))
