@@ -12,7 +12,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -23,6 +22,7 @@ import psycopg
 import pytest
 from lxml import etree
 from server_process import ServerProcess
+from waiting import eventually
 
 from xcron.client import AbortedError, Client, ExecutionState, JobState, Schedule
 
@@ -64,15 +64,6 @@ def replicas(tmp_path: Path, schema: str) -> Iterator[Callable[[str], ServerProc
     yield start
     for server in started:
         server.kill()
-
-
-def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    """For state only observable by asking again; bounded, never a fixed sleep."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached")
-        time.sleep(0.02)
 
 
 def count_completed(client: Client, job_id: str, runs: int) -> None:

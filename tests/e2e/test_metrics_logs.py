@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import re
-import time
 import urllib.request
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from waiting import eventually
 
 from xcron.client import Client, NotFoundError
 
@@ -23,15 +22,6 @@ def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         for family in text_string_to_metric_families(text)
         for sample in family.samples
     }
-
-
-def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    """For state only observable by asking again (a scrape); bounded, never a fixed sleep."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached")
-        time.sleep(0.02)
 
 
 def test_metrics_endpoint_counts_runs_rpcs_and_watchers(server_factory: Any) -> None:
