@@ -1,15 +1,27 @@
 """Prometheus metrics (prometheus-client): the core's observations, gauges read on scrape, and
-every RPC by method and status code through a server interceptor."""
+every RPC by method and status code through a server interceptor.
+
+Label names follow Prometheus' naming guidance: snake_case, and none of the names Prometheus
+attaches to scraped series itself (`job`, `instance`), so the job is `job_id` and a real scrape
+keeps it as is instead of renaming it `exported_job`. RPCs are labelled with the full method name
+(`xcron.v1.JobService/GetJob`, `grpc.health.v1.Health/Check`) and the status code name.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import inspect
-from collections.abc import Awaitable, Callable
+import socket
+import threading
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import timedelta
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
 
 from xcron.server.stores.state import ExecutionRecord
 
@@ -21,23 +33,23 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.runs_started = Counter("xcron_runs_started", "Runs started", ["job", "trigger"], registry=r)
-        self.runs_finished = Counter("xcron_runs_finished", "Runs finished", ["job", "outcome"], registry=r)
+        self.runs_started = Counter("xcron_runs_started", "Runs started", ["job_id", "trigger"], registry=r)
+        self.runs_finished = Counter("xcron_runs_finished", "Runs finished", ["job_id", "outcome"], registry=r)
         self.run_duration = Histogram(
-            "xcron_run_duration_seconds", "Run duration", ["job"], buckets=RUN_BUCKETS, registry=r
+            "xcron_run_duration_seconds", "Run duration", ["job_id"], buckets=RUN_BUCKETS, registry=r
         )
         self.lateness_seconds = Histogram(
             "xcron_schedule_lateness_seconds",
             "Actual start minus due time of scheduled runs",
-            ["job"],
+            ["job_id"],
             buckets=LATENESS_BUCKETS,
             registry=r,
         )
         self.misfires = Counter(
-            "xcron_misfires", "Occurrences dropped by misfire policies", ["job", "policy"], registry=r
+            "xcron_misfires", "Occurrences dropped by misfire policies", ["job_id", "policy"], registry=r
         )
         self.overlap_skips = Counter(
-            "xcron_overlap_skips", "Occurrences skipped because the job still ran", ["job", "policy"], registry=r
+            "xcron_overlap_skips", "Occurrences skipped because the job still ran", ["job_id", "policy"], registry=r
         )
         self.running = Gauge("xcron_running_jobs", "Jobs running now", registry=r)
         self.watchers = Gauge("xcron_watchers", "Connected WatchJobs streams", registry=r)
@@ -69,17 +81,40 @@ class Metrics:
         self.watchers.set_function(watchers)
 
     def serve(self, listen: str) -> int:
-        """Starts the /metrics HTTP endpoint in a thread; returns the port it bound."""
+        """Starts the HTTP endpoint in a daemon thread; returns the port it bound. It serves
+        `/metrics` only (any query string, as prometheus-client reads `name[]=`) and 404 elsewhere."""
         host, _, port = listen.rpartition(":")
-        server, _thread = start_http_server(int(port), addr=host.strip("[]") or "127.0.0.1", registry=self.registry)
-        return int(server.server_address[1])
+        host = host.strip("[]") or "127.0.0.1"
+
+        class Server(ThreadingWSGIServer):
+            address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+        httpd = make_server(host, int(port), _only_metrics(make_wsgi_app(self.registry)), Server, _QuietHandler)
+        threading.Thread(target=httpd.serve_forever, name="metrics-http", daemon=True).start()
+        return int(httpd.server_address[1])
 
     def interceptor(self) -> grpc.aio.ServerInterceptor:
         return _RpcCounter(self)
 
 
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Scrapes are not logged."""
+
+
+def _only_metrics(app: WSGIApplication) -> WSGIApplication:
+    def only_metrics(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != "/metrics":
+            start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+            return [b"not found: metrics are at /metrics\n"]
+        return app(environ, start_response)
+
+    return only_metrics
+
+
 class _RpcCounter(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Counts every RPC by method and final status code (OK unless the handler set another)."""
+    """Counts every RPC by full method name and final status code: OK unless the handler set
+    another, CANCELLED or DEADLINE_EXCEEDED when the client ended the call first."""
 
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
@@ -92,22 +127,27 @@ class _RpcCounter(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        method = handler_call_details.method
+        method = handler_call_details.method.lstrip("/")
         count = self._count
         if handler.unary_unary is not None:
             inner = handler.unary_unary
 
             async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+                ended_by_client = False
                 try:
                     return await inner(request, context)
+                except asyncio.CancelledError:
+                    ended_by_client = True
+                    raise
                 finally:
-                    count(method, context)
+                    count(method, context, ended_by_client)
 
             return grpc.unary_unary_rpc_method_handler(unary, handler.request_deserializer, handler.response_serializer)
         if handler.unary_stream is not None:
             stream = handler.unary_stream
 
             async def streaming(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+                ended_by_client = False
                 try:
                     result = stream(request, context)
                     if inspect.isawaitable(result):  # a handler that writes with context.write()
@@ -115,17 +155,52 @@ class _RpcCounter(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                     else:
                         async for item in result:
                             yield item
+                except (asyncio.CancelledError, GeneratorExit):
+                    ended_by_client = True
+                    raise
                 finally:
-                    count(method, context)
+                    count(method, context, ended_by_client)
 
             return grpc.unary_stream_rpc_method_handler(
                 streaming, handler.request_deserializer, handler.response_serializer
             )
+        if handler.stream_stream is not None:  # reflection
+            bidi = handler.stream_stream
+
+            async def bidirectional(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+                ended_by_client = False
+                try:
+                    async for item in bidi(requests, context):
+                        yield item
+                except (asyncio.CancelledError, GeneratorExit):
+                    ended_by_client = True
+                    raise
+                finally:
+                    count(method, context, ended_by_client)
+
+            return grpc.stream_stream_rpc_method_handler(
+                bidirectional, handler.request_deserializer, handler.response_serializer
+            )
         return handler
 
-    def _count(self, method: str, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    def _count(self, method: str, context: grpc.aio.ServicerContext[Any, Any], ended_by_client: bool) -> None:
         code = context.code()
-        name = code.name if isinstance(code, grpc.StatusCode) else "OK" if code in (None, 0) else str(code)
-        if context.cancelled() and code is None:
-            name = "CANCELLED"
-        self._metrics.rpcs.labels(method.rsplit("/", 1)[-1], name).inc()
+        if isinstance(code, grpc.StatusCode):
+            name = code.name
+        elif code not in (None, 0):
+            name = _CODE_NAMES.get(code, str(code))
+        elif ended_by_client or context.cancelled():
+            remaining = context.time_remaining()
+            near_deadline = remaining is not None and remaining < DEADLINE_SLACK
+            name = "DEADLINE_EXCEEDED" if near_deadline else "CANCELLED"
+        else:
+            name = "OK"
+        self._metrics.rpcs.labels(method, name).inc()
+
+
+DEADLINE_SLACK = 0.5
+"""A call the client ended this close to its deadline ended by the deadline. The client's own
+timer usually fires first and cancels (the server's copy of the deadline starts when the request
+arrives, a little later), so the server sees a cancel a few milliseconds before its deadline."""
+
+_CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
