@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from xcron.server.core.errors import LimitExceeded
-from xcron.server.core.events import BatchKind, EventBus, JobStatus
+from xcron.server.core.events import MAX_SAFE_INTEGER, BatchKind, EventBus, JobStatus
 from xcron.server.core.model import JobState
 
 
@@ -95,6 +95,55 @@ async def test_sequences_continue_across_restarts(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr("time.time_ns", lambda: boot + 10**9)  # restarted a second later
     second = EventBus()
     assert second.publish(status("a")).sequence > last
+
+
+async def test_sequences_are_exact_as_javascript_numbers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A JS client reads int64 as a double: every number must survive that round trip, so resume works."""
+    now = seeded()
+    seen = now.publish(status("a", 0.1)).sequence
+    now.publish(status("b", 0.2))
+    as_javascript_reads_it = int(float(seen))
+    assert as_javascript_reads_it == seen <= MAX_SAFE_INTEGER
+    resumed = await now.subscribe(after_sequence=as_javascript_reads_it).next_batch()
+    assert resumed.kind is BatchKind.CHANGES and [s.job_id for s in resumed.statuses] == ["b"]
+    monkeypatch.setattr("time.time_ns", lambda: 4_102_444_800 * 10**9)  # booted on 2100-01-01
+    late = EventBus()
+    for _ in range(100_000):
+        last = late.publish(status("a")).sequence
+    assert last <= MAX_SAFE_INTEGER and float(last) == last
+
+
+async def test_resume_at_the_latest_sequence_sends_nothing_until_a_change() -> None:
+    bus = seeded()
+    latest = bus.publish(status("a", 0.1)).sequence
+    watcher = bus.subscribe(after_sequence=latest)
+    pending = asyncio.create_task(watcher.next_batch())
+    await asyncio.sleep(0)  # let it reach its wait: it must not return an empty CHANGES batch
+    assert not pending.done()
+    bus.publish(status("b", 0.5))
+    batch = await asyncio.wait_for(pending, 5)
+    assert batch.kind is BatchKind.CHANGES and [(s.job_id, s.progress) for s in batch.statuses] == [("b", 0.5)]
+    fresh = seeded()  # no change yet: the snapshot's number is the boot number, and resumes as well
+    snapshot = await fresh.subscribe().next_batch()
+    quiet = asyncio.create_task(fresh.subscribe(after_sequence=snapshot.sequence).next_batch())
+    await asyncio.sleep(0)
+    assert not quiet.done()
+    quiet.cancel()
+
+
+async def test_a_sequence_from_before_a_restart_gets_a_snapshot(monkeypatch: pytest.MonkeyPatch) -> None:
+    boot = 1_800_000_000 * 10**9
+    monkeypatch.setattr("time.time_ns", lambda: boot)
+    first = seeded()
+    for i in range(50):
+        last = first.publish(status("a", i / 100)).sequence
+    monkeypatch.setattr("time.time_ns", lambda: boot + 10**9)
+    second = seeded()
+    second._tag = first._tag  # even with the same tag: the old number is older than the new process
+    second._sequence = second._sequence - second._sequence % EventBus.TAGS + first._tag
+    for i in range(50):
+        second.publish(status("b", i / 100))
+    assert (await second.subscribe(after_sequence=last).next_batch()).kind is BatchKind.SNAPSHOT
 
 
 async def test_watcher_limit_and_close() -> None:

@@ -1,9 +1,11 @@
 """The event bus behind WatchJobs: latest status per job, numbered changes, per-watcher coalescing.
 
-Every change gets a sequence number: (boot time in microseconds + changes since) * 1024 + a random
-tag of this process. So numbers keep increasing across restarts, and a watcher resuming with a
-number from an earlier process, or from another replica of a cluster, gets a fresh snapshot
-instead of wrong replays. Each watcher holds at most one pending status
+Every change gets a sequence number: (milliseconds from 2025-01-01 to boot + changes since) * 2048
++ a random tag of this process. So numbers keep increasing across restarts, stay below 2^53 until
+2164 (a JavaScript client that reads int64 as a Number keeps them exact), and a watcher resuming
+with a number from an earlier process, or from another replica of a cluster, gets a fresh snapshot
+instead of wrong replays. A resume with the latest number sends nothing until the next change.
+Each watcher holds at most one pending status
 per job (the latest): a slow reader gets coalesced updates, its memory is bounded by the number
 of jobs, and publishing never waits for any watcher.
 """
@@ -56,7 +58,7 @@ class WatchBatch:
 class Watcher:
     """One subscriber. Not thread-safe: used on the event loop only."""
 
-    def __init__(self, bus: EventBus, job_ids: frozenset[str] | None, first: WatchBatch) -> None:
+    def __init__(self, bus: EventBus, job_ids: frozenset[str] | None, first: WatchBatch | None) -> None:
         self._bus = bus
         self.job_ids = job_ids
         self._first: WatchBatch | None = first
@@ -104,12 +106,19 @@ class Watcher:
             self._bus._watchers.discard(self)
 
 
+MAX_SAFE_INTEGER = 2**53 - 1
+"""JavaScript's Number.MAX_SAFE_INTEGER: every sequence number stays at or below it."""
+
+EPOCH_NS = 1_735_689_600 * 10**9
+"""2025-01-01T00:00:00Z: sequence numbers count milliseconds from here (2^53 / 2048 ms is 139 years)."""
+
+
 class EventBus:
-    TAGS = 1024
+    TAGS = 2048
 
     def __init__(self, *, replay_size: int = 10_000, max_watchers: int = 10_000) -> None:
         self._tag = random.randrange(self.TAGS)
-        self._sequence = (time.time_ns() // 1000) * self.TAGS + self._tag
+        self._sequence = max(0, time.time_ns() - EPOCH_NS) // 1_000_000 * self.TAGS + self._tag
         self._latest: dict[str, JobStatus] = {}
         self._replay: deque[JobStatus] = deque(maxlen=replay_size)
         self._watchers: set[Watcher] = set()
@@ -153,6 +162,8 @@ class EventBus:
         if first is None:
             statuses = tuple(s for job_id, s in sorted(self._latest.items()) if wanted is None or job_id in wanted)
             first = WatchBatch(BatchKind.SNAPSHOT, statuses, self._sequence)
+        elif not first.statuses:
+            first = None  # resumed at the latest change: nothing to send until the next one
         watcher = Watcher(self, wanted, first)
         self._watchers.add(watcher)
         return watcher
