@@ -10,11 +10,23 @@ from collections.abc import Sequence
 # This must happen before grpc is imported. Setting GRPC_VERBOSITY yourself still wins.
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
-from ._app import main as run
+CLI_DEPENDENCIES = frozenset({"rich"})
+"""The top-level modules of the `cli` extra in client/pyproject.toml."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The console script's entry point: the exit code of one command."""
+    try:
+        from ._app import main as run
+    except ModuleNotFoundError as missing:
+        if (missing.name or "").partition(".")[0] not in CLI_DEPENDENCIES:
+            raise
+        print(
+            f"xcronctl: the command line needs the cli extra ({missing.name} is not installed): "
+            "pip install 'xcron-client[cli]'",
+            file=sys.stderr,
+        )
+        return 2
     return run(argv)
 
 
