@@ -4,6 +4,7 @@ on its own, never needs the server, and `xcronctl` without the `cli` extra says 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,10 +22,13 @@ def run(*cmd: str | Path, timeout: float = 300) -> subprocess.CompletedProcess[s
 
 @pytest.fixture(scope="module")
 def venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    root = tmp_path_factory.mktemp("client-venv") / "venv"
+    here = tmp_path_factory.mktemp("client-venv")
+    source = here / "client"  # a copy: building in place would leave build/ in the work tree
+    shutil.copytree(CLIENT, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    root = here / "venv"
     created = run(sys.executable, "-m", "venv", root)  # without --system-site-packages
     assert created.returncode == 0, created.stderr
-    installed = run(root / "bin" / "python", "-m", "pip", "install", "--quiet", CLIENT)
+    installed = run(root / "bin" / "python", "-m", "pip", "install", "--quiet", source)
     assert installed.returncode == 0, installed.stderr
     yield root
 
@@ -51,8 +55,8 @@ def test_xcronctl_without_the_cli_extra_says_what_to_install_in_one_line(venv: P
     assert lines[0].startswith("xcronctl: ") and "pip install 'xcron-client[cli]'" in lines[0]
 
 
-def test_with_the_cli_extra_xcronctl_runs(venv: Path) -> None:
-    installed = run(venv / "bin" / "python", "-m", "pip", "install", "--quiet", f"{CLIENT}[cli]")
+def test_with_the_cli_extra_xcronctl_runs(venv: Path) -> None:  # last: it adds rich to the shared venv
+    installed = run(venv / "bin" / "python", "-m", "pip", "install", "--quiet", f"{venv.parent / 'client'}[cli]")
     assert installed.returncode == 0, installed.stderr
     out = run(venv / "bin" / "xcronctl", "--help")
     assert out.returncode == 0, out.stderr

@@ -841,3 +841,41 @@ def test_day_of_week_sunday_spellings() -> None:
     assert a == fires(cron("0 0 * * 7", NY), utc(2026, 1, 1), 3) == fires(cron("0 0 * * sun", NY), utc(2026, 1, 1), 3)
     assert all(t.astimezone(ZoneInfo(NY)).date().isoweekday() == 7 for t in a)
     assert a[0].astimezone(ZoneInfo(NY)).date() == date(2026, 1, 4)
+
+
+# --------------------------------------------------------------------------------------------------
+# Field order: xcron reads six fields with the seconds last; Quartz and Cronos put them first.
+
+
+@pytest.mark.parametrize(
+    ("expression", "rewrite", "says"),
+    [
+        ("0 0 1 * * *", "0 1 * * * 0", "every second of minute '0'"),  # Cronos: 01:00:00 daily
+        ("0 */5 * * * *", "*/5 * * * * 0", "every second of minute '0'"),  # Cronos: every 5 minutes
+        ("0 0 12 ? * MON-FRI", "0 12 * * MON-FRI 0", "'?' is Quartz syntax"),
+        ("0 0 12 * * MON-FRI", "0 12 * * MON-FRI 0", "is a weekday"),
+        ("0 0 12 * * 1-5", "0 12 * * 1-5 0", "looks like a weekday"),
+        ("0 15 10 ? * * *", "15 10 * * * 0", "7 fields, as Quartz writes them"),
+        ("0 0 1 1 * ? 2030", "0 1 1 * * 0", "years are not supported"),
+    ],
+)
+def test_seconds_first_expressions_are_refused_with_the_seconds_last_spelling(
+    expression: str, rewrite: str, says: str
+) -> None:
+    with pytest.raises(ScheduleValueError) as err:
+        validate_schedule(cron(expression))
+    assert err.value.field == "cron.expression"
+    assert says in err.value.message and f"write {rewrite!r}" in err.value.message
+    assert "seconds last (minute hour day month weekday second)" in err.value.message
+    validate_schedule(cron(rewrite))  # the suggested spelling is accepted …
+    if "?" not in expression and len(expression.split()) == 6 and "MON" not in expression:
+        cronos = croniter(expression, utc(2027, 1, 1), second_at_beginning=True)  # … and is what Cronos meant
+        assert fires(cron(rewrite), utc(2027, 1, 1), 5) == [cronos.get_next(datetime) for _ in range(5)]
+
+
+@pytest.mark.parametrize(
+    "expression",
+    ["* * * * * *", "0 12 * * * 15,45", "0 0 1 * * 0-59", "0 0 12 * * 1-5/1", "30 1 * * * */30", "0 0 ? * 3"],
+)
+def test_unambiguous_six_field_and_five_field_expressions_stay_accepted(expression: str) -> None:
+    validate_schedule(cron(expression))

@@ -150,6 +150,11 @@ def test_set_schedule_is_stored_and_returned(client: Client, server: Any) -> Non
         client.set_schedule("test.tick", [Schedule.cron("0 3 * * *", time_zone="Mars/Olympus")])
     assert bad.value.field_violations[0].field == "schedules[0].time_zone"
     assert client.get_job("test.tick").schedules == job.schedules  # unchanged by the refused call
+    with pytest.raises(InvalidArgumentError) as quartz:  # pasted from Quartz: seconds first, '?'
+        client.set_schedule("test.tick", [Schedule.every(timedelta(hours=1)), Schedule.cron("0 0 12 ? * MON-FRI")])
+    assert [v.field for v in quartz.value.field_violations] == ["schedules[1].cron.expression"]
+    assert "write '0 12 * * MON-FRI 0'" in quartz.value.message and quartz.value.code.name == "INVALID_ARGUMENT"
+    assert client.get_job("test.tick").schedules == job.schedules
     assert client.clear_schedule("test.tick").schedules == ()
 
 

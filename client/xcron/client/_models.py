@@ -347,7 +347,8 @@ class Schedule:
 
     @classmethod
     def cron(cls, expression: str, **kwargs: Unpack[ScheduleOptions]) -> Schedule:
-        """A schedule firing at the times of a cron expression."""
+        """A schedule firing at the times of a cron expression: 5 fields (minute hour day month weekday),
+        or 6 with the seconds last; the server refuses Quartz/Cronos (seconds-first) expressions."""
         return cls(spec=CronSpec(expression=expression), **kwargs)
 
 

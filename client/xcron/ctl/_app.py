@@ -120,7 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--every", metavar="DURATION", help="an interval: 90s, 15m, 2h, 1h30m or seconds")
     what.add_argument("--days", metavar="DAYS", help="with --at: mon,fri or mon-fri, weekdays, weekends, daily")
     what.add_argument("--at", metavar="HH:MM", help="time of day (with --days; alone: once)")
-    what.add_argument("--cron", metavar="EXPR", help='a cron expression, e.g. "0 3 * * *"')
+    what.add_argument(
+        "--cron",
+        metavar="EXPR",
+        help='a cron expression: minute hour day month weekday, e.g. "0 3 * * *"; '
+        "with seconds they come LAST (Quartz and Cronos put them first)",
+    )
     what.add_argument("--clear", action="store_true", help="remove all of the job's schedules")
     what.add_argument("--pause", action="store_true", help="stop the schedules from firing, keeping them")
     what.add_argument("--resume", action="store_true", help="let paused schedules fire again")

@@ -544,7 +544,15 @@ class CronSpec(_message.Message):
 
     EXPRESSION_FIELD_NUMBER: _builtins.int
     expression: _builtins.str
-    """Five fields (minute hour day month weekday) or six (with seconds last, as croniter reads them)."""
+    """Five fields (minute hour day month weekday) or six with the seconds LAST (minute hour day month
+    weekday second), as croniter reads them; also @hourly, @daily, @weekly, @monthly, @yearly.
+    Quartz and Cronos put the seconds FIRST: "0 0 1 * * *" there means 01:00:00 every day, here
+    "0 1 * * *" (or "0 1 * * * 0"). Expressions that read differently in the two orders are refused
+    with INVALID_ARGUMENT on schedules[i].cron.expression, and the message gives the seconds-last
+    spelling: seven fields (Quartz's year), "?" in six fields, weekday syntax in the last field, a
+    last field of "*" under a fixed minute, and a small unstepped range or list (1-5) there.
+    Weekdays are 0-7 (0 and 7 = Sunday) or names (MON-FRI).
+    """
     def __init__(
         self,
         *,
@@ -1206,7 +1214,11 @@ class WatchJobsRequest(_message.Message):
     AFTER_SEQUENCE_FIELD_NUMBER: _builtins.int
     after_sequence: _builtins.int
     """Resume after this sequence number (the last one seen). 0 starts with a snapshot.
-    If the server no longer holds events that far back, it sends a fresh snapshot instead.
+    The first message is then the changes since, at most one status per job; with the latest
+    number, nothing is sent until the next change. A number this process did not give out (the
+    server restarted, another replica, too far back for the replay buffer) gets a fresh snapshot
+    instead, so no change is ever skipped silently. Sequence numbers stay below 2^53, so a client
+    that reads int64 as a floating-point number (JavaScript) keeps them exact.
     """
     @_builtins.property
     def job_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:

@@ -8,7 +8,11 @@ Rules
   exactly one occurrence, the first instant at or after ``start`` whose wall time is ``time_of_day``.
 * Cron: a croniter expression read in the zone, five fields or six with seconds last (croniter's
   default). The ``@hourly``/``@daily``/… aliases are accepted; croniter's random (``R``) and hashed
-  (``H``) forms are not, because they would fire at different times after a restart.
+  (``H``) forms are not, because they would fire at different times after a restart. Quartz and
+  Cronos put the seconds first, so what is pasted from them is refused, never silently misread: seven
+  fields (Quartz's year), ``?`` in six fields, weekday syntax in the seconds field, and a seconds
+  field of ``*`` or a small unstepped range/list (a weekday like ``1-5``) under a fixed minute. The
+  message gives the seconds-last spelling (`_quartz_order`).
 * Every kind: nothing before ``start``, nothing after ``end`` (inclusive). Results are aware UTC.
 
 DST (calendar and cron; Cronos' and Hangfire's rule, see API-CONVENTIONS.md)
@@ -407,15 +411,56 @@ class _Plan:
 # Compiling specs
 
 
+_FIELD_ORDER = (
+    "5 fields (minute hour day month weekday) or 6 with the seconds last (minute hour day month weekday second)"
+)
+_WEEKDAY_SYNTAX = re.compile(r"[a-z#?]", re.IGNORECASE)  # names (MON), L, #, ?: never in a seconds field
+_SMALL_UNSTEPPED = re.compile(r"[0-7](?:[-,][0-7])+")  # 1-5, 0,6: a weekday range, odd as seconds
+
+
+def _quartz_order(fields: list[str]) -> str | None:
+    """Why a six-field expression reads as Quartz/Cronos order (seconds first), or None."""
+    minute, seconds = fields[0], fields[5]
+    if "?" in fields:
+        return "'?' is Quartz syntax"
+    if _WEEKDAY_SYNTAX.search(seconds):
+        return f"the last field {seconds!r} is a weekday"
+    if seconds == "*" and minute != "*":
+        return f"read seconds last, it fires every second of minute {minute!r} (write the seconds as 0-59 for that)"
+    if _SMALL_UNSTEPPED.fullmatch(seconds) and fields[4] == "*":
+        return f"the last field {seconds!r} looks like a weekday (for those seconds, write {seconds + '/1'!r})"
+    return None
+
+
+def _seconds_last(fields: list[str]) -> str:
+    """A seconds-first (Quartz/Cronos) expression in xcron's order: the seconds moved last, '?' as '*'."""
+    return " ".join(f.replace("?", "*") for f in [*fields[1:6], fields[0]])
+
+
+def _weekday_note(fields: list[str]) -> str:
+    if not re.search(r"\d", fields[5]):
+        return ""
+    return " (weekdays: 0 or 7 = Sunday; Quartz numbers them 1 = Sunday, so names like MON-FRI are safest)"
+
+
 def _parse_cron(expression: str) -> tuple[list[str], croniter]:
     """The fields (aliases expanded) and croniter's parse; ValueError with a user-facing message."""
     text = " ".join(expression.split())
     text = _CRON_ALIASES.get(text.lower(), text)
     fields = text.split(" ") if text else []
-    if len(fields) not in (5, 6):
+    if len(fields) == 7:
+        year = "" if fields[6] in ("*", "?") else ", without the year (years are not supported)"
         raise ValueError(
-            f"cron expression {expression!r} has {len(fields)} fields; "
-            "expected 5 (minute hour day month weekday) or 6 (with seconds last)"
+            f"cron expression {expression!r} has 7 fields, as Quartz writes them (seconds first, year last); "
+            f"xcron takes {_FIELD_ORDER}. For this schedule write {_seconds_last(fields)!r}{year}"
+            f"{_weekday_note(fields)}"
+        )
+    if len(fields) not in (5, 6):
+        raise ValueError(f"cron expression {expression!r} has {len(fields)} fields; expected {_FIELD_ORDER}")
+    if len(fields) == 6 and (why := _quartz_order(fields)) is not None:
+        raise ValueError(
+            f"cron expression {expression!r} is ambiguous: {why}. xcron takes {_FIELD_ORDER}; Quartz and "
+            f"Cronos put the seconds first, and for that reading write {_seconds_last(fields)!r}{_weekday_note(fields)}"
         )
     if any(_RANDOM_OR_HASHED.search(f) for f in fields):
         raise ValueError(f"cron expression {expression!r}: random (R) and hashed (H) values are not supported")
