@@ -24,14 +24,15 @@ run: $(STAMP)
 	$(BIN)/xcron-server --listen $(LISTEN) --schedule-file xcron.xml --data-dir .xcron-data
 
 proto: $(STAMP)
-	scripts/gen-proto.sh client
+	scripts/gen-proto.sh client docs/api.md
 
-# Regenerates into a scratch folder and compares with what is committed.
+# Regenerates into a scratch folder and compares with what is committed (stubs and docs/api.md).
 proto-check: $(STAMP)
-	@tmp=$$(mktemp -d) && scripts/gen-proto.sh $$tmp && \
-	if diff -r -q $$tmp/xcron/v1 client/xcron/v1 -x __pycache__ -x __init__.py -x py.typed; then \
-	  echo "generated code is fresh"; rm -rf $$tmp; \
-	else echo "generated code is stale: run 'make proto' and commit"; rm -rf $$tmp; exit 1; fi
+	@tmp=$$(mktemp -d) && scripts/gen-proto.sh $$tmp $$tmp/api.md && \
+	if diff -r -q $$tmp/xcron/v1 client/xcron/v1 -x __pycache__ -x __init__.py -x py.typed && \
+	   diff -q $$tmp/api.md docs/api.md; then \
+	  echo "generated code and docs/api.md are fresh"; rm -rf $$tmp; \
+	else echo "generated code or docs/api.md is stale: run 'make proto' and commit"; rm -rf $$tmp; exit 1; fi
 
 # buf breaking: uncommitted proto changes against HEAD; on a clean tree (CI), the last commit against
 # the one before it. Skipped, saying so, where git history is not available.
