@@ -170,8 +170,12 @@ class _RpcCounter(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             async def bidirectional(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
                 ended_by_client = False
                 try:
-                    async for item in bidi(requests, context):
-                        yield item
+                    result = bidi(requests, context)
+                    if inspect.isawaitable(result):  # a handler that refuses (auth) or writes with context.write()
+                        await result
+                    else:
+                        async for item in result:
+                            yield item
                 except (asyncio.CancelledError, GeneratorExit):
                     ended_by_client = True
                     raise
