@@ -16,7 +16,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
-from xcron.server.core.triggers import next_fire_time
 from xcron.server.core.model import (
     CalendarSpec,
     CronSpec,
@@ -26,6 +25,7 @@ from xcron.server.core.model import (
     ParameterValue,
     Schedule,
 )
+from xcron.server.core.triggers import next_fire_time
 from xcron.server.stores.xcron_xml import (
     MAX_FILE_BYTES,
     ScheduleDocument,

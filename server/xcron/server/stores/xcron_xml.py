@@ -27,11 +27,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
+from xml.parsers import expat
 from zoneinfo import ZoneInfo
 
 from croniter import croniter
 from lxml import etree
-from xml.parsers import expat
 
 from xcron.server.core.model import (
     DEFAULT_MAX_CATCHUP_RUNS,
@@ -935,8 +935,9 @@ def _splice(
 
 def save_schedule_file(
     path: Path, doc: ScheduleDocument, *, default_zone: str, known: Callable[[str], bool] | None = None
-) -> bytes:
-    """Atomically replaces `path` (temp file, fsync, rename, fsync the folder); returns the bytes written.
+) -> ScheduleDocument:
+    """Atomically replaces `path` (temp file, fsync, rename, fsync the folder); returns the document as
+    now written (its original bytes are the file's).
 
     A crash or a failed write leaves the old file intact (SanteDB truncates and rewrites in
     place). The new file keeps the old one's mode, owner and group, so SanteDB's service account can
@@ -944,9 +945,9 @@ def save_schedule_file(
     """
     data = render_schedule_xml(doc, default_zone=default_zone, known=known)
     # Never write what we cannot read.
-    parse_schedule_xml(data, source=str(path), default_zone=default_zone, known=known)
+    written = parse_schedule_xml(data, source=str(path), default_zone=default_zone, known=known)
     write_atomically(path, data)
-    return data
+    return written
 
 
 def write_atomically(path: Path, data: bytes) -> None:
@@ -984,7 +985,9 @@ def _keep_owner(descriptor: int, status: os.stat_result, target: Path) -> None:
     with contextlib.suppress(PermissionError):
         os.fchown(descriptor, -1, status.st_gid)  # a member of the group may still set the group
     logging.getLogger(__name__).warning(
-        "%s belonged to uid %d gid %d; this process may not give the new file that owner", target, status.st_uid,
+        "%s belonged to uid %d gid %d; this process may not give the new file that owner",
+        target,
+        status.st_uid,
         status.st_gid,
     )
 
