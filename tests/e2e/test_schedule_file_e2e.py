@@ -8,7 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from datetime import time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -222,3 +222,29 @@ def test_a_save_keeps_owner_group_and_mode(server: Any) -> None:
         status = server.schedule_file.stat()
         assert (status.st_uid, status.st_gid, status.st_mode & 0o777) == (4321, 8765, 0o640)
         assert 'interval="7200"' in server.schedule_file.read_text()
+
+
+@pytest.mark.parametrize("zone", ["America/New_York", "Europe/Paris", "Pacific/Kiritimati"])
+def test_every_representable_start_and_end_gives_a_schedule_or_invalid_argument(server_factory: Any, zone: str) -> None:
+    first = datetime(1, 1, 1, tzinfo=UTC)
+    last = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
+    server = server_factory(extra_args=["--time-zone", zone]).start()
+    with Client(server.target, timeout=20) as client:
+        schedules = [
+            Schedule.on_days([DayOfWeek.MONDAY], time(23, 30), start_time=first),
+            Schedule.every(timedelta(hours=1), start_time=first, end_time=last),
+            Schedule.cron("0 3 * * *", start_time=first),
+        ]
+        job = client.set_schedule("test.tick", schedules)
+        assert all(s.next_fire_times for s in job.schedules)
+        assert job.schedules[1].end_time is None  # the last representable instant: no end
+        with pytest.raises(InvalidArgumentError) as caught:
+            client.set_schedule("test.block", [Schedule.on_days([DayOfWeek.MONDAY], time(23, 30), start_time=last)])
+        assert caught.value.field_violations[0].field == "schedules[0].start_time"
+        assert client.get_job("test.block").schedules == ()
+    server.stop()
+    server.start()  # the file it wrote loads again in this zone
+    with Client(server.target, timeout=20) as client:
+        again = client.get_job("test.tick").schedules
+        assert [s.spec for s in again] == [s.spec for s in job.schedules]
+        assert all(s.next_fire_times for s in again)

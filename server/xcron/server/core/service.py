@@ -24,9 +24,12 @@ from xcron.server.core.triggers import ScheduleValueError, validate_schedule
 from xcron.server.stores.schedules import FileScheduleSource, ScheduleSource, ScheduleSourceChanged
 from xcron.server.stores.state import ExecutionCursor, ExecutionRecord, JobRecord, ScheduleRecord, StateStore
 from xcron.server.stores.xcron_xml import (
+    NO_END_FLOOR,
     ScheduleDocument,
     ScheduleEntry,
     ScheduleFileError,
+    ScheduleWriteError,
+    check_writable,
 )
 
 log = logging.getLogger(__name__)
@@ -211,9 +214,14 @@ class JobManager:
             )
         checked = []
         for i, schedule in enumerate(schedules):
+            if schedule.end is not None and schedule.end >= NO_END_FLOOR:
+                schedule = replace(schedule, end=None)  # .NET's DateTime.MaxValue: SanteDB's "no end"
             try:
                 validate_schedule(schedule)
+                check_writable(schedule, default_zone=self.default_zone)
             except ScheduleValueError as exc:
+                raise InvalidArgument(f"schedules[{i}].{exc.field}", str(exc)) from exc
+            except ScheduleWriteError as exc:
                 raise InvalidArgument(f"schedules[{i}].{exc.field}", str(exc)) from exc
             check_size(schedule.parameters, self.limits, field=f"schedules[{i}].parameters")
             bind_parameters(job.parameters, schedule.parameters, field=f"schedules[{i}].parameters")

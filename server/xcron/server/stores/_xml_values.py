@@ -155,7 +155,8 @@ def format_datetime(instant: datetime, zone: ZoneInfo, *, santedb: bool = False)
     try:
         local = instant.astimezone(zone)
     except OverflowError:  # within a day of the edges of the range: UTC is exact
-        local = instant.astimezone(UTC)
+        text = instant.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds")
+        return text + ("+00:00" if santedb else "Z")  # SanteDB reads "Z" as a wall time, "+00:00" as UTC
     offset = local.utcoffset() or timedelta()
     if offset % timedelta(minutes=1):
         if santedb:  # SanteDB reads "Z" as a wall time: write the wall time, which it reads the same way

@@ -64,7 +64,10 @@ _ROOT_NSMAP = {"xsi": XSI_NS, "xsd": XSD_NS, "xc": XC_NS}
 _ROOT_DECLARATIONS = tuple(f' xmlns:{prefix}="{uri}"'.encode() for prefix, uri in _ROOT_NSMAP.items())
 _SCHEDULE_ATTRIBUTES = ("start", "timeZone", "misfire", "misfireGrace", "maxCatchup", "overlap")
 _POSITIONAL_TAGS = {"int": ParameterType.INT, "string": ParameterType.STRING, "bool": ParameterType.BOOL}
-_EARLIEST = datetime(1, 1, 3, tzinfo=UTC)  # before this, local dates may not be representable
+_EARLIEST = datetime(1, 1, 3, tzinfo=UTC)
+NO_END_FLOOR = values.NO_END.replace(
+    microsecond=0
+)  # from 9999-12-31T23:59:59 on: .NET's MaxValue, no end  # before this, local dates may not be representable
 _POSITIONAL_TAGS_READ = {**_POSITIONAL_TAGS, "double": ParameterType.DOUBLE}
 
 
@@ -157,6 +160,14 @@ class ScheduleDocument:
 
     def _with(self, entries: tuple[ScheduleEntry, ...]) -> ScheduleDocument:
         return ScheduleDocument(entries, self.original, self.layout)
+
+
+class ScheduleWriteError(ValueError):
+    """A schedule that cannot be written so that it reads back the same; `field` names the Schedule field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class ScheduleFileError(ValueError):
@@ -746,14 +757,17 @@ def _first_calendar_firing(spec: CalendarSpec, start: datetime, zone: ZoneInfo) 
     """The local date and instant of the first firing at or after `start` (instant None near year 1)."""
     if start < _EARLIEST:
         return date.min, None
-    day = start.astimezone(zone).date()
-    for _ in range(10):
-        if not spec.days or day.isoweekday() in spec.days:
-            instant = _wall_instant(day, spec.time_of_day, zone)
-            if instant >= start:
-                return day, instant
-        day += timedelta(days=1)
-    raise ValueError(f"no firing found after {start.isoformat()}")
+    try:
+        day = start.astimezone(zone).date()
+        for _ in range(10):
+            if not spec.days or day.isoweekday() in spec.days:
+                instant = _wall_instant(day, spec.time_of_day, zone)
+                if instant >= start:
+                    return day, instant
+            day += timedelta(days=1)
+    except OverflowError:
+        pass
+    raise ScheduleWriteError("start_time", "the calendar never fires before the end of time (9999-12-31)")
 
 
 def santedb_calendar_start(spec: CalendarSpec, start: datetime, zone: ZoneInfo) -> datetime:
@@ -781,7 +795,9 @@ def _add_schedule(parent: etree._Element, schedule: Schedule, default_zone: Zone
     if isinstance(spec, CalendarSpec):
         _, first = _first_calendar_firing(spec, schedule.start, zone)
         if schedule.end is not None and first is not None and schedule.end < first:
-            raise ValueError(f"schedule ends ({schedule.end.isoformat()}) before it first fires ({first.isoformat()})")
+            raise ScheduleWriteError(
+                "end_time", f"schedule ends ({schedule.end.isoformat()}) before it first fires ({first.isoformat()})"
+            )
         element.set("start", values.format_wall(santedb_calendar_start(spec, schedule.start, zone)))
     else:
         element.set("start", values.format_datetime(schedule.start, zone, santedb=True))
@@ -792,7 +808,9 @@ def _add_schedule(parent: etree._Element, schedule: Schedule, default_zone: Zone
     if isinstance(spec, IntervalSpec):
         seconds, rest = divmod(spec.every, timedelta(seconds=1))
         if rest or not 1 <= seconds <= values.INT32_MAX:
-            raise ValueError(f"an interval must be a positive whole number of seconds, got {spec.every}")
+            raise ScheduleWriteError(
+                "interval.interval", f"an interval must be a positive whole number of seconds, got {spec.every}"
+            )
         element.set("interval", str(seconds))
     _set_policies(element, schedule)
 
@@ -820,6 +838,20 @@ def _add_entry(root: etree._Element, entry: ScheduleEntry, default_zone: ZoneInf
                 raise ValueError(f"positional parameter {value} does not fit SanteDB's 32-bit <int>")
             tag = kind.value if kind in _POSITIONAL_TAGS.values() else "string"
             etree.SubElement(parameters, _S + tag).text = text or None
+
+
+def check_writable(schedule: Schedule, *, default_zone: str) -> None:
+    """ScheduleWriteError (naming the field) when `schedule` cannot be written to xcron.xml as it is."""
+    entry = ScheduleEntry(type_name="Check", start_type="schedule", schedules=(schedule,))
+    try:
+        data = render_schedule_xml(ScheduleDocument((entry,)), default_zone=default_zone)
+        (back,) = parse_schedule_xml(data, source="<check>", default_zone=default_zone).entries
+    except ScheduleWriteError:
+        raise
+    except (ValueError, OverflowError) as exc:
+        raise ScheduleWriteError("start_time", f"cannot be written to xcron.xml: {exc}") from None
+    if back.schedules != (schedule,):
+        raise ScheduleWriteError("start_time", "does not read back from xcron.xml as given (out of range)")
 
 
 def _wrap(element: bytes) -> bytes:
@@ -1006,11 +1038,14 @@ def _fsync_directory(folder: Path) -> None:
 
 __all__ = [
     "MAX_FILE_BYTES",
+    "NO_END_FLOOR",
     "SANTEDB_NS",
     "XC_NS",
     "ScheduleDocument",
     "ScheduleEntry",
     "ScheduleFileError",
+    "ScheduleWriteError",
+    "check_writable",
     "load_schedule_file",
     "parse_schedule_xml",
     "render_schedule_xml",
