@@ -64,10 +64,8 @@ _ROOT_NSMAP = {"xsi": XSI_NS, "xsd": XSD_NS, "xc": XC_NS}
 _ROOT_DECLARATIONS = tuple(f' xmlns:{prefix}="{uri}"'.encode() for prefix, uri in _ROOT_NSMAP.items())
 _SCHEDULE_ATTRIBUTES = ("start", "timeZone", "misfire", "misfireGrace", "maxCatchup", "overlap")
 _POSITIONAL_TAGS = {"int": ParameterType.INT, "string": ParameterType.STRING, "bool": ParameterType.BOOL}
-_EARLIEST = datetime(1, 1, 3, tzinfo=UTC)
-NO_END_FLOOR = values.NO_END.replace(
-    microsecond=0
-)  # from 9999-12-31T23:59:59 on: .NET's MaxValue, no end  # before this, local dates may not be representable
+_EARLIEST = datetime(1, 1, 3, tzinfo=UTC)  # before this, local dates may not be representable
+NO_END_FLOOR = values.NO_END.replace(microsecond=0)  # from 9999-12-31T23:59:59 on: .NET's MaxValue, no end
 _POSITIONAL_TAGS_READ = {**_POSITIONAL_TAGS, "double": ParameterType.DOUBLE}
 
 
