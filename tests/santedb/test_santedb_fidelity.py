@@ -221,3 +221,25 @@ def test_a_santedb_edit_wins_and_xcron_says_what_it_could_not_keep(
         assert schedule.spec == IntervalSpec(every=timedelta(minutes=30))
         assert schedule.time_zone == ""
         assert "was changed outside xcron; SanteDB's edit wins" in server.log()
+
+
+def test_the_santedb_2_1_shape_without_add_type_reads_alike(santedb: SanteDb, tmp_path: Path) -> None:
+    """SanteDB 2.1-era files carry no type on <add>: both read a calendar (JobScheduleType's default)."""
+    path = tmp_path / "xcron.xml"
+    path.write_text(
+        '<?xml version="1.0"?>\n<ArrayOfJobItemConfiguration>\n'
+        f'  <JobItemConfiguration type="{TICK}">\n'
+        '    <schedule xmlns="http://santedb.org/configuration">\n'
+        '      <add days="Tuesday" start="2026-03-03T07:45:00" />\n'
+        "    </schedule>\n  </JobItemConfiguration>\n</ArrayOfJobItemConfiguration>\n"
+    )
+    (job, add) = santedb.dump(path)
+    assert "startType=Immediate" in job
+    assert add.startswith("  add type=Scheduled days=Tuesday start=2026-03-03T07:45:00.0000000/Unspecified")
+    (entry,) = parse_schedule_xml(path.read_bytes(), source="xcron.xml", default_zone="UTC", known=is_tick).entries
+    assert entry.start_type == "immediate"
+    (schedule,) = entry.schedules
+    assert schedule.spec == model.CalendarSpec(days=frozenset({2}), time_of_day=time(7, 45))
+    theirs = santedb_firings(santedb, path, "UTC", datetime(2026, 3, 1, tzinfo=UTC), 17)
+    ours = fire_times(schedule, datetime(2026, 3, 1, tzinfo=UTC), 3, default_zone="UTC")
+    assert theirs == local_strings(ours[:2], "UTC") == ["2026-03-10T07:45:00", "2026-03-17T07:45:00"]
