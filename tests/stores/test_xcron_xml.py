@@ -820,8 +820,8 @@ def schedules(draw: st.DrawFn) -> Schedule:
             end = start + draw(st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=9999)))
     elif kind == "calendar":
         spec = CalendarSpec(days=draw(st.frozensets(st.integers(1, 7))), time_of_day=draw(st.times()).replace(fold=0))
-        if draw(st.booleans()):  # past the first firing, which may be up to two days later
-            end = start + draw(st.timedeltas(min_value=timedelta(days=3), max_value=timedelta(days=9999)))
+        if draw(st.booleans()):  # past the first firing, which may be up to eight days later (one weekday, DST)
+            end = start + draw(st.timedeltas(min_value=timedelta(days=9), max_value=timedelta(days=9999)))
     else:
         spec = CronSpec(
             expression=draw(
@@ -894,3 +894,121 @@ def test_rendered_output_is_indented_like_santedb() -> None:
     rendered = render_schedule_xml(sample_doc(), default_zone="UTC").decode()
     indents = {len(m.group(1)) for m in re.finditer(r"\n( *)<", rendered)}
     assert indents == {0, 2, 4, 6}
+
+
+# -- SanteDB fidelity (issue 11) ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Europe/Paris", "America/New_York", "Pacific/Kiritimati"])
+def test_santedb_min_and_max_values_mean_no_bounds(zone: str) -> None:
+    text = one_job(
+        '<add type="interval" start="0001-01-01T00:00:00" stop="9999-12-31T23:59:59.9999999" interval="60" />\n'
+        '<add days="Monday" start="0001-01-01T00:00:00" stop="9999-12-31T23:59:59.9999999" />\n'
+        '<add type="interval" start="0001-01-01T00:00:00Z" interval="60" />'
+    )
+    interval, calendar, utc_min = parse(text, zone).entries[0].schedules
+    assert interval.start == calendar.start == utc_min.start == datetime.min.replace(tzinfo=UTC)
+    assert interval.end is None and calendar.end is None
+    assert calendar.spec == CalendarSpec(days=frozenset({1}), time_of_day=time(0, 0))
+
+
+@pytest.mark.parametrize(
+    ("add", "reason"),
+    [
+        ('<add type="interval" start="2026-01-01T00:00:00" interval="0" />', "interval='0': SanteDB accepts it"),
+        ('<add type="interval" start="0001-01-01T00:00:00" interval="-60" />', "interval='-60'"),
+        ('<add start="2026-01-02T00:00:00Z" stop="2026-01-01T00:00:00Z" />', "is not after start"),
+        ('<add type="interval" start="2026-01-02T00:00:00" stop="2026-01-02T00:00:00" interval="5" />', "not after"),
+    ],
+)
+def test_what_santedb_accepts_but_xcron_cannot_run_is_disabled_not_refused(add: str, reason: str) -> None:
+    text = one_job(f'{add}\n      <add type="interval" start="2026-01-01T00:00:00Z" interval="60" />')
+    (entry,) = parse(text).entries
+    (disabled,) = entry.disabled
+    assert disabled.line == 5 and reason in disabled.reason and "disabled" in disabled.reason
+    assert [s.spec for s in entry.schedules] == [IntervalSpec(every=timedelta(minutes=1))]  # the rest loads
+    # Rebuilt (e.g. paused), the disabled schedule is kept as written.
+    rebuilt = render_schedule_xml(fresh(parse(text)), default_zone="UTC")
+    assert parse(rebuilt).entries[0].disabled == entry.disabled
+
+
+def test_an_entry_of_an_unknown_job_is_never_a_reason_to_refuse() -> None:
+    text = (
+        f'{HEAD}  <JobItemConfiguration type="Other.Job, Other" startType="later">\n'
+        f'    <schedule {SCHEDULE_NS}><add type="weekly" start="yesterday" interval="often" /></schedule>\n'
+        "  </JobItemConfiguration>\n</ArrayOfJobItemConfiguration>\n"
+    )
+    with pytest.raises(ScheduleFileError):
+        parse(text)  # without knowing which jobs run, everything is checked
+    doc = parse_schedule_xml(text.encode(), source="xcron.xml", default_zone="UTC", known=lambda _: False)
+    (entry,) = doc.entries
+    assert entry.unreadable is not None and "startType" in entry.unreadable
+    assert render_schedule_xml(doc, default_zone="UTC", known=lambda _: False) == text.encode()
+
+
+SANTEDB_WINDOWS = (
+    b'\xef\xbb\xbf<?xml version="1.0" encoding="utf-8"?>\r\n'
+    b'<ArrayOfJobItemConfiguration xmlns:xsd="http://www.w3.org/2001/XMLSchema" '
+    b'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">\r\n'
+    b"    <!-- kept -->\r\n"
+    b'    <JobItemConfiguration startType="immediate" type="Kept.Job, Kept">\r\n'
+    b'        <schedule xmlns="http://santedb.org/configuration">\r\n'
+    b'            <add type="interval" start="2024-06-14T10:15:30.1234567-04:00" interval="86400" />\r\n'
+    b"        </schedule>\r\n"
+    b"    </JobItemConfiguration>\r\n"
+    b'    <JobItemConfiguration type="Mine.Job, Mine" startType="schedule">\r\n'
+    b'        <schedule xmlns="http://santedb.org/configuration">\r\n'
+    b'            <add type="interval" start="2026-01-01T00:00:00Z" interval="60" />\r\n'
+    b"        </schedule>\r\n"
+    b"    </JobItemConfiguration>\r\n"
+    b"</ArrayOfJobItemConfiguration>"
+)
+
+
+def test_a_change_rewrites_only_its_entry_in_the_files_own_style() -> None:
+    doc = parse(SANTEDB_WINDOWS)
+    mine = doc.entries[1]
+    hourly = (Schedule(spec=IntervalSpec(every=timedelta(hours=1)), start=datetime(2026, 1, 1, tzinfo=UTC)),)
+    changed = doc.replace(dataclasses.replace(mine, schedules=hourly, paused=True))
+    written = render_schedule_xml(changed, default_zone="UTC")
+    before, after = SANTEDB_WINDOWS.split(b'    <JobItemConfiguration type="Mine.Job')
+    assert written.startswith(before)  # BOM, declaration, declarations' order, comment, the other entry
+    assert written.endswith(b"\r\n</ArrayOfJobItemConfiguration>")  # no line end added at the end
+    assert b"\n" not in written.replace(b"\r\n", b"")  # CRLF throughout
+    assert (
+        b'    <JobItemConfiguration xmlns:xc="urn:xcron:schedule:v1" type="Mine.Job, Mine" startType="schedule" '
+        b'xc:paused="true">\r\n        <schedule xmlns="http://santedb.org/configuration">\r\n'
+        b'            <add type="interval" start="2026-01-01T00:00:00Z" interval="3600" />\r\n'
+    ) in written
+    assert parse(written) == changed
+    # Added entries go before the end tag, removed ones leave no trace.
+    added = changed.replace(ScheduleEntry(type_name="New.Job", start_type="never", schedules=()))
+    assert render_schedule_xml(added.remove("Mine.Job"), default_zone="UTC") == (
+        before + b'    <JobItemConfiguration xmlns:xc="urn:xcron:schedule:v1" type="New.Job" startType="never">\r\n'
+        b'        <schedule xmlns="http://santedb.org/configuration" />\r\n'
+        b"    </JobItemConfiguration>\r\n</ArrayOfJobItemConfiguration>"
+    )
+    assert render_schedule_xml(doc.remove("Mine.Job").remove("Kept.Job"), default_zone="UTC").endswith(
+        b'"http://www.w3.org/2001/XMLSchema-instance">\r\n    <!-- kept -->\r\n</ArrayOfJobItemConfiguration>'
+    )
+
+
+def test_an_empty_santedb_root_gets_entries() -> None:
+    data = b'<?xml version="1.0"?>\n<ArrayOfJobItemConfiguration xmlns:xsd="x" xmlns:xsi="y" />'
+    doc = parse(data).replace(ScheduleEntry(type_name="New.Job", start_type="never", schedules=()))
+    written = render_schedule_xml(doc, default_zone="UTC")
+    assert written.startswith(b'<?xml version="1.0"?>\n<ArrayOfJobItemConfiguration xmlns:xsd="x" xmlns:xsi="y">\n')
+    assert parse(written) == doc
+
+
+def test_save_keeps_owner_and_group(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give the file to another user")
+    target = tmp_path / "xcron.xml"
+    target.write_bytes(SAMPLE.read_bytes())
+    os.chown(target, 4321, 8765)
+    target.chmod(0o600)
+    save_schedule_file(target, sample_doc(), default_zone="UTC")
+    status = target.stat()
+    assert (status.st_uid, status.st_gid, status.st_mode & 0o777) == (4321, 8765, 0o600)
+    assert target.read_bytes() != SAMPLE.read_bytes()  # really rewritten (rebuilt from fields)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -174,20 +174,6 @@ def format_timestamp(instant: datetime) -> str:
     if instant.tzinfo is None:
         raise ValueError("timestamp parameters must be timezone-aware")
     return format_datetime(instant, ZoneInfo("UTC"))
-
-
-def next_wall_time(start: datetime, time_of_day: time, zone: ZoneInfo) -> datetime:
-    """The first instant at or after `start` when the clock in `zone` reads `time_of_day` (UTC)."""
-    day = start.astimezone(zone).date()
-    for _ in range(3):  # today, or tomorrow; one more in case tomorrow's time falls in a DST gap
-        for fold in (0, 1):
-            local = datetime.combine(day, time_of_day.replace(tzinfo=None), tzinfo=zone).replace(fold=fold)
-            instant = local.astimezone(UTC)
-            exists = instant.astimezone(zone).replace(tzinfo=None, fold=0) == local.replace(tzinfo=None, fold=0)
-            if exists and instant >= start:
-                return instant
-        day += timedelta(days=1)
-    raise ValueError(f"the clock in {zone.key} never reads {time_of_day} near {start.isoformat()}")
 
 
 def parse_bool(text: str) -> bool:

@@ -73,7 +73,7 @@ _POSITIONAL_TAGS_READ = {**_POSITIONAL_TAGS, "double": ParameterType.DOUBLE}
 class DisabledSchedule:
     """A schedule SanteDB accepts but xcron cannot honour (e.g. interval="0"): not run, kept as written."""
 
-    line: int | None
+    line: int | None = field(compare=False)  # where it was read; a rewrite may move it
     reason: str
     element: bytes = field(compare=False, repr=False, default=b"")
 
