@@ -971,7 +971,7 @@ def test_a_change_rewrites_only_its_entry_in_the_files_own_style() -> None:
     hourly = (Schedule(spec=IntervalSpec(every=timedelta(hours=1)), start=datetime(2026, 1, 1, tzinfo=UTC)),)
     changed = doc.replace(dataclasses.replace(mine, schedules=hourly, paused=True))
     written = render_schedule_xml(changed, default_zone="UTC")
-    before, after = SANTEDB_WINDOWS.split(b'    <JobItemConfiguration type="Mine.Job')
+    before, _ = SANTEDB_WINDOWS.split(b'    <JobItemConfiguration type="Mine.Job')
     assert written.startswith(before)  # BOM, declaration, declarations' order, comment, the other entry
     assert written.endswith(b"\r\n</ArrayOfJobItemConfiguration>")  # no line end added at the end
     assert b"\n" not in written.replace(b"\r\n", b"")  # CRLF throughout
