@@ -243,3 +243,28 @@ def test_the_santedb_2_1_shape_without_add_type_reads_alike(santedb: SanteDb, tm
     theirs = santedb_firings(santedb, path, "UTC", datetime(2026, 3, 1, tzinfo=UTC), 17)
     ours = fire_times(schedule, datetime(2026, 3, 1, tzinfo=UTC), 3, default_zone="UTC")
     assert theirs == local_strings(ours[:2], "UTC") == ["2026-03-10T07:45:00", "2026-03-17T07:45:00"]
+
+
+@pytest.mark.parametrize("zone", ["Europe/Paris", "America/New_York"])
+@pytest.mark.parametrize(
+    "start",
+    # A local DateTime (the admin UI), an unspecified one, a UTC one (the "Z" SanteDB compares as a local
+    # time), and midnight: SanteDB never fires on the date in start, even at midnight.
+    [
+        "local:2026-03-22T23:30:00",
+        "unspecified:2026-03-22T07:15:00",
+        "utc:2026-03-22T23:30:00",
+        "local:2026-03-22T00:00:00",
+    ],
+)
+def test_xcron_fires_santedb_calendars_when_santedb_does(
+    santedb: SanteDb, tmp_path: Path, zone: str, start: str
+) -> None:
+    path = tmp_path / "xcron.xml"
+    data = santedb.write(path, [f"job={TICK}|schedule", f"add=days=Sunday,Wednesday;start={start}"], zone=zone)
+    (schedule,) = parse_schedule_xml(data, source="xcron.xml", default_zone=zone, known=is_tick).entries[0].schedules
+    begin = datetime(2026, 3, 21, tzinfo=UTC)
+    ours = [t for t in fire_times(schedule, begin, 20, default_zone=zone) if t < begin + timedelta(days=14)]
+    theirs = santedb_firings(santedb, path, zone, begin, 14)
+    assert theirs == local_strings(ours, zone)
+    assert theirs[0].startswith("2026-03-25T")  # not on Sunday 03-22, the date in start

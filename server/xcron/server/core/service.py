@@ -89,7 +89,7 @@ class JobManager:
 
     async def import_schedules(self, path: Path) -> None:
         """Replaces the schedules with an xcron.xml file (checked first, like a reload)."""
-        document = await FileScheduleSource(path).load(default_zone=self.default_zone)
+        document = await FileScheduleSource(path).load(default_zone=self.default_zone, known=self._known)
         self._bind_document(document)
         await self.schedules_source.save(document, default_zone=self.default_zone, known=lambda _: False)
         log.info("imported %d schedule entries from %s", len(document.entries), path)

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Protocol
 from xcron.server.stores.xcron_xml import (
     MAX_FILE_BYTES,
     ScheduleDocument,
-    ScheduleEntry,
     ScheduleFileError,
     parse_schedule_xml,
     render_schedule_xml,
@@ -167,4 +166,4 @@ class PostgresScheduleSource:
         return written
 
 
-__all__ = ["FileScheduleSource", "PostgresScheduleSource", "ScheduleEntry", "ScheduleSource", "ScheduleSourceChanged"]
+__all__ = ["FileScheduleSource", "PostgresScheduleSource", "ScheduleSource", "ScheduleSourceChanged"]
