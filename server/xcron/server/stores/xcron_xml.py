@@ -3,12 +3,21 @@
 The file keeps SanteDB's layout (see FORMAT.md). What SanteDB cannot express lives in the
 `urn:xcron:schedule:v1` namespace, where SanteDB's XmlSerializer ignores it: zones and policies as
 `xc:` attributes on `<add>`, named parameters as `<xc:param>` children, cron schedules as
-`<xc:cron>` elements inside `<schedule>`, and a job-level `xc:paused`. SanteDB takes a calendar
-schedule's time of day from `start`, so xcron writes its first firing there and, when that differs,
-the schedule's own start as `xc:start`. Entries xcron does not change are written back as read.
+`<xc:cron>` elements inside `<schedule>`, and a job-level `xc:paused`.
 
-Reading is strict: the server must not start (or reload) on a file it only partly understands, so
-every problem is a ScheduleFileError naming the line and the attribute.
+Values mean what they mean to SanteDB on a host in the schedule's zone (santedb-api's
+JobItemSchedule and ExtensionMethods.AppliesTo): `start`/`stop` with an offset are instants, without
+one or with "Z" wall times; MinValue and MaxValue are no bounds; a calendar with days never fires on
+the date in its `start`. So xcron writes a calendar's `start` as a wall time at its time of day on
+the day before the first firing (the date of the firing for a one-shot), and its exact start as
+`xc:start`.
+
+Saving splices: a document read from bytes is written as those bytes with only the changed entries
+replaced, so SanteDB's text, declaration, BOM and line ends stay.
+
+Reading is strict where SanteDB is: what its serializer cannot read is a ScheduleFileError naming
+the line and the attribute (for entries of jobs this server runs). What it accepts but xcron cannot
+run (interval="0", a stop not after the start) is a DisabledSchedule, kept as written.
 """
 
 from __future__ import annotations
