@@ -25,6 +25,7 @@ from xcron.server.core.model import (
     ParameterValue,
     Schedule,
 )
+from xcron.server.core.triggers import next_fire_time
 from xcron.server.stores.xcron_xml import (
     MAX_FILE_BYTES,
     ScheduleDocument,
@@ -98,7 +99,8 @@ def test_sample_parses_field_by_field() -> None:
     assert trim.start_type == "immediate"
     (calendar,) = trim.schedules
     assert calendar.spec == CalendarSpec(days=frozenset({1, 3, 5}), time_of_day=time(23, 0))
-    assert calendar.start == datetime(2022, 1, 26, 23, 0, tzinfo=UTC)
+    # SanteDB never fires a calendar with days on the date written in start (refDate.Date > StartTime).
+    assert calendar.start == datetime(2022, 1, 27, 0, 0, tzinfo=UTC)
     assert calendar.end == datetime(2030, 1, 1, tzinfo=UTC)
     assert calendar.time_zone == ""
 
@@ -123,9 +125,9 @@ def test_missing_file_is_an_empty_document(tmp_path: Path) -> None:
 def test_wall_times_without_offset_use_the_default_zone() -> None:
     doc = load_schedule_file(SAMPLE, default_zone="America/New_York")
     trim, matcher = doc.entries[1:]
-    # "Z" is an instant whatever the zone; the time of day is read on New York's clock.
-    assert trim.schedules[0].start == datetime(2022, 1, 26, 23, 0, tzinfo=UTC)
-    assert trim.schedules[0].spec == CalendarSpec(days=frozenset({1, 3, 5}), time_of_day=time(18, 0))
+    # SanteDB compares a "Z" value's digits with local times: on a New York host 23:00Z means 23:00 there.
+    assert trim.schedules[0].start == datetime(2022, 1, 27, 5, 0, tzinfo=UTC)
+    assert trim.schedules[0].spec == CalendarSpec(days=frozenset({1, 3, 5}), time_of_day=time(23, 0))
     assert trim.schedules[0].end == datetime(2030, 1, 1, 5, 0, tzinfo=UTC)
     assert matcher.schedules[0].start == datetime(2026, 12, 24, 7, 0, tzinfo=UTC)
     assert matcher.schedules[0].spec == CalendarSpec(days=frozenset(), time_of_day=time(2, 0))
@@ -176,7 +178,8 @@ def test_tolerated_variants_read_the_same(transform: object) -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("2026-03-01T09:00:00.1234567Z", datetime(2026, 3, 1, 9, 0, 0, 123456, tzinfo=UTC)),
+        # SanteDB compares a UTC DateTime's digits with local times: "Z" is a wall time, as without offset.
+        ("2026-03-01T09:00:00.1234567Z", datetime(2026, 3, 1, 14, 0, 0, 123456, tzinfo=UTC)),
         ("2026-03-01T09:00:00.9999999+01:00", datetime(2026, 3, 1, 8, 0, 0, 999999, tzinfo=UTC)),
         ("2026-03-01T09:00:00.5", datetime(2026, 3, 1, 14, 0, 0, 500000, tzinfo=UTC)),
         ("2026-07-01T09:00:00", datetime(2026, 7, 1, 13, 0, tzinfo=UTC)),  # EDT
@@ -265,8 +268,9 @@ def test_every_extension_round_trips() -> None:
     text = rendered.decode()
     assert 'xc:paused="true"' in text
     assert (
-        '<add type="scheduled" days="Monday Friday" start="2026-03-02T09:30:00+01:00" '
-        'stop="2027-01-01T00:00:00+01:00" xc:timeZone="Europe/Paris" xc:misfire="run_all" '
+        '<add type="scheduled" days="Monday Friday" start="2026-03-01T09:30:00" '
+        'stop="2027-01-01T00:00:00+01:00" xc:start="2026-03-02T09:30:00+01:00" xc:timeZone="Europe/Paris" '
+        'xc:misfire="run_all" '
         'xc:misfireGrace="600" xc:maxCatchup="3" xc:overlap="buffer_one">'
     ) in text
     assert '<xc:param name="timeout" type="duration">90.5</xc:param>' in text
@@ -304,36 +308,51 @@ def test_empty_document_renders_and_reads_back() -> None:
     assert round_trip(ScheduleDocument(())) == ScheduleDocument(())
 
 
-def calendar_entry(start: datetime, time_of_day: time, zone: str, end: datetime | None = None) -> ScheduleDocument:
-    schedule = Schedule(
-        spec=CalendarSpec(days=frozenset({2}), time_of_day=time_of_day), start=start, end=end, time_zone=zone
-    )
+def calendar_entry(
+    start: datetime, time_of_day: time, zone: str, end: datetime | None = None, days: frozenset[int] = frozenset({2})
+) -> ScheduleDocument:
+    schedule = Schedule(spec=CalendarSpec(days=days, time_of_day=time_of_day), start=start, end=end, time_zone=zone)
     return ScheduleDocument((ScheduleEntry(type_name="A", start_type="schedule", schedules=(schedule,)),))
 
 
+SUNDAY = frozenset({7})
+
+
 @pytest.mark.parametrize(
-    ("start", "time_of_day", "zone", "written"),
+    ("start", "time_of_day", "zone", "days", "written"),
     [
-        (datetime(2026, 3, 1, 8, tzinfo=UTC), time(9, 0), "Europe/Paris", "2026-03-01T09:00:00+01:00"),
-        (datetime(2026, 3, 1, 9, tzinfo=UTC), time(9, 0), "Europe/Paris", "2026-03-02T09:00:00+01:00"),
-        # 02:30 does not exist on 2026-03-29 in Paris: the first 02:30 is the next day.
-        (datetime(2026, 3, 28, 23, tzinfo=UTC), time(2, 30), "Europe/Paris", "2026-03-30T02:30:00+02:00"),
-        # 02:30 comes twice on 2026-10-25: after the first, the second still counts.
-        (datetime(2026, 10, 25, 0, 45, tzinfo=UTC), time(2, 30), "Europe/Paris", "2026-10-25T02:30:00+01:00"),
-        (datetime(2026, 3, 1, 8, tzinfo=UTC), time(9, 0, 0, 250), "", "2026-03-01T09:00:00.000250+01:00"),
+        # 2026-03-01 is a Sunday; the first Tuesday 09:00 is 03-03, so SanteDB's start is the day before.
+        (datetime(2026, 3, 1, 8, tzinfo=UTC), time(9, 0), "Europe/Paris", frozenset({2}), "2026-03-02T09:00:00"),
+        # The first firing is the start itself: SanteDB must fire it too, so start is on the day before.
+        (datetime(2026, 3, 1, 8, tzinfo=UTC), time(9, 0), "Europe/Paris", SUNDAY, "2026-02-28T09:00:00"),
+        (datetime(2026, 3, 1, 9, tzinfo=UTC), time(9, 0), "Europe/Paris", SUNDAY, "2026-03-07T09:00:00"),
+        # 02:30 does not exist on Sunday 2026-03-29 in Paris: xcron fires at 03:00 that day.
+        (datetime(2026, 3, 28, 23, tzinfo=UTC), time(2, 30), "Europe/Paris", SUNDAY, "2026-03-28T02:30:00"),
+        # 02:30 comes twice on 2026-10-25: a fixed time runs on the first pass only, already past here.
+        (datetime(2026, 10, 25, 0, 45, tzinfo=UTC), time(2, 30), "Europe/Paris", SUNDAY, "2026-10-31T02:30:00"),
+        # Without days, one firing: SanteDB fires on the date written in start.
+        (datetime(2026, 3, 1, 8, tzinfo=UTC), time(9, 0, 0, 250), "", frozenset(), "2026-03-01T09:00:00.000250"),
+        # No lower bound (.NET's MinValue): SanteDB fires from the very first day.
+        (datetime.min.replace(tzinfo=UTC), time(9, 0), "America/New_York", SUNDAY, "0001-01-01T09:00:00"),
     ],
 )
-def test_calendar_start_is_written_at_its_time_of_day(
-    start: datetime, time_of_day: time, zone: str, written: str
+def test_calendar_start_is_the_wall_time_santedb_needs(
+    start: datetime, time_of_day: time, zone: str, days: frozenset[int], written: str
 ) -> None:
-    doc = calendar_entry(start, time_of_day, zone)
+    doc = calendar_entry(start, time_of_day, zone, days=days)
     rendered = render_schedule_xml(doc, default_zone="Europe/Paris").decode()
-    # SanteDB takes the time of day from start, so start is the first firing ...
+    # No offset: SanteDB takes the digits as written on any host, where "Z" and offsets would move them.
     assert f'start="{written}"' in rendered
-    # ... and xcron's own start, when different, is kept beside it so the schedule reads back equal.
-    moved = datetime.fromisoformat(written) != start
-    assert ('xc:start="' in rendered) == moved
+    assert 'xc:start="' in rendered  # xcron's own start, exact
     assert parse(rendered, "Europe/Paris") == doc
+    (schedule,) = doc.entries[0].schedules
+    if start.year == 1:
+        return
+    first = next_fire_time(schedule, start - timedelta(microseconds=1), default_zone="Europe/Paris")
+    if first is not None:
+        wall = datetime.fromisoformat(written)
+        local = first.astimezone(ZoneInfo(zone or "Europe/Paris"))
+        assert local.date() == wall.date() + (timedelta(days=1) if days else timedelta())
 
 
 def test_stale_xc_start_yields_to_a_hand_edited_start() -> None:
@@ -386,10 +405,7 @@ def test_sample_round_trip_keeps_unknown_entries_byte_for_byte(tmp_path: Path) -
     written = target.read_bytes()
     reread = load_schedule_file(target, default_zone="UTC")
     assert reread == original
-    for before, after in zip(original.entries, reread.entries, strict=True):
-        assert before.element is not None
-        assert before.element in written
-        assert after.element == before.element
+    assert written == SAMPLE.read_bytes()  # byte for byte: SanteDB's " />", declaration, everything
     # Saving again changes nothing.
     save_schedule_file(target, reread, default_zone="UTC", known=lambda _: False)
     assert target.read_bytes() == written
@@ -412,7 +428,7 @@ def test_unknown_entry_with_other_prefix_is_kept() -> None:
     doc = parse(text)
     assert doc.entries[0].paused
     rendered = render_schedule_xml(doc, default_zone="UTC", known=lambda _: False)
-    assert doc.entries[0].element is not None and doc.entries[0].element in rendered
+    assert rendered == text.encode()
     assert b'o:note="kept"' in rendered
     assert parse(rendered) == doc
     assert parse(rendered).entries[0].element == doc.entries[0].element
@@ -501,10 +517,10 @@ BILLION_LAUGHS = """<?xml version="1.0"?>
             id="day",
         ),
         pytest.param(
-            one_job('<add type="interval" start="2026-01-01T00:00:00" interval="0"/>'),
+            one_job('<add type="interval" start="2026-01-01T00:00:00" interval="2147483648"/>'),
             5,
-            "interval='0': must be between 1 and",
-            id="interval-zero",
+            "interval='2147483648': must be between",
+            id="interval-beyond-int32",
         ),
         pytest.param(
             one_job('<add type="interval" start="2026-01-01T00:00:00" interval="PT1H"/>'),
@@ -519,10 +535,10 @@ BILLION_LAUGHS = """<?xml version="1.0"?>
             id="no-interval",
         ),
         pytest.param(
-            one_job('<add start="2026-01-02T00:00:00Z" stop="2026-01-01T00:00:00Z"/>'),
+            one_job('<add start="2026-01-02T00:00:00Z" stop="tomorrow"/>'),
             5,
-            "stop='2026-01-01T00:00:00Z' is before start='2026-01-02T00:00:00Z'",
-            id="stop-before-start",
+            "stop='tomorrow': expected an xs:dateTime",
+            id="stop-text",
         ),
         pytest.param(
             one_job('<add start="2026-02-30T00:00:00"/>'),
@@ -804,8 +820,8 @@ def schedules(draw: st.DrawFn) -> Schedule:
             end = start + draw(st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=9999)))
     elif kind == "calendar":
         spec = CalendarSpec(days=draw(st.frozensets(st.integers(1, 7))), time_of_day=draw(st.times()).replace(fold=0))
-        if draw(st.booleans()):  # past the first firing, which may be up to two days later
-            end = start + draw(st.timedeltas(min_value=timedelta(days=3), max_value=timedelta(days=9999)))
+        if draw(st.booleans()):  # past the first firing, which may be up to eight days later (one weekday, DST)
+            end = start + draw(st.timedeltas(min_value=timedelta(days=9), max_value=timedelta(days=9999)))
     else:
         spec = CronSpec(
             expression=draw(
@@ -856,15 +872,19 @@ def test_random_documents_round_trip(doc: ScheduleDocument) -> None:
     rendered = render_schedule_xml(doc, default_zone=DEFAULT_ZONE)
     reread = parse(rendered, DEFAULT_ZONE)
     assert reread == doc
-    # What SanteDB reads: a calendar <add>'s start is its first firing, at the time of day.
+    # What SanteDB reads: a calendar <add>'s start is a wall time at the time of day, on the date of the
+    # first firing (without days) or the day before (with days: SanteDB fires only on later dates).
     adds = etree.fromstring(rendered).iter("{http://santedb.org/configuration}add")
     plain = [s for entry in doc.entries for s in entry.schedules if not isinstance(s.spec, CronSpec)]
     for add, schedule in zip(adds, plain, strict=True):
         if isinstance(schedule.spec, CalendarSpec):
-            first = datetime.fromisoformat(add.get("start", ""))
-            assert schedule.start <= first < schedule.start + timedelta(days=3)
-            assert first.astimezone(zone_of(schedule)).time() == schedule.spec.time_of_day
-            assert (add.get("{urn:xcron:schedule:v1}start") is None) == (first == schedule.start)
+            wall = datetime.fromisoformat(add.get("start", ""))
+            assert wall.tzinfo is None
+            assert wall.time() == schedule.spec.time_of_day
+            first = next_fire_time(schedule, schedule.start - timedelta(microseconds=1), default_zone=DEFAULT_ZONE)
+            if first is not None:
+                shift = timedelta(days=1) if schedule.spec.days else timedelta()
+                assert first.astimezone(zone_of(schedule)).date() == wall.date() + shift
     # Rebuilt from the fields or kept as read, the bytes are the same.
     assert render_schedule_xml(fresh(reread), default_zone=DEFAULT_ZONE) == rendered
     assert render_schedule_xml(reread, default_zone=DEFAULT_ZONE, known=lambda _: False) == rendered
@@ -874,3 +894,121 @@ def test_rendered_output_is_indented_like_santedb() -> None:
     rendered = render_schedule_xml(sample_doc(), default_zone="UTC").decode()
     indents = {len(m.group(1)) for m in re.finditer(r"\n( *)<", rendered)}
     assert indents == {0, 2, 4, 6}
+
+
+# -- SanteDB fidelity (issue 11) ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Europe/Paris", "America/New_York", "Pacific/Kiritimati"])
+def test_santedb_min_and_max_values_mean_no_bounds(zone: str) -> None:
+    text = one_job(
+        '<add type="interval" start="0001-01-01T00:00:00" stop="9999-12-31T23:59:59.9999999" interval="60" />\n'
+        '<add days="Monday" start="0001-01-01T00:00:00" stop="9999-12-31T23:59:59.9999999" />\n'
+        '<add type="interval" start="0001-01-01T00:00:00Z" interval="60" />'
+    )
+    interval, calendar, utc_min = parse(text, zone).entries[0].schedules
+    assert interval.start == calendar.start == utc_min.start == datetime.min.replace(tzinfo=UTC)
+    assert interval.end is None and calendar.end is None
+    assert calendar.spec == CalendarSpec(days=frozenset({1}), time_of_day=time(0, 0))
+
+
+@pytest.mark.parametrize(
+    ("add", "reason"),
+    [
+        ('<add type="interval" start="2026-01-01T00:00:00" interval="0" />', "interval='0': SanteDB accepts it"),
+        ('<add type="interval" start="0001-01-01T00:00:00" interval="-60" />', "interval='-60'"),
+        ('<add start="2026-01-02T00:00:00Z" stop="2026-01-01T00:00:00Z" />', "is not after start"),
+        ('<add type="interval" start="2026-01-02T00:00:00" stop="2026-01-02T00:00:00" interval="5" />', "not after"),
+    ],
+)
+def test_what_santedb_accepts_but_xcron_cannot_run_is_disabled_not_refused(add: str, reason: str) -> None:
+    text = one_job(f'{add}\n      <add type="interval" start="2026-01-01T00:00:00Z" interval="60" />')
+    (entry,) = parse(text).entries
+    (disabled,) = entry.disabled
+    assert disabled.line == 5 and reason in disabled.reason and "disabled" in disabled.reason
+    assert [s.spec for s in entry.schedules] == [IntervalSpec(every=timedelta(minutes=1))]  # the rest loads
+    # Rebuilt (e.g. paused), the disabled schedule is kept as written.
+    rebuilt = render_schedule_xml(fresh(parse(text)), default_zone="UTC")
+    assert parse(rebuilt).entries[0].disabled == entry.disabled
+
+
+def test_an_entry_of_an_unknown_job_is_never_a_reason_to_refuse() -> None:
+    text = (
+        f'{HEAD}  <JobItemConfiguration type="Other.Job, Other" startType="later">\n'
+        f'    <schedule {SCHEDULE_NS}><add type="weekly" start="yesterday" interval="often" /></schedule>\n'
+        "  </JobItemConfiguration>\n</ArrayOfJobItemConfiguration>\n"
+    )
+    with pytest.raises(ScheduleFileError):
+        parse(text)  # without knowing which jobs run, everything is checked
+    doc = parse_schedule_xml(text.encode(), source="xcron.xml", default_zone="UTC", known=lambda _: False)
+    (entry,) = doc.entries
+    assert entry.unreadable is not None and "startType" in entry.unreadable
+    assert render_schedule_xml(doc, default_zone="UTC", known=lambda _: False) == text.encode()
+
+
+SANTEDB_WINDOWS = (
+    b'\xef\xbb\xbf<?xml version="1.0" encoding="utf-8"?>\r\n'
+    b'<ArrayOfJobItemConfiguration xmlns:xsd="http://www.w3.org/2001/XMLSchema" '
+    b'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">\r\n'
+    b"    <!-- kept -->\r\n"
+    b'    <JobItemConfiguration startType="immediate" type="Kept.Job, Kept">\r\n'
+    b'        <schedule xmlns="http://santedb.org/configuration">\r\n'
+    b'            <add type="interval" start="2024-06-14T10:15:30.1234567-04:00" interval="86400" />\r\n'
+    b"        </schedule>\r\n"
+    b"    </JobItemConfiguration>\r\n"
+    b'    <JobItemConfiguration type="Mine.Job, Mine" startType="schedule">\r\n'
+    b'        <schedule xmlns="http://santedb.org/configuration">\r\n'
+    b'            <add type="interval" start="2026-01-01T00:00:00Z" interval="60" />\r\n'
+    b"        </schedule>\r\n"
+    b"    </JobItemConfiguration>\r\n"
+    b"</ArrayOfJobItemConfiguration>"
+)
+
+
+def test_a_change_rewrites_only_its_entry_in_the_files_own_style() -> None:
+    doc = parse(SANTEDB_WINDOWS)
+    mine = doc.entries[1]
+    hourly = (Schedule(spec=IntervalSpec(every=timedelta(hours=1)), start=datetime(2026, 1, 1, tzinfo=UTC)),)
+    changed = doc.replace(dataclasses.replace(mine, schedules=hourly, paused=True))
+    written = render_schedule_xml(changed, default_zone="UTC")
+    before, _ = SANTEDB_WINDOWS.split(b'    <JobItemConfiguration type="Mine.Job')
+    assert written.startswith(before)  # BOM, declaration, declarations' order, comment, the other entry
+    assert written.endswith(b"\r\n</ArrayOfJobItemConfiguration>")  # no line end added at the end
+    assert b"\n" not in written.replace(b"\r\n", b"")  # CRLF throughout
+    assert (
+        b'    <JobItemConfiguration xmlns:xc="urn:xcron:schedule:v1" type="Mine.Job, Mine" startType="schedule" '
+        b'xc:paused="true">\r\n        <schedule xmlns="http://santedb.org/configuration">\r\n'
+        b'            <add type="interval" start="2026-01-01T00:00:00Z" interval="3600" />\r\n'
+    ) in written
+    assert parse(written) == changed
+    # Added entries go before the end tag, removed ones leave no trace.
+    added = changed.replace(ScheduleEntry(type_name="New.Job", start_type="never", schedules=()))
+    assert render_schedule_xml(added.remove("Mine.Job"), default_zone="UTC") == (
+        before + b'    <JobItemConfiguration xmlns:xc="urn:xcron:schedule:v1" type="New.Job" startType="never">\r\n'
+        b'        <schedule xmlns="http://santedb.org/configuration" />\r\n'
+        b"    </JobItemConfiguration>\r\n</ArrayOfJobItemConfiguration>"
+    )
+    assert render_schedule_xml(doc.remove("Mine.Job").remove("Kept.Job"), default_zone="UTC").endswith(
+        b'"http://www.w3.org/2001/XMLSchema-instance">\r\n    <!-- kept -->\r\n</ArrayOfJobItemConfiguration>'
+    )
+
+
+def test_an_empty_santedb_root_gets_entries() -> None:
+    data = b'<?xml version="1.0"?>\n<ArrayOfJobItemConfiguration xmlns:xsd="x" xmlns:xsi="y" />'
+    doc = parse(data).replace(ScheduleEntry(type_name="New.Job", start_type="never", schedules=()))
+    written = render_schedule_xml(doc, default_zone="UTC")
+    assert written.startswith(b'<?xml version="1.0"?>\n<ArrayOfJobItemConfiguration xmlns:xsd="x" xmlns:xsi="y">\n')
+    assert parse(written) == doc
+
+
+def test_save_keeps_owner_and_group(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give the file to another user")
+    target = tmp_path / "xcron.xml"
+    target.write_bytes(SAMPLE.read_bytes())
+    os.chown(target, 4321, 8765)
+    target.chmod(0o600)
+    save_schedule_file(target, sample_doc(), default_zone="UTC")
+    status = target.stat()
+    assert (status.st_uid, status.st_gid, status.st_mode & 0o777) == (4321, 8765, 0o600)
+    assert target.read_bytes() != SAMPLE.read_bytes()  # really rewritten (rebuilt from fields)

@@ -172,6 +172,7 @@ def job_from_proto(message: pb.Job) -> Job:
         schedules=tuple(schedule_from_proto(s) for s in message.schedules),
         schedules_paused=message.schedules_paused,
         type_name=message.type_name,
+        disabled_schedules=tuple(message.disabled_schedules),
     )
 
 

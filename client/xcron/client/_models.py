@@ -187,6 +187,8 @@ class Job:
     schedules_paused: bool = False
     type_name: str = ""
     """The key of the job's entry in xcron.xml, ``"module.Class, package"``."""
+    disabled_schedules: tuple[str, ...] = ()
+    """Schedules in xcron.xml the server cannot honour and does not run, as ``"xcron.xml:LINE: reason"``."""
 
 
 @dataclass(frozen=True, kw_only=True)

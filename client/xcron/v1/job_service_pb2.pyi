@@ -388,6 +388,7 @@ class Job(_message.Message):
     SCHEDULES_FIELD_NUMBER: _builtins.int
     SCHEDULES_PAUSED_FIELD_NUMBER: _builtins.int
     TYPE_NAME_FIELD_NUMBER: _builtins.int
+    DISABLED_SCHEDULES_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Stable identifier, e.g. "xcron.purge-history"."""
     name: _builtins.str
@@ -424,6 +425,13 @@ class Job(_message.Message):
     def schedules(self) -> _containers.RepeatedCompositeFieldContainer[Global___Schedule]:
         """The job's schedules."""
 
+    @_builtins.property
+    def disabled_schedules(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Schedules in xcron.xml that SanteDB accepts but this server cannot honour (e.g. interval="0", a stop
+        not after the start), each as "xcron.xml:LINE: reason". They do not run and are kept in the file as
+        written until SetSchedule replaces the job's schedules.
+        """
+
     def __init__(
         self,
         *,
@@ -441,10 +449,11 @@ class Job(_message.Message):
         schedules: _abc.Iterable[Global___Schedule] | None = ...,
         schedules_paused: _builtins.bool = ...,
         type_name: _builtins.str = ...,
+        disabled_schedules: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["last_finish_time", b"last_finish_time", "last_start_time", b"last_start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["can_cancel", b"can_cancel", "description", b"description", "execution_id", b"execution_id", "id", b"id", "last_finish_time", b"last_finish_time", "last_start_time", b"last_start_time", "name", b"name", "parameters", b"parameters", "progress", b"progress", "schedules", b"schedules", "schedules_paused", b"schedules_paused", "state", b"state", "status_text", b"status_text", "type_name", b"type_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["can_cancel", b"can_cancel", "description", b"description", "disabled_schedules", b"disabled_schedules", "execution_id", b"execution_id", "id", b"id", "last_finish_time", b"last_finish_time", "last_start_time", b"last_start_time", "name", b"name", "parameters", b"parameters", "progress", b"progress", "schedules", b"schedules", "schedules_paused", b"schedules_paused", "state", b"state", "status_text", b"status_text", "type_name", b"type_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -106,7 +106,9 @@ class XcronServer:
             self.cluster = Cluster(postgres, lease=timedelta(seconds=config.lease_seconds))
         else:
             self.store = SqliteStateStore(config.data_dir / "state.sqlite3")
-            self.schedule_source = FileScheduleSource(config.schedule_file)
+            self.schedule_source = FileScheduleSource(
+                config.schedule_file, written_copy=config.data_dir / "xcron.xml.last-written"
+            )
         self.bus = EventBus(max_watchers=config.limits.max_watchers)
         self.metrics = Metrics()
         self.metrics_port: int | None = None

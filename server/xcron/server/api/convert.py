@@ -282,6 +282,7 @@ def job(view: JobView) -> pb.Job:
         out.last_finish_time.CopyFrom(timestamp(record.last_finish))
     out.execution_id = record.execution_id
     out.schedules_paused = view.paused
+    out.disabled_schedules.extend(view.disabled_schedules)
     for s, r, times in view.schedules:
         item = out.schedules.add()
         item.CopyFrom(_schedule_template(s))

@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 
 from xcron.server.core.clock import Clock
-from xcron.server.core.errors import InvalidArgument, StoreUnavailable
+from xcron.server.core.errors import FailedPrecondition, InvalidArgument, StoreUnavailable
 from xcron.server.core.events import EventBus
 from xcron.server.core.executor import Executor
 from xcron.server.core.jobs import Job
@@ -21,12 +21,15 @@ from xcron.server.core.params import bind_parameters, bind_positional, check_siz
 from xcron.server.core.registry import JobRegistry
 from xcron.server.core.scheduler import Scheduler
 from xcron.server.core.triggers import ScheduleValueError, validate_schedule
-from xcron.server.stores.schedules import FileScheduleSource, ScheduleSource
+from xcron.server.stores.schedules import FileScheduleSource, ScheduleSource, ScheduleSourceChanged
 from xcron.server.stores.state import ExecutionCursor, ExecutionRecord, JobRecord, ScheduleRecord, StateStore
 from xcron.server.stores.xcron_xml import (
+    NO_END_FLOOR,
     ScheduleDocument,
     ScheduleEntry,
     ScheduleFileError,
+    ScheduleWriteError,
+    check_writable,
 )
 
 log = logging.getLogger(__name__)
@@ -38,6 +41,8 @@ class JobView:
     record: JobRecord
     schedules: list[tuple[Schedule, ScheduleRecord, list[datetime]]]
     paused: bool
+    disabled_schedules: tuple[str, ...] = ()
+    """Schedules in xcron.xml this server cannot honour and does not run, as "xcron.xml:LINE: reason"."""
 
 
 class JobManager:
@@ -71,25 +76,26 @@ class JobManager:
         )
         self._document = ScheduleDocument(entries=())
         self._schedules: dict[str, JobSchedules] = {}
+        self._disabled: dict[str, tuple[str, ...]] = {}
         self._file_lock = asyncio.Lock()
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def load_schedules(self) -> None:
         """Reads and checks xcron.xml; raises ScheduleFileError (the server must not start)."""
-        document = await self.schedules_source.load(default_zone=self.default_zone)
-        self._schedules = self._bind_document(document)
+        document = await self.schedules_source.load(default_zone=self.default_zone, known=self._known)
+        self._schedules, self._disabled = self._bind_document(document)
         self._document = document
 
     async def import_schedules(self, path: Path) -> None:
         """Replaces the schedules with an xcron.xml file (checked first, like a reload)."""
-        document = await FileScheduleSource(path).load(default_zone=self.default_zone)
+        document = await FileScheduleSource(path).load(default_zone=self.default_zone, known=self._known)
         self._bind_document(document)
         await self.schedules_source.save(document, default_zone=self.default_zone, known=lambda _: False)
         log.info("imported %d schedule entries from %s", len(document.entries), path)
 
     async def export_schedules(self, path: Path) -> None:
-        document = await self.schedules_source.load(default_zone=self.default_zone)
+        document = await self.schedules_source.load(default_zone=self.default_zone, known=lambda _: False)
         await FileScheduleSource(path).save(document, default_zone=self.default_zone, known=lambda _: False)
 
     async def start(self) -> None:
@@ -100,13 +106,22 @@ class JobManager:
         await self.scheduler.stop()
         await self.executor.shutdown(grace)
 
-    def _bind_document(self, document: ScheduleDocument) -> dict[str, JobSchedules]:
+    def _known(self, type_name: str) -> bool:
+        return self.registry.by_type_name(type_name) is not None
+
+    def _bind_document(self, document: ScheduleDocument) -> tuple[dict[str, JobSchedules], dict[str, tuple[str, ...]]]:
+        """Each known job's schedules, and the schedules of it that cannot run (logged as warnings)."""
         bound: dict[str, JobSchedules] = {}
+        disabled: dict[str, tuple[str, ...]] = {}
         for entry in document.entries:
             job = self.registry.by_type_name(entry.type_name)
             if job is None:
                 log.info("xcron.xml: keeping entry for unknown job type %r unchanged", entry.type_name)
                 continue
+            if entry.disabled:
+                disabled[job.id] = tuple(f"{self.schedules_source.label}:{d.line}: {d.reason}" for d in entry.disabled)
+                for d in entry.disabled:
+                    log.warning("%s:%s: job %s: %s", self.schedules_source.description, d.line, job.id, d.reason)
             if job.id in bound:
                 raise ScheduleFileError(
                     self.schedules_source.description, None, f"two entries for job type {entry.type_name!r}"
@@ -124,26 +139,30 @@ class JobManager:
                     ) from exc
                 schedules.append(_with_parameters(schedule, given))
             bound[job.id] = JobSchedules(schedules=tuple(schedules), paused=entry.paused)
-        return bound
+        return bound, disabled
 
     async def reload(self) -> tuple[int, int]:
         """Re-reads xcron.xml; an invalid file changes nothing (InvalidArgument says why)."""
         async with self._file_lock:
             try:
-                document = await self.schedules_source.load(default_zone=self.default_zone)
-                schedules = self._bind_document(document)
+                return await self._reload_locked()
             except ScheduleFileError as exc:
                 log.error("reload rejected, running schedules kept: %s", exc)
                 raise InvalidArgument("", f"xcron.xml was not reloaded: {exc}", reason="SCHEDULE_FILE_INVALID") from exc
-            self._document = document
-            for job in self.registry:
-                new = schedules.get(job.id, JobSchedules())
-                if new != self._schedules.get(job.id, JobSchedules()):
-                    await self.scheduler.set_job_schedules(job.id, new)
-            self._schedules = schedules
-            unknown = sum(1 for e in document.entries if self.registry.by_type_name(e.type_name) is None)
-            log.info("xcron.xml reloaded: %d scheduled jobs, %d unknown entries", len(schedules), unknown)
-            return sum(1 for s in schedules.values() if s.schedules), unknown
+
+    async def _reload_locked(self) -> tuple[int, int]:
+        document = await self.schedules_source.load(default_zone=self.default_zone, known=self._known)
+        schedules, disabled = self._bind_document(document)
+        self._document = document
+        self._disabled = disabled
+        for job in self.registry:
+            new = schedules.get(job.id, JobSchedules())
+            if new != self._schedules.get(job.id, JobSchedules()):
+                await self.scheduler.set_job_schedules(job.id, new)
+        self._schedules = schedules
+        unknown = sum(1 for e in document.entries if not self._known(e.type_name))
+        log.info("xcron.xml reloaded: %d scheduled jobs, %d unknown entries", len(schedules), unknown)
+        return sum(1 for s in schedules.values() if s.schedules), unknown
 
     # -- queries -----------------------------------------------------------------------------
 
@@ -154,6 +173,7 @@ class JobManager:
             record=self.executor.job_record(job_id),
             schedules=self.scheduler.schedule_info(job_id, fire_time_count),
             paused=self._schedules.get(job_id, JobSchedules()).paused,
+            disabled_schedules=self._disabled.get(job_id, ()),
         )
 
     @property
@@ -194,61 +214,104 @@ class JobManager:
             )
         checked = []
         for i, schedule in enumerate(schedules):
+            if schedule.end is not None and schedule.end >= NO_END_FLOOR:
+                schedule = replace(schedule, end=None)  # .NET's DateTime.MaxValue: SanteDB's "no end"
             try:
                 validate_schedule(schedule)
+                check_writable(schedule, default_zone=self.default_zone)
             except ScheduleValueError as exc:
+                raise InvalidArgument(f"schedules[{i}].{exc.field}", str(exc)) from exc
+            except ScheduleWriteError as exc:
                 raise InvalidArgument(f"schedules[{i}].{exc.field}", str(exc)) from exc
             check_size(schedule.parameters, self.limits, field=f"schedules[{i}].parameters")
             bind_parameters(job.parameters, schedule.parameters, field=f"schedules[{i}].parameters")
             _check_overlap(job, schedule, f"schedules[{i}].overlap_policy")
             checked.append(schedule)
-        await self._save(job, lambda current: JobSchedules(schedules=tuple(checked), paused=current.paused))
+        await self._save(
+            job, lambda current: JobSchedules(schedules=tuple(checked), paused=current.paused), replaces_all=True
+        )
 
     async def set_paused(self, job_id: str, paused: bool) -> None:
         job = self.registry.get(job_id)
         await self._save(job, lambda current: JobSchedules(schedules=current.schedules, paused=paused))
 
-    async def _save(self, job: type[Job], change: Callable[[JobSchedules], JobSchedules]) -> None:
+    async def _save(
+        self, job: type[Job], change: Callable[[JobSchedules], JobSchedules], *, replaces_all: bool = False
+    ) -> None:
         """Writes xcron.xml first; memory and the scheduler change only once the file is saved.
 
         `change` builds the new value from the current one inside the lock, so concurrent
-        SetSchedule and PauseSchedule calls cannot undo each other."""
+        SetSchedule and PauseSchedule calls cannot undo each other. When the file changed on disk
+        since xcron last read or wrote it (a hand edit, a SanteDB save), it is reloaded first, so
+        the edit wins for the entries it touched and this call for its own job; if the changed file
+        is invalid, nothing is written (FAILED_PRECONDITION). `replaces_all`: the call sets every
+        schedule of the job, including the ones xcron could not run (else those are kept)."""
         async with self._file_lock:
-            new = change(self._schedules.get(job.id, JobSchedules()))
-            if new == self._schedules.get(job.id, JobSchedules()):
-                return
-            existing = self._document.find(job.effective_type_name())
+            for attempt in range(3):
+                try:
+                    await self._save_locked(job, change, replaces_all)
+                    return
+                except ScheduleSourceChanged as changed:
+                    label = self.schedules_source.label
+                    log.warning("%s changed on disk since it was last read; reloading it before writing", label)
+                    try:
+                        await self._reload_locked()
+                    except ScheduleFileError as exc:
+                        log.error("not saved: %s changed on disk and is invalid: %s", label, exc)
+                        raise FailedPrecondition(
+                            f"{label} was changed on disk and is not valid (line {exc.line}: {exc.reason}); "
+                            "nothing was written: fix the file, then call ReloadSchedules",
+                            reason="SCHEDULE_FILE_CHANGED_INVALID",
+                        ) from changed
+                    if attempt == 2:
+                        raise FailedPrecondition(
+                            f"{label} keeps changing on disk; nothing was written, try again",
+                            reason="SCHEDULE_FILE_CHANGING",
+                        ) from changed
+
+    async def _save_locked(
+        self, job: type[Job], change: Callable[[JobSchedules], JobSchedules], replaces_all: bool
+    ) -> None:
+        new = change(self._schedules.get(job.id, JobSchedules()))
+        existing = self._document.find(job.effective_type_name())
+        disabled = () if replaces_all or existing is None else existing.disabled
+        if new == self._schedules.get(job.id, JobSchedules()) and (not replaces_all or not self._disabled.get(job.id)):
+            return
+        if not new.schedules and not new.paused and not disabled:
+            # SanteDB's Clear removes the job's entry; so does xcron.
+            document = self._document.remove(job.effective_type_name()) if existing else self._document
+        else:
             entry = ScheduleEntry(
                 type_name=existing.type_name if existing else job.effective_type_name(),
                 start_type=existing.start_type if existing else "schedule",
                 schedules=new.schedules,
                 paused=new.paused,
                 positional_parameters=_positional(job, new.schedules),
+                disabled=disabled,
             )
             document = self._document.replace(entry)
-            try:
-                await self.schedules_source.save(
-                    document,
-                    default_zone=self.default_zone,
-                    known=lambda type_name: self.registry.by_type_name(type_name) is not None,
-                )
-            except ValueError as exc:
-                raise InvalidArgument("schedules", f"cannot be written to xcron.xml: {exc}") from exc
-            except OSError as exc:
-                where = self.schedules_source.description
-                log.error("could not save %s: %s", where, exc)
-                raise StoreUnavailable(
-                    f"the schedule was not saved: cannot write {where}: {exc.strerror or exc}; nothing was changed",
-                    reason="SCHEDULE_FILE_UNWRITABLE",
-                ) from exc
-            except StoreUnavailable as exc:
-                raise StoreUnavailable(
-                    f"the schedule was not saved: {exc.message}; nothing was changed",
-                    reason="SCHEDULE_STORE_UNAVAILABLE",
-                ) from exc
-            self._document = document
-            self._schedules[job.id] = new
-            await self.scheduler.set_job_schedules(job.id, new)  # cannot fail: its own saves are best effort
+        try:
+            document = await self.schedules_source.save(document, default_zone=self.default_zone, known=self._known)
+        except ValueError as exc:
+            raise InvalidArgument("schedules", f"cannot be written to xcron.xml: {exc}") from exc
+        except OSError as exc:
+            where = self.schedules_source.description
+            log.error("could not save %s: %s", where, exc)
+            raise StoreUnavailable(
+                f"the schedule was not saved: cannot write {self.schedules_source.label}: "
+                f"{exc.strerror or exc}; nothing was changed",
+                reason="SCHEDULE_FILE_UNWRITABLE",
+            ) from exc
+        except StoreUnavailable as exc:
+            raise StoreUnavailable(
+                f"the schedule was not saved: {exc.message}; nothing was changed",
+                reason="SCHEDULE_STORE_UNAVAILABLE",
+            ) from exc
+        self._document = document
+        if replaces_all:
+            self._disabled.pop(job.id, None)
+        self._schedules[job.id] = new
+        await self.scheduler.set_job_schedules(job.id, new)  # cannot fail: its own saves are best effort
 
 
 def _check_overlap(job: type[Job], schedule: Schedule, field: str) -> None:

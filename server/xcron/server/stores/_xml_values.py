@@ -8,7 +8,8 @@ the line and the attribute name.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, time, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -43,11 +44,63 @@ def load_zone(name: str) -> ZoneInfo:
         raise ValueError(f"unknown IANA time zone {name!r} (expected a name such as 'Europe/Paris')") from None
 
 
-def parse_datetime(text: str, zone: ZoneInfo) -> datetime:
-    """An xs:dateTime as an aware UTC datetime; without an offset it is wall time in `zone` (fold=0).
+# .NET's DateTime.MinValue and MaxValue: SanteDB writes them for "no start" and "no stop".
+NO_START = datetime.min.replace(tzinfo=UTC)
+NO_END = datetime.max.replace(tzinfo=UTC)
+MIN_VALUE_TEXT = "0001-01-01T00:00:00"
+MAX_VALUE_TEXT = "9999-12-31T23:59:59.9999999"
 
-    Fractions beyond microseconds are truncated, so .NET's 7-digit ticks never round up a second.
-    """
+
+@dataclass(frozen=True)
+class XsDateTime:
+    """An xs:dateTime as written: `wall` is the date and time digits, `offset` "", "Z" or "+hh:mm"."""
+
+    wall: datetime
+    offset: str
+
+    @property
+    def is_min_value(self) -> bool:
+        return self.wall == datetime.min
+
+    @property
+    def is_max_value(self) -> bool:
+        return self.wall >= datetime.max.replace(microsecond=0)
+
+    def instant(self, zone: ZoneInfo, *, santedb: bool = False) -> datetime:
+        """The instant as aware UTC; without an offset the wall time is read in `zone` (fold=0).
+
+        `santedb`: read as SanteDB reads it on a host in `zone`. A value with "Z" becomes a UTC DateTime
+        that SanteDB compares tick for tick with local times, so its digits are a wall time too.
+        DateTime.MinValue and MaxValue mean no bound; other values beyond the representable range are
+        clamped to it (they lie before or after every time xcron can schedule).
+        """
+        if self.is_min_value:
+            return NO_START
+        if self.is_max_value:
+            return NO_END
+        try:
+            if not self.offset or (santedb and self.offset == "Z"):
+                return self.wall.replace(tzinfo=zone).astimezone(UTC)
+            if self.offset == "Z":
+                return self.wall.replace(tzinfo=UTC)
+            return datetime.fromisoformat(self.wall.isoformat() + self.offset).astimezone(UTC)
+        except (OverflowError, ValueError):
+            return NO_START if self.wall.year < 5000 else NO_END
+
+    def local_wall(self, zone: ZoneInfo) -> datetime:
+        """The wall time SanteDB's DateTime carries on a host in `zone` (offsets converted, else as written)."""
+        if self.offset in ("", "Z") or self.is_min_value or self.is_max_value:
+            return self.wall
+        instant = self.instant(zone)
+        try:
+            return instant.astimezone(zone).replace(tzinfo=None, fold=0)
+        except OverflowError:
+            return self.wall
+
+
+def parse_xs_datetime(text: str) -> XsDateTime:
+    """An xs:dateTime's digits and offset. Fractions beyond microseconds are truncated, so .NET's 7-digit
+    ticks never round up a second."""
     match = _DATETIME.fullmatch(text.strip())
     if match is None:
         raise ValueError("expected an xs:dateTime such as 2026-03-01T09:00:00+01:00")
@@ -62,14 +115,23 @@ def parse_datetime(text: str, zone: ZoneInfo) -> datetime:
             int(match["second"]),
             int(fraction),
         )
-        offset = match["zone"]
-        if offset is None:
-            return wall.replace(tzinfo=zone).astimezone(UTC)
-        if offset == "Z":
-            return wall.replace(tzinfo=UTC)
-        return datetime.fromisoformat(wall.isoformat() + offset).astimezone(UTC)
+        offset = match["zone"] or ""
+        if offset not in ("", "Z"):
+            datetime.fromisoformat("2000-01-01T00:00:00" + offset)  # checks the offset's range
     except (ValueError, OverflowError) as error:
         raise ValueError(f"not a valid date and time ({error})") from None
+    return XsDateTime(wall, offset)
+
+
+def parse_datetime(text: str, zone: ZoneInfo, *, santedb: bool = False) -> datetime:
+    """An xs:dateTime as an aware UTC datetime; without an offset it is wall time in `zone` (fold=0).
+    MinValue and MaxValue (and anything beyond the representable range) become NO_START / NO_END."""
+    return parse_xs_datetime(text).instant(zone, santedb=santedb)
+
+
+def format_wall(wall: datetime) -> str:
+    """A wall time without offset, as SanteDB writes an unspecified DateTime (SanteDB takes it as written)."""
+    return wall.replace(tzinfo=None, fold=0).isoformat(timespec="microseconds" if wall.microsecond else "seconds")
 
 
 def parse_timestamp(text: str) -> datetime:
@@ -80,15 +142,25 @@ def parse_timestamp(text: str) -> datetime:
     return parse_datetime(stripped, ZoneInfo("UTC"))
 
 
-def format_datetime(instant: datetime, zone: ZoneInfo) -> str:
+def format_datetime(instant: datetime, zone: ZoneInfo, *, santedb: bool = False) -> str:
     """Wall time in `zone` with that zone's offset at `instant`; Z for a zero offset.
 
     Old local-mean-time offsets with seconds cannot be written as xs:dateTime, so those instants
     are written in UTC instead (same instant, so reading back gives the same value).
     """
-    local = instant.astimezone(zone)
+    if instant <= NO_START:
+        return MIN_VALUE_TEXT
+    if instant >= NO_END.replace(microsecond=0):
+        return MAX_VALUE_TEXT
+    try:
+        local = instant.astimezone(zone)
+    except OverflowError:  # within a day of the edges of the range: UTC is exact
+        text = instant.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds")
+        return text + ("+00:00" if santedb else "Z")  # SanteDB reads "Z" as a wall time, "+00:00" as UTC
     offset = local.utcoffset() or timedelta()
     if offset % timedelta(minutes=1):
+        if santedb:  # SanteDB reads "Z" as a wall time: write the wall time, which it reads the same way
+            return format_wall(local)
         local, offset = instant.astimezone(UTC), timedelta()
     text = local.replace(tzinfo=None).isoformat(timespec="microseconds" if local.microsecond else "seconds")
     if not offset:
@@ -102,20 +174,6 @@ def format_timestamp(instant: datetime) -> str:
     if instant.tzinfo is None:
         raise ValueError("timestamp parameters must be timezone-aware")
     return format_datetime(instant, ZoneInfo("UTC"))
-
-
-def next_wall_time(start: datetime, time_of_day: time, zone: ZoneInfo) -> datetime:
-    """The first instant at or after `start` when the clock in `zone` reads `time_of_day` (UTC)."""
-    day = start.astimezone(zone).date()
-    for _ in range(3):  # today, or tomorrow; one more in case tomorrow's time falls in a DST gap
-        for fold in (0, 1):
-            local = datetime.combine(day, time_of_day.replace(tzinfo=None), tzinfo=zone).replace(fold=fold)
-            instant = local.astimezone(UTC)
-            exists = instant.astimezone(zone).replace(tzinfo=None, fold=0) == local.replace(tzinfo=None, fold=0)
-            if exists and instant >= start:
-                return instant
-        day += timedelta(days=1)
-    raise ValueError(f"the clock in {zone.key} never reads {time_of_day} near {start.isoformat()}")
 
 
 def parse_bool(text: str) -> bool:

@@ -1,64 +1,169 @@
 """Where the schedule document (xcron.xml, SanteDB's format) lives: a file by default, or a row in
 PostgreSQL shared by every replica of a cluster. Both hold the same bytes, so moving schedules
-between them is a copy (`--import`, `--export`)."""
+between them is a copy (`--import`, `--export`).
+
+The file is shared with SanteDB, which rewrites it whole with its own serializer: that drops
+everything in xcron's namespace. So a FileScheduleSource keeps, beside xcron's state, a copy of the
+bytes it last wrote; on load, an entry whose SanteDB-visible part is still what xcron wrote gets the
+rest (zones, policies, cron schedules, pause, named parameters) back from that copy.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import hashlib
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from xcron.server.stores.xcron_xml import (
+    MAX_FILE_BYTES,
     ScheduleDocument,
-    load_schedule_file,
+    ScheduleFileError,
     parse_schedule_xml,
     render_schedule_xml,
     save_schedule_file,
+    write_atomically,
 )
 
 if TYPE_CHECKING:
     from xcron.server.stores.postgres import PostgresStateStore
 
 Known = Callable[[str], bool]
+log = logging.getLogger(__name__)
+
+
+class ScheduleSourceChanged(Exception):
+    """The document changed since this process last read or wrote it: reload before writing."""
 
 
 class ScheduleSource(Protocol):
     description: str
+    label: str
+    """How API answers name the document ("xcron.xml"): never a server path."""
 
-    async def load(self, *, default_zone: str) -> ScheduleDocument:
-        """The document; ScheduleFileError when it is invalid (nothing partial is ever returned)."""
+    async def load(self, *, default_zone: str, known: Known | None = None) -> ScheduleDocument:
+        """The document; ScheduleFileError when it is invalid (nothing partial is ever returned).
+        Entries of jobs known() rejects never make it invalid."""
         ...
 
-    async def save(self, document: ScheduleDocument, *, default_zone: str, known: Known) -> None:
-        """Replaces the document atomically, or raises and changes nothing."""
+    async def save(self, document: ScheduleDocument, *, default_zone: str, known: Known) -> ScheduleDocument:
+        """Replaces the document atomically, or raises and changes nothing; returns it as now stored.
+        ScheduleSourceChanged when it was changed by someone else since the last load or save."""
         ...
+
+
+def _digest(data: bytes | None) -> str | None:
+    return None if data is None else hashlib.sha256(data).hexdigest()
 
 
 class FileScheduleSource:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, written_copy: Path | None = None) -> None:
+        """`written_copy`: where to keep the bytes xcron last wrote (in --data-dir, beside the state)."""
         self.path = path
+        self.written_copy = written_copy
         self.description = str(path)
+        self.label = path.name
+        self._seen: str | None = None
+        self._loaded = False
 
-    async def load(self, *, default_zone: str) -> ScheduleDocument:
-        return await asyncio.to_thread(load_schedule_file, self.path, default_zone=default_zone)
+    def _read(self) -> bytes | None:
+        try:
+            file = self.path.open("rb")
+        except FileNotFoundError:
+            return None
+        with file:
+            return file.read(MAX_FILE_BYTES + 1)
 
-    async def save(self, document: ScheduleDocument, *, default_zone: str, known: Known) -> None:
-        await asyncio.to_thread(save_schedule_file, self.path, document, default_zone=default_zone, known=known)
+    def _load(self, default_zone: str, known: Known | None) -> ScheduleDocument:
+        data = self._read()
+        if data is None:
+            document = ScheduleDocument(())
+        else:
+            document = parse_schedule_xml(data, source=str(self.path), default_zone=default_zone, known=known)
+            if known is not None:
+                document = self._restore(document, default_zone, known)
+        self._seen, self._loaded = _digest(data), True
+        return document
+
+    async def load(self, *, default_zone: str, known: Known | None = None) -> ScheduleDocument:
+        return await asyncio.to_thread(self._load, default_zone, known)
+
+    def _restore(self, document: ScheduleDocument, default_zone: str, known: Known) -> ScheduleDocument:
+        """Puts back what a SanteDB re-save dropped from xcron's own entries (see the module doc)."""
+        if self.written_copy is None:
+            return document
+        try:
+            written = parse_schedule_xml(
+                self.written_copy.read_bytes(), source=str(self.written_copy), default_zone=default_zone, known=known
+            )
+        except FileNotFoundError:
+            return document
+        except (OSError, ScheduleFileError) as exc:
+            log.warning("cannot use the copy of what xcron last wrote (%s); nothing restored", exc)
+            return document
+        entries = list(document.entries)
+        for index, entry in enumerate(entries):
+            if not known(entry.type_name):
+                continue
+            mine = written.find(entry.type_name)
+            if mine is None or mine == entry or not mine.xcron_parts or entry.xcron_parts:
+                continue
+            where = f"{self.path.name}:{entry.line}"
+            if mine.santedb_view == entry.santedb_view:
+                log.info("%s: entry %r was re-saved by SanteDB; restored xcron's settings", where, entry.type_name)
+                entries[index] = dataclasses.replace(
+                    mine, element=None, span=entry.span, line=entry.line, santedb_view=entry.santedb_view
+                )
+            else:
+                log.warning(
+                    "%s: entry %r was changed outside xcron; SanteDB's edit wins and xcron's own settings for it "
+                    "(time zones, cron schedules, policies, pause, named parameters) could not be kept",
+                    where,
+                    entry.type_name,
+                )
+        return dataclasses.replace(document, entries=tuple(entries))
+
+    def _save(self, document: ScheduleDocument, default_zone: str, known: Known) -> ScheduleDocument:
+        if self._loaded and _digest(self._read()) != self._seen:
+            raise ScheduleSourceChanged(f"{self.path.name} changed on disk since xcron last read it")
+        written = save_schedule_file(self.path, document, default_zone=default_zone, known=known)
+        data = written.original or b""
+        self._seen, self._loaded = _digest(data), True
+        if self.written_copy is not None:
+            try:
+                self.written_copy.parent.mkdir(parents=True, exist_ok=True)
+                write_atomically(self.written_copy, data)
+            except OSError as exc:  # xcron.xml is saved; only the restore after a SanteDB re-save is at stake
+                log.warning("could not keep a copy of %s in %s: %s", self.path.name, self.written_copy, exc)
+        return written
+
+    async def save(self, document: ScheduleDocument, *, default_zone: str, known: Known) -> ScheduleDocument:
+        return await asyncio.to_thread(self._save, document, default_zone, known)
 
 
 class PostgresScheduleSource:
+    """The document in PostgreSQL: SanteDB cannot re-save it, so nothing needs restoring."""
+
     def __init__(self, store: PostgresStateStore) -> None:
         self.store = store
         self.description = f"postgresql schema {store.schema}"
+        self.label = "xcron.xml"
 
-    async def load(self, *, default_zone: str) -> ScheduleDocument:
+    async def load(self, *, default_zone: str, known: Known | None = None) -> ScheduleDocument:
         data = await self.store.load_schedule_xml()
         if data is None:
             return ScheduleDocument(entries=())
-        return parse_schedule_xml(data, source=self.description, default_zone=default_zone)
+        return parse_schedule_xml(data, source=self.description, default_zone=default_zone, known=known)
 
-    async def save(self, document: ScheduleDocument, *, default_zone: str, known: Known) -> None:
+    async def save(self, document: ScheduleDocument, *, default_zone: str, known: Known) -> ScheduleDocument:
         data = render_schedule_xml(document, default_zone=default_zone, known=known)
-        parse_schedule_xml(data, source=self.description, default_zone=default_zone)  # never store what can't be read
+        # Never store what cannot be read.
+        written = parse_schedule_xml(data, source=self.description, default_zone=default_zone, known=known)
         await self.store.save_schedule_xml(data)
+        return written
+
+
+__all__ = ["FileScheduleSource", "PostgresScheduleSource", "ScheduleSource", "ScheduleSourceChanged"]
