@@ -264,7 +264,9 @@ class Scheduler:
                 to_fire.append((entry, chosen))
         # Not awaited: the store commits in call order, so these fire times are durable no later than
         # the RUNNING records of the runs started below (a crash never makes a started run look missed).
-        self._spawn(self._save_records([e.record for e in due]))
+        # In a cluster the replica that claims an occurrence records its fire time with the claim.
+        firing = {id(e) for e, _ in to_fire} if self._executor.cluster is not None else set()
+        self._spawn(self._save_records([e.record for e in due if id(e) not in firing]))
         for handled, times in to_fire:
             # Fire through the schedule as it is now (same key: same occurrences), or not at all.
             target = next(
@@ -337,7 +339,11 @@ class Scheduler:
             self._count_skipped(entry, 1)
             self._spawn(self._save_records([entry.record]))
             self._executor.observer.overlap_skipped(job_id, policy.value)
-            log.info("job %s is still running: occurrence %s skipped", job_id, due.isoformat())
+            if job_id in self._starting:
+                log.info("job %s is still being started (waiting on the store): occurrence %s skipped", job_id,
+                         due.isoformat())  # fmt: skip
+            else:
+                log.info("job %s is still running: occurrence %s skipped", job_id, due.isoformat())
             return
         if policy is OverlapPolicy.CANCEL_OTHER:
             # The newest occurrence supersedes one still waiting for the cancelled run to end.

@@ -69,6 +69,7 @@ from xcron.server.stores.state import (
     ExecutionCursor,
     ExecutionRecord,
     JobRecord,
+    RunFenced,
     ScheduleRecord,
 )
 
@@ -127,16 +128,36 @@ MIGRATIONS: tuple[LiteralString, ...] = (
         updated_by text NOT NULL
     );
     """,
+    # 4: fencing. A replica's lease has an epoch (new at every start and after every lapse); each run records
+    # the epoch it was started under, and its owner may change it only under that same, still valid, lease.
+    # The schedule document gets a version for compare-and-swap edits.
+    """
+    CREATE SEQUENCE {s}.lease_epochs;
+    ALTER TABLE {s}.replicas ADD COLUMN epoch bigint NOT NULL DEFAULT 0;
+    ALTER TABLE {s}.executions ADD COLUMN epoch bigint NOT NULL DEFAULT 0;
+    ALTER TABLE {s}.schedule_document ADD COLUMN version bigint NOT NULL DEFAULT 1;
+    """,
 )
 
 _EXECUTION_COLUMNS: LiteralString = (
     "id, job_id, parameters, trigger, state, start_time, finish_time, error, progress, status_text,"
-    " scheduled_time, request_id, cancel_requested, owner"
+    " scheduled_time, request_id, cancel_requested, owner, epoch"
 )
 _EXECUTION_VALUES: LiteralString = (
     "%(id)s, %(job_id)s, %(parameters)s, %(trigger)s, %(state)s, %(start_time)s, %(finish_time)s, %(error)s,"
-    " %(progress)s, %(status_text)s, %(scheduled_time)s, %(request_id)s, %(cancel_requested)s, %(owner)s"
+    " %(progress)s, %(status_text)s, %(scheduled_time)s, %(request_id)s, %(cancel_requested)s, %(owner)s, %(epoch)s"
 )
+# A job row changes only to follow its run, never back to an older run, never against its run's outcome.
+_JOB_ROW_GUARD: LiteralString = """(
+    (jobs.execution_id = EXCLUDED.execution_id AND NOT EXISTS (
+       SELECT 1 FROM {s}.executions x WHERE x.id = EXCLUDED.execution_id
+       AND x.state <> 'running' AND x.state <> EXCLUDED.state))
+    OR (jobs.execution_id <> EXCLUDED.execution_id AND NOT EXISTS (
+       SELECT 1 FROM {s}.executions cur WHERE cur.id = jobs.execution_id
+       AND (cur.state = 'running' OR cur.start_time > coalesce(EXCLUDED.last_start, '-infinity')))))"""
+# True while this replica (%(me)s) holds the lease of epoch %(epoch)s, by the database clock.
+_LEASE_HELD: LiteralString = """EXISTS (SELECT 1 FROM {s}.replicas lease WHERE lease.replica_id = %(me)s
+    AND lease.epoch = %(epoch)s AND lease.epoch <> 0 AND lease.last_seen >= now() - %(lease)s)"""
 
 
 def default_replica_id() -> str:
@@ -146,6 +167,10 @@ def default_replica_id() -> str:
 
 def replica_stopped(replica_id: str) -> str:
     return f"interrupted: replica {replica_id} stopped"
+
+
+def lease_lost(replica_id: str) -> str:
+    return f"interrupted: replica {replica_id} lost its lease (no heartbeat reached the database in time)"
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -171,7 +196,7 @@ def _execution(row: Mapping[str, Any]) -> ExecutionRecord:
     )
 
 
-def _execution_params(record: ExecutionRecord, owner: str) -> dict[str, Any]:
+def _execution_params(record: ExecutionRecord, owner: str, epoch: int) -> dict[str, Any]:
     return {
         "id": record.id,
         "job_id": record.job_id,
@@ -187,13 +212,61 @@ def _execution_params(record: ExecutionRecord, owner: str) -> dict[str, Any]:
         "request_id": record.request_id,
         "cancel_requested": record.cancel_requested,
         "owner": owner,
+        "epoch": epoch,
     }
 
 
-async def _connect(dsn: str) -> Connection:
-    conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True, row_factory=dict_row)
+async def _connect(dsn: str, deadline: float) -> Connection:
+    """A connection whose every part has a deadline: connecting, each statement (on the server), and TCP
+    (keepalives while idle; tcp_user_timeout while data goes unacknowledged). The client-side deadline
+    in `PostgresStateStore._conn` covers what none of these sees (a peer that accepts but never answers)."""
+    seconds = max(1, round(deadline))
+    conn = await psycopg.AsyncConnection.connect(
+        dsn,
+        autocommit=True,
+        row_factory=dict_row,
+        connect_timeout=max(2, seconds),  # libpq's minimum
+        keepalives=1,
+        keepalives_idle=seconds,
+        keepalives_interval=1,
+        keepalives_count=3,
+        tcp_user_timeout=int(deadline * 1000),
+    )
     await conn.execute("SET TIME ZONE 'UTC'")
+    await conn.execute(sql.SQL("SET statement_timeout = {}").format(sql.Literal(int(deadline * 1000))))
+    await conn.execute(
+        sql.SQL("SET idle_in_transaction_session_timeout = {}").format(sql.Literal(int(deadline * 2000)))
+    )
     return conn
+
+
+class _Deadline:
+    """Cuts a call off after `seconds`: closes the connection's socket (no polite cancel request: a server
+    that does not answer would not answer that either) and cancels the calling task."""
+
+    def __init__(self, seconds: float) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.seconds = seconds
+        self.expired = False
+        self.conn: Connection | None = None
+        self._task = task
+        self._ended = False
+        self._timer = asyncio.get_running_loop().call_later(seconds, self._expire)
+
+    def _expire(self) -> None:
+        self.expired = True
+        if self.conn is not None and not self.conn.closed:
+            self.conn.pgconn.finish()
+        self._task.cancel()
+
+    def end(self) -> bool:
+        """Stops the timer; True if it had fired (the caller then un-cancels and reports the timeout)."""
+        self._timer.cancel()
+        if self.expired and not self._ended:
+            self._task.uncancel()
+        self._ended = True
+        return self.expired
 
 
 def _has_input(conn: Connection) -> bool:
@@ -204,10 +277,11 @@ def _has_input(conn: Connection) -> bool:
 class _ConnectionPool:
     """A fixed number of lazily opened autocommit connections, each used by one task at a time."""
 
-    def __init__(self, dsn: str, size: int) -> None:
+    def __init__(self, dsn: str, size: int, deadline: float) -> None:
         if size < 1:
             raise ValueError("pool_size must be at least 1")
         self._dsn = dsn
+        self._deadline = deadline
         self._size = size
         self._slots: asyncio.Queue[Connection | None] | None = None
         self._connections: set[Connection] = set()
@@ -234,7 +308,7 @@ class _ConnectionPool:
                     await conn.close()
             if conn is None or conn.closed:
                 conn = None
-                conn = await _connect(self._dsn)
+                conn = await _connect(self._dsn, self._deadline)
                 self._connections.add(conn)
             yield conn
         finally:
@@ -264,6 +338,7 @@ class PostgresStateStore:
         lease: timedelta = timedelta(seconds=30),
         pool_size: int = 4,
         claim_retention: timedelta = timedelta(days=7),
+        call_timeout: float | None = None,
     ) -> None:
         if not _SCHEMA_NAME.fullmatch(schema):
             raise ValueError(f"schema {schema!r}: use 1-56 characters of lower-case letters, digits and '_'")
@@ -271,14 +346,20 @@ class PostgresStateStore:
         self.replica_id = replica_id or default_replica_id()
         self.lease = lease
         self.claim_retention = claim_retention
+        self.call_timeout = call_timeout or min(10.0, max(1.0, lease.total_seconds() / 2))
+        """Deadline of every database call (connect included), measured here, whatever the network does."""
+        self.epoch = 0
+        """This replica's lease epoch (0: none yet). Runs are started under it; only it may change them."""
         self.events_channel = f"{schema}.events"
         self.cancel_channel = f"{schema}.cancel"
         self._dsn = dsn
         self._schema_ident = sql.Identifier(schema)
-        self._pool = _ConnectionPool(dsn, pool_size)
+        self._pool = _ConnectionPool(dsn, pool_size, self.call_timeout)
         self._closed = True
         self._readers: set[asyncio.Task[None]] = set()
         self._last_prune = float("-inf")
+        self._counted: dict[tuple[str, str], tuple[int, int]] = {}
+        """Per schedule, the skip counters as this replica last loaded or saved them (see save_schedule_records)."""
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -286,15 +367,28 @@ class PostgresStateStore:
         return sql.SQL(text).format(s=self._schema_ident)
 
     @contextlib.asynccontextmanager
-    async def _conn(self) -> AsyncIterator[Connection]:
-        """A pooled connection; losing the database surfaces as StoreUnavailable, as with SQLite's I/O errors."""
+    async def _conn(self, limit: float | None = None) -> AsyncIterator[Connection]:
+        """A pooled connection for one call, which must end within `limit` (default `call_timeout`) seconds:
+        losing the database, or not hearing from it in time, surfaces as StoreUnavailable (as SQLite's I/O
+        errors do). At the deadline the connection's socket is closed, not cancelled politely: a cancel
+        request to a server that does not answer would hang as well."""
         if self._closed:
             raise StoreUnavailable("the state store is closed")
+        deadline = _Deadline(limit or self.call_timeout)
         try:
             async with self._pool.connection() as conn:
+                deadline.conn = conn  # at the deadline its socket is closed; the pool then discards it
                 yield conn
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            raise StoreUnavailable(f"state store (PostgreSQL schema {self.schema}): {exc}") from exc
+        except BaseException as exc:
+            if deadline.end():  # whatever the cut-off call raised (cancelled, or "connection closed")
+                raise StoreUnavailable(
+                    f"state store (PostgreSQL schema {self.schema}): no answer within {deadline.seconds:.1f} s"
+                ) from None
+            if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+                raise StoreUnavailable(f"state store (PostgreSQL schema {self.schema}): {exc}") from exc
+            raise
+        finally:
+            deadline.end()
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -306,7 +400,7 @@ class PostgresStateStore:
         self._closed = False
         try:
             await self._migrate()
-            await self.heartbeat()
+            await self.heartbeat()  # registers: a new lease epoch for this process
         except BaseException:
             await self.close()
             raise
@@ -375,7 +469,9 @@ class PostgresStateStore:
                        VALUES (%s, %s, %s, %s, %s, %s, %s)
                        ON CONFLICT (job_id) DO UPDATE SET state = EXCLUDED.state, progress = EXCLUDED.progress,
                          status_text = EXCLUDED.status_text, last_start = EXCLUDED.last_start,
-                         last_finish = EXCLUDED.last_finish, execution_id = EXCLUDED.execution_id"""
+                         last_finish = EXCLUDED.last_finish, execution_id = EXCLUDED.execution_id
+                       WHERE """
+                    + _JOB_ROW_GUARD
                 ),
                 (
                     record.job_id,
@@ -389,8 +485,11 @@ class PostgresStateStore:
             )
 
     async def save_execution(self, record: ExecutionRecord) -> None:
-        """Inserts or replaces by id. A new row is owned by this replica; a replace keeps the owner, and
-        `cancel_requested` is sticky (a replica's stale copy never clears another replica's request).
+        """Inserts or replaces by id. A new row is owned by this replica under its lease epoch. A replace is
+        fenced: it happens only while the stored run is RUNNING, owned by this replica, under the lease epoch
+        it was started with, and that lease is still valid by the database clock. Otherwise the stored
+        outcome stands and RunFenced says what it is (a run another replica recorded ABORTED stays ABORTED;
+        a run of this replica's lapsed lease is recorded ABORTED first). `cancel_requested` is sticky.
 
         Raises Conflict when the row would be a second RUNNING execution of the job, or reuse a request id.
         """
@@ -401,11 +500,16 @@ class PostgresStateStore:
                  finish_time = EXCLUDED.finish_time, error = EXCLUDED.error, progress = EXCLUDED.progress,
                  status_text = EXCLUDED.status_text, scheduled_time = EXCLUDED.scheduled_time,
                  request_id = EXCLUDED.request_id,
-                 cancel_requested = EXCLUDED.cancel_requested OR executions.cancel_requested"""
+                 cancel_requested = EXCLUDED.cancel_requested OR executions.cancel_requested
+               WHERE executions.state = %(running)s AND executions.owner = %(me)s
+                 AND executions.epoch = %(epoch)s AND """ + _LEASE_HELD + " RETURNING id"
         )
+        params = _execution_params(record, self.replica_id, self.epoch)
+        params.update(running=RUNNING, me=self.replica_id, lease=self.lease)
         async with self._conn() as conn:
             try:
-                await conn.execute(query, _execution_params(record, self.replica_id))
+                cur = await conn.execute(query, params)
+                written = await cur.fetchone() is not None
             except psycopg.errors.UniqueViolation as exc:
                 if exc.diag.constraint_name == "executions_one_running":
                     raise Conflict(
@@ -417,6 +521,24 @@ class PostgresStateStore:
                         reason="DUPLICATE_REQUEST",
                     ) from exc
                 raise
+        if not written:
+            await self._fenced(record)
+
+    async def _fenced(self, record: ExecutionRecord) -> None:
+        """A fenced replace wrote nothing: returns if the store already holds this outcome (a retry),
+        else raises RunFenced with what it holds."""
+        stored = await self.get_execution(record.id)
+        if stored is None:
+            raise StoreUnavailable(f"execution {record.id} vanished while it was being recorded")
+        if (stored.state, stored.finish_time) == (record.state, _utc(record.finish_time)):
+            return
+        if stored.state is ExecutionState.RUNNING:
+            # Ours, but our lease lapsed and nobody has noticed yet: renewing records it ABORTED.
+            await self.heartbeat()
+            stored = await self.get_execution(record.id) or stored
+            if stored.state is ExecutionState.RUNNING:
+                raise StoreUnavailable(f"execution {record.id}: its end could not be recorded yet (lease renewed)")
+        raise RunFenced(stored)
 
     async def get_execution(self, execution_id: str) -> ExecutionRecord | None:
         async with self._conn() as conn:
@@ -539,7 +661,7 @@ class PostgresStateStore:
     async def load_schedule_records(self) -> dict[tuple[str, str], ScheduleRecord]:
         async with self._conn() as conn:
             cur = await conn.execute(self._sql("SELECT * FROM {s}.schedules"))
-            return {
+            records = {
                 (r["job_id"], r["schedule_key"]): ScheduleRecord(
                     job_id=r["job_id"],
                     schedule_key=r["schedule_key"],
@@ -550,6 +672,9 @@ class PostgresStateStore:
                 )
                 for r in await cur.fetchall()
             }
+        for key, record in records.items():
+            self._counted[key] = (record.overlap_skipped, record.misfire_skipped)
+        return records
 
     async def delete_schedule_records(self, job_id: str, schedule_keys: Sequence[str]) -> None:
         async with self._conn() as conn:
@@ -557,50 +682,87 @@ class PostgresStateStore:
                 self._sql("DELETE FROM {s}.schedules WHERE job_id = %s AND schedule_key = ANY(%s)"),
                 (job_id, list(schedule_keys)),
             )
+        for key in schedule_keys:
+            self._counted.pop((job_id, key), None)
 
     async def save_schedule_records(self, records: Sequence[ScheduleRecord]) -> None:
+        """Upserts, cluster-safe: rows are locked in one order (job, schedule key), so replicas saving
+        together never deadlock; fire times only move forward (a replica's older view never undoes a
+        newer one); the skip counters add what this replica counted since it last loaded or saved them,
+        so they are cluster-wide totals."""
         if not records:
             return
+        latest = {(r.job_id, r.schedule_key): r for r in records}
+        rows = []
+        for key in sorted(latest):
+            r = latest[key]
+            overlap, misfire = self._counted.get(key, (0, 0))
+            rows.append(
+                (
+                    r.job_id,
+                    r.schedule_key,
+                    _utc(r.last_fire),
+                    _utc(r.last_run),
+                    r.overlap_skipped,
+                    r.misfire_skipped,
+                    r.overlap_skipped - overlap,
+                    r.misfire_skipped - misfire,
+                )
+            )
         async with self._conn() as conn, conn.transaction(), conn.cursor() as cur:
             await cur.executemany(
                 self._sql(
-                    """INSERT INTO {s}.schedules
+                    """INSERT INTO {s}.schedules AS t
                          (job_id, schedule_key, last_fire, last_run, overlap_skipped, misfire_skipped)
-                       VALUES (%s, %s, %s, %s, %s, %s)
-                       ON CONFLICT (job_id, schedule_key) DO UPDATE SET last_fire = EXCLUDED.last_fire,
-                         last_run = EXCLUDED.last_run, overlap_skipped = EXCLUDED.overlap_skipped,
-                         misfire_skipped = EXCLUDED.misfire_skipped"""
+                       SELECT %s, %s, %s, %s, %s, %s
+                       ON CONFLICT (job_id, schedule_key) DO UPDATE SET
+                         last_fire = greatest(t.last_fire, EXCLUDED.last_fire),
+                         last_run = greatest(t.last_run, EXCLUDED.last_run),
+                         overlap_skipped = t.overlap_skipped + %s, misfire_skipped = t.misfire_skipped + %s"""
                 ),
-                [
-                    (
-                        r.job_id,
-                        r.schedule_key,
-                        _utc(r.last_fire),
-                        _utc(r.last_run),
-                        r.overlap_skipped,
-                        r.misfire_skipped,
-                    )
-                    for r in records
-                ],
+                rows,
             )
+        for key in latest:
+            self._counted[key] = (latest[key].overlap_skipped, latest[key].misfire_skipped)
 
     # -- cluster primitives --------------------------------------------------------------------
 
     async def claim_occurrence(self, job_id: str, schedule_key: str, due: datetime) -> bool:
         """True for exactly one caller, across all replicas, per (job, schedule, due time): the one that
-        should run it. Claims older than `claim_retention` are pruned about once an hour per replica."""
+        should run it, and only while this replica holds a valid lease. The claimant alone records the
+        schedule's fire time, in the same transaction (one write per occurrence, whoever else is up).
+        Claims older than `claim_retention` are pruned about once an hour per replica."""
         prune = time.monotonic() - self._last_prune >= _PRUNE_EVERY
         if prune:
             self._last_prune = time.monotonic()
+        params = {
+            "job": job_id,
+            "key": schedule_key,
+            "due": _utc(due),
+            "me": self.replica_id,
+            "epoch": self.epoch,
+            "lease": self.lease,
+        }
         async with self._conn() as conn, conn.transaction():
             cur = await conn.execute(
                 self._sql(
                     """INSERT INTO {s}.occurrence_claims (job_id, schedule_key, due, replica_id)
-                       VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING replica_id"""
+                       SELECT %(job)s, %(key)s, %(due)s, %(me)s WHERE """
+                    + _LEASE_HELD
+                    + " ON CONFLICT DO NOTHING RETURNING replica_id"
                 ),
-                (job_id, schedule_key, _utc(due), self.replica_id),
+                params,
             )
             claimed = await cur.fetchone() is not None
+            if claimed:
+                await conn.execute(
+                    self._sql(
+                        """UPDATE {s}.schedules SET last_fire = greatest(last_fire, %(due)s),
+                             last_run = greatest(last_run, %(due)s)
+                           WHERE job_id = %(job)s AND schedule_key = %(key)s"""
+                    ),
+                    params,
+                )
             if prune:
                 await conn.execute(
                     self._sql("DELETE FROM {s}.occurrence_claims WHERE due < now() - %s"), (self.claim_retention,)
@@ -608,12 +770,17 @@ class PostgresStateStore:
         return claimed
 
     async def try_start_run(self, record: ExecutionRecord) -> ExecutionRecord | None:
-        """Inserts the execution as RUNNING, owned by this replica, unless the job already runs anywhere
-        (returns None). If (job_id, request_id) was used before, returns that execution instead."""
+        """Inserts the execution as RUNNING, owned by this replica under its lease epoch, and points the job
+        row at it (one transaction), unless the job already runs anywhere (returns None). If (job_id,
+        request_id) was used before, returns that execution instead. Raises StoreUnavailable when this
+        replica's lease is not valid (the database clock decides)."""
         record = replace(record, state=ExecutionState.RUNNING, finish_time=None)
+        params = _execution_params(record, self.replica_id, self.epoch)
+        params.update(me=self.replica_id, lease=self.lease)
         insert = self._sql(
-            "INSERT INTO {s}.executions (" + _EXECUTION_COLUMNS + ") VALUES (" + _EXECUTION_VALUES + ") RETURNING *"
-        )
+            "INSERT INTO {s}.executions (" + _EXECUTION_COLUMNS + ") SELECT " + _EXECUTION_VALUES
+            + " WHERE " + _LEASE_HELD + " RETURNING *"
+        )  # fmt: skip
         async with self._conn() as conn, conn.transaction():
             if record.request_id:
                 earlier = await self._find_request(conn, record.job_id, record.request_id)
@@ -621,7 +788,7 @@ class PostgresStateStore:
                     return earlier
             try:
                 async with conn.transaction():  # a savepoint: the violation must not end the outer one
-                    cur = await conn.execute(insert, _execution_params(record, self.replica_id))
+                    cur = await conn.execute(insert, params)
                     row = await cur.fetchone()
             except psycopg.errors.UniqueViolation as exc:
                 if exc.diag.constraint_name not in ("executions_one_running", "executions_by_request"):
@@ -631,35 +798,124 @@ class PostgresStateStore:
                 if record.request_id:
                     return await self._find_request(conn, record.job_id, record.request_id)
                 return None
-            assert row is not None
-            return _execution(row)
-
-    async def heartbeat(self) -> None:
-        """Renews this replica's lease (database clock)."""
-        async with self._conn() as conn:
+            if row is None:
+                raise StoreUnavailable(
+                    f"replica {self.replica_id} does not hold a valid lease (its heartbeats did not reach the "
+                    "database in time); it starts no run until it has renewed it",
+                    reason="LEASE_LOST",
+                )
             await conn.execute(
                 self._sql(
-                    """INSERT INTO {s}.replicas (replica_id, last_seen) VALUES (%s, now())
-                       ON CONFLICT (replica_id) DO UPDATE SET last_seen = now()"""
+                    """INSERT INTO {s}.jobs
+                         (job_id, state, progress, status_text, last_start, last_finish, execution_id)
+                       VALUES (%(job_id)s, 'running', 0, %(status_text)s, %(start_time)s, NULL, %(id)s)
+                       ON CONFLICT (job_id) DO UPDATE SET state = 'running', progress = 0,
+                         status_text = EXCLUDED.status_text, last_start = EXCLUDED.last_start,
+                         execution_id = EXCLUDED.execution_id"""
                 ),
-                (self.replica_id,),
+                params,
             )
+            return _execution(row)
+
+    async def heartbeat(self) -> list[ExecutionRecord]:
+        """Renews this replica's lease (database clock). The first call of a process takes a new lease
+        epoch. If the lease lapsed meanwhile (not renewed within `lease`, or expired by another replica),
+        this takes a new epoch and records ABORTED every run still RUNNING under an older one, returning
+        them: that replica's runs were, or could have been, taken over."""
+        params = {"me": self.replica_id, "lease": self.lease, "epoch": self.epoch}
+        async with self._conn() as conn, conn.transaction():
+            cur = await conn.execute(
+                self._sql(
+                    """SELECT epoch, last_seen >= now() - %(lease)s AS valid FROM {s}.replicas
+                       WHERE replica_id = %(me)s FOR UPDATE"""
+                ),
+                params,
+            )
+            row = await cur.fetchone()
+            if row is not None and self.epoch != 0 and row["epoch"] == self.epoch and row["valid"]:
+                await conn.execute(
+                    self._sql("UPDATE {s}.replicas SET last_seen = now() WHERE replica_id = %(me)s"), params
+                )
+                return []
+            cur = await conn.execute(self._sql("SELECT nextval('{s}.lease_epochs') AS epoch"))
+            epoch_row = await cur.fetchone()
+            assert epoch_row is not None
+            new_epoch = int(epoch_row["epoch"])
+            await conn.execute(
+                self._sql(
+                    """INSERT INTO {s}.replicas (replica_id, last_seen, epoch) VALUES (%(me)s, now(), %(new)s)
+                       ON CONFLICT (replica_id) DO UPDATE SET last_seen = now(), epoch = EXCLUDED.epoch"""
+                ),
+                {**params, "new": new_epoch},
+            )
+            aborted: list[ExecutionRecord] = []
+            if self.epoch != 0:  # a lapse, not a start: on start, abort_interrupted deals with the past
+                cur = await conn.execute(
+                    self._sql(
+                        """UPDATE {s}.executions SET state = %(aborted)s, finish_time = now(),
+                             error = %(why)s, status_text = %(why)s
+                           WHERE owner = %(me)s AND state = %(running)s AND epoch <> %(new)s
+                           RETURNING *"""
+                    ),
+                    {
+                        **params,
+                        "new": new_epoch,
+                        "aborted": ExecutionState.ABORTED.value,
+                        "running": RUNNING,
+                        "why": lease_lost(self.replica_id),
+                    },
+                )
+                aborted = [_execution(r) for r in await cur.fetchall()]
+                await self._abort_jobs(conn, aborted)
+        if self.epoch != 0:
+            log.error(
+                "replica %s lost its lease (epoch %d); renewed as epoch %d; %d run(s) recorded ABORTED",
+                self.replica_id,
+                self.epoch,
+                new_epoch,
+                len(aborted),
+            )
+        self.epoch = new_epoch
+        return aborted
 
     async def expire_dead_replicas(self, lease: timedelta) -> list[ExecutionRecord]:
         """ABORTs the RUNNING executions (and their job rows) of every other replica not seen within `lease`
-        by the database clock, or never registered. Returns them. Replica rows unseen for a week go."""
+        by the database clock, or never registered, and ends those replicas' lease epochs (their next
+        heartbeat learns it). Returns the aborted runs. Replica rows unseen for a week go.
+
+        The lapsed replicas' rows are locked first, in replica id order, so a late heartbeat either
+        commits before (and its runs are left alone) or waits and finds its epoch ended."""
+        params = {
+            "aborted": ExecutionState.ABORTED.value,
+            "running": RUNNING,
+            "me": self.replica_id,
+            "lease": lease,
+        }
         async with self._conn() as conn, conn.transaction():
+            cur = await conn.execute(
+                self._sql(
+                    """SELECT replica_id FROM {s}.replicas
+                       WHERE replica_id <> %(me)s AND last_seen < now() - %(lease)s
+                       ORDER BY replica_id FOR UPDATE"""
+                ),
+                params,
+            )
+            dead = [r["replica_id"] for r in await cur.fetchall()]
+            if dead:
+                await conn.execute(
+                    self._sql("UPDATE {s}.replicas SET epoch = 0 WHERE replica_id = ANY(%(dead)s) AND epoch <> 0"),
+                    {**params, "dead": dead},
+                )
             cur = await conn.execute(
                 self._sql(
                     """UPDATE {s}.executions e SET state = %(aborted)s, finish_time = now(),
                          error = 'interrupted: replica ' || e.owner || ' stopped',
                          status_text = 'interrupted: replica ' || e.owner || ' stopped'
-                       WHERE e.state = %(running)s AND e.owner <> %(me)s AND NOT EXISTS (
-                         SELECT 1 FROM {s}.replicas r
-                         WHERE r.replica_id = e.owner AND r.last_seen >= now() - %(lease)s)
+                       WHERE e.state = %(running)s AND e.owner <> %(me)s AND (e.owner = ANY(%(dead)s)
+                         OR NOT EXISTS (SELECT 1 FROM {s}.replicas r WHERE r.replica_id = e.owner))
                        RETURNING e.*"""
                 ),
-                {"aborted": ExecutionState.ABORTED.value, "running": RUNNING, "me": self.replica_id, "lease": lease},
+                {**params, "dead": dead},
             )
             aborted = [_execution(r) for r in await cur.fetchall()]
             await self._abort_jobs(conn, aborted)
@@ -703,24 +959,39 @@ class PostgresStateStore:
 
     async def load_schedule_xml(self) -> bytes | None:
         """The shared schedule document (xcron.xml's bytes), None before the first save or import."""
-        async with self._conn() as conn:
-            cur = await conn.execute(self._sql("SELECT xml FROM {s}.schedule_document WHERE id = 1"))
-            row = await cur.fetchone()
-            return bytes(row["xml"]) if row is not None else None
+        return (await self.load_schedule_version())[0]
 
-    async def save_schedule_xml(self, data: bytes) -> None:
-        """Replaces the shared schedule document and tells every replica (an event of kind "schedules")."""
+    async def load_schedule_version(self) -> tuple[bytes | None, int]:
+        """The shared schedule document and its version (0 before the first save or import)."""
+        async with self._conn() as conn:
+            cur = await conn.execute(self._sql("SELECT xml, version FROM {s}.schedule_document WHERE id = 1"))
+            row = await cur.fetchone()
+            return (bytes(row["xml"]), int(row["version"])) if row is not None else (None, 0)
+
+    async def save_schedule_xml(self, data: bytes, *, expected_version: int | None = None) -> int | None:
+        """Replaces the shared schedule document and tells every replica (an event of kind "schedules").
+        With `expected_version`, only if the stored version is still that one (compare-and-swap; 0: none
+        stored yet): returns the new version, or None when another replica saved in between."""
         payload = json.dumps({"kind": "schedules", "origin": self.replica_id})
+        params = {"xml": data, "me": self.replica_id, "expected": expected_version}
         async with self._conn() as conn, conn.transaction():
-            await conn.execute(
-                self._sql(
-                    "INSERT INTO {s}.schedule_document (id, xml, updated_at, updated_by) VALUES (1, %s, now(), %s)"
-                    " ON CONFLICT (id) DO UPDATE SET xml = EXCLUDED.xml, updated_at = now(),"
-                    " updated_by = EXCLUDED.updated_by"
-                ),
-                (data, self.replica_id),
-            )
+            query: LiteralString
+            if expected_version == 0:
+                query = """INSERT INTO {s}.schedule_document (id, xml, updated_at, updated_by, version)
+                           VALUES (1, %(xml)s, now(), %(me)s, 1) ON CONFLICT (id) DO NOTHING RETURNING version"""
+            else:
+                query = """INSERT INTO {s}.schedule_document (id, xml, updated_at, updated_by, version)
+                           VALUES (1, %(xml)s, now(), %(me)s, 1)
+                           ON CONFLICT (id) DO UPDATE SET xml = EXCLUDED.xml, updated_at = now(),
+                             updated_by = EXCLUDED.updated_by, version = schedule_document.version + 1
+                           WHERE %(expected)s::bigint IS NULL OR schedule_document.version = %(expected)s
+                           RETURNING version"""
+            cur = await conn.execute(self._sql(query), params)
+            row = await cur.fetchone()
+            if row is None:
+                return None
             await conn.execute("SELECT pg_notify(%s, %s)", (self.events_channel, payload))  # sent on commit
+            return int(row["version"])
 
     async def running_execution(self, job_id: str) -> ExecutionRecord | None:
         """The job's RUNNING execution on any replica, if there is one."""
@@ -796,6 +1067,7 @@ class PostgresStateStore:
         with exponential back-off (0.1 s to 5 s)."""
         delay = 0.1
         dropped = 0
+        ping_every = max(0.5, self.lease.total_seconds() / 3)
 
         def offer(item: str) -> None:
             nonlocal dropped
@@ -810,19 +1082,33 @@ class PostgresStateStore:
             while not self._closed:
                 conn: Connection | None = None
                 try:
-                    conn = await _connect(self._dsn)
-                    await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
-                    if catch_up is not None:
-                        for item in await catch_up(conn):
-                            offer(item)
+                    deadline = _Deadline(self.call_timeout * 2)
+                    try:
+                        conn = deadline.conn = await _connect(self._dsn, self.call_timeout)
+                        await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+                        if catch_up is not None:
+                            for item in await catch_up(conn):
+                                offer(item)
+                    finally:
+                        if deadline.end():
+                            raise TimeoutError(f"no answer within {deadline.seconds:.1f} s")
                     delay = 0.1
                     if on_listen is not None:
                         on_listen()
-                    async for notice in conn.notifies():
-                        accepted = accept(notice.payload)
-                        if accepted is not None:
-                            offer(accepted)
-                except psycopg.Error as exc:
+                    while True:
+                        async for notice in conn.notifies(timeout=ping_every):
+                            accepted = accept(notice.payload)
+                            if accepted is not None:
+                                offer(accepted)
+                        # A quiet connection may be a dead one (a cut cable, a peer that stopped answering):
+                        # ask, with a deadline, rather than wait for notifications that can never come.
+                        deadline = _Deadline(self.call_timeout)
+                        try:
+                            await conn.execute("SELECT 1")
+                        finally:
+                            if deadline.end():
+                                raise TimeoutError(f"no answer within {deadline.seconds:.1f} s")
+                except (psycopg.Error, TimeoutError) as exc:
                     if self._closed:
                         break
                     log.warning("listening on %s failed (%s); reconnecting in %.1f s", channel, exc, delay)
