@@ -216,7 +216,7 @@ def _execution_params(record: ExecutionRecord, owner: str, epoch: int) -> dict[s
     }
 
 
-async def _connect(dsn: str, deadline: float) -> Connection:
+async def _connect(dsn: str, deadline: float, application_name: str = "xcron") -> Connection:
     """A connection whose every part has a deadline: connecting, each statement (on the server), and TCP
     (keepalives while idle; tcp_user_timeout while data goes unacknowledged). The client-side deadline
     in `PostgresStateStore._conn` covers what none of these sees (a peer that accepts but never answers)."""
@@ -231,6 +231,7 @@ async def _connect(dsn: str, deadline: float) -> Connection:
         keepalives_interval=1,
         keepalives_count=3,
         tcp_user_timeout=int(deadline * 1000),
+        application_name=application_name[:63],
     )
     await conn.execute("SET TIME ZONE 'UTC'")
     await conn.execute(sql.SQL("SET statement_timeout = {}").format(sql.Literal(int(deadline * 1000))))
@@ -277,11 +278,12 @@ def _has_input(conn: Connection) -> bool:
 class _ConnectionPool:
     """A fixed number of lazily opened autocommit connections, each used by one task at a time."""
 
-    def __init__(self, dsn: str, size: int, deadline: float) -> None:
+    def __init__(self, dsn: str, size: int, deadline: float, application_name: str) -> None:
         if size < 1:
             raise ValueError("pool_size must be at least 1")
         self._dsn = dsn
         self._deadline = deadline
+        self._application_name = application_name
         self._size = size
         self._slots: asyncio.Queue[Connection | None] | None = None
         self._connections: set[Connection] = set()
@@ -308,7 +310,7 @@ class _ConnectionPool:
                     await conn.close()
             if conn is None or conn.closed:
                 conn = None
-                conn = await _connect(self._dsn, self._deadline)
+                conn = await _connect(self._dsn, self._deadline, self._application_name)
                 self._connections.add(conn)
             yield conn
         finally:
@@ -354,7 +356,9 @@ class PostgresStateStore:
         self.cancel_channel = f"{schema}.cancel"
         self._dsn = dsn
         self._schema_ident = sql.Identifier(schema)
-        self._pool = _ConnectionPool(dsn, pool_size, self.call_timeout)
+        self.application_name = f"xcron/{schema}/{self.replica_id}"[:63]
+        """Shown in pg_stat_activity: which replica of which schema holds a connection."""
+        self._pool = _ConnectionPool(dsn, pool_size, self.call_timeout, self.application_name)
         self._closed = True
         self._readers: set[asyncio.Task[None]] = set()
         self._last_prune = float("-inf")
@@ -1084,7 +1088,7 @@ class PostgresStateStore:
                 try:
                     deadline = _Deadline(self.call_timeout * 2)
                     try:
-                        conn = deadline.conn = await _connect(self._dsn, self.call_timeout)
+                        conn = deadline.conn = await _connect(self._dsn, self.call_timeout, self.application_name)
                         await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
                         if catch_up is not None:
                             for item in await catch_up(conn):
