@@ -21,7 +21,8 @@ from typing import Any
 import psycopg
 import pytest
 from lxml import etree
-from server_process import ServerProcess
+from psycopg import sql
+from server_process import SUPPORT, ServerProcess
 from waiting import eventually
 
 from xcron.client import AbortedError, Client, ExecutionState, JobState, Schedule
@@ -140,26 +141,37 @@ def test_a_killed_replicas_run_is_aborted_after_the_lease(replicas: Callable[[st
         assert client_a.run_and_wait("test.tick", timeout=20).state is ExecutionState.COMPLETED
 
 
+def _tool(*args: str) -> subprocess.CompletedProcess[str]:
+    """`xcron-server` run as a one-off tool; it must exit by itself."""
+    return subprocess.run(
+        [sys.executable, "-m", "xcron.server", "--jobs", "xcron_test_jobs", "--time-zone", "UTC", *args],
+        capture_output=True, text=True, timeout=60,
+        env=dict(os.environ, PYTHONPATH=os.pathsep.join([str(SUPPORT), os.environ.get("PYTHONPATH", "")])),
+    )  # fmt: skip
+
+
 def test_import_and_export_move_schedules_between_file_and_database(
     replicas: Callable[[str], ServerProcess], tmp_path: Path, schema: str
 ) -> None:
     source = Path(__file__).resolve().parent.parent / "data" / "santedb.sample.xml"
     shutil.copy(source, tmp_path / "in.xml")
-    first = ServerProcess(
-        workdir=tmp_path,
-        extra_args=["--store", DSN, "--store-schema", schema, "--import", str(tmp_path / "in.xml")],
-    ).start()
-    with Client(first.target, timeout=20) as client:
+    imported = _tool("--store", DSN, "--store-schema", schema, "--import", str(tmp_path / "in.xml"))
+    assert imported.returncode == 0, imported.stderr  # imports, then exits: it does not serve
+    assert "xcron listening" not in imported.stdout + imported.stderr
+    server = replicas("a")
+    with Client(server.target, timeout=20) as client:
         assert client.reload_schedules().unknown_entry_count == 3
-    first.stop()
-    result = subprocess.run(
-        [sys.executable, "-m", "xcron.server", "--store", DSN, "--store-schema", schema,
-         "--export", str(tmp_path / "out.xml")],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
+    assert f"schedules from postgresql schema {schema}" in server.log()
+    assert str(server.schedule_file) not in server.log()  # the file is not what is used
+    exported = _tool("--store", DSN, "--store-schema", schema, "--export", str(tmp_path / "out.xml"))
+    assert exported.returncode == 0, exported.stderr
 
     def entries(path: Path) -> list[bytes]:
         return [etree.tostring(e, method="c14n", exclusive=True) for e in etree.parse(str(path)).getroot()]
 
     assert entries(tmp_path / "out.xml") == entries(tmp_path / "in.xml")  # SanteDB's entries, as they were
+    with psycopg.connect(DSN) as conn:  # neither one-off tool left a trace in the replica list
+        rows = conn.execute(sql.SQL("SELECT replica_id FROM {}.replicas").format(sql.Identifier(schema))).fetchall()
+    assert [row[0] for row in rows] == ["a"]
+    both = _tool("--store", DSN, "--store-schema", schema, "--import", "x.xml", "--export", "y.xml")
+    assert both.returncode == 2 and "one at a time" in both.stderr

@@ -396,15 +396,17 @@ class PostgresStateStore:
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    async def open(self) -> None:
-        """Connects, creates or migrates the schema, and registers this replica (heartbeat)."""
+    async def open(self, *, register: bool = True) -> None:
+        """Connects, creates or migrates the schema, and registers this replica (heartbeat: its first lease
+        epoch). `register=False` for one-off tools (--import, --export): no row in the replica list."""
         if not self._closed:
             return
         self._pool.open()
         self._closed = False
         try:
             await self._migrate()
-            await self.heartbeat()  # registers: a new lease epoch for this process
+            if register:
+                await self.heartbeat()
         except BaseException:
             await self.close()
             raise
