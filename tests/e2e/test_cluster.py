@@ -22,6 +22,7 @@ import psycopg
 import pytest
 from lxml import etree
 from psycopg import sql
+from requires import require
 from server_process import SUPPORT, ServerProcess
 from waiting import eventually
 
@@ -175,3 +176,37 @@ def test_import_and_export_move_schedules_between_file_and_database(
     assert [row[0] for row in rows] == ["a"]
     both = _tool("--store", DSN, "--store-schema", schema, "--import", "x.xml", "--export", "y.xml")
     assert both.returncode == 2 and "one at a time" in both.stderr
+
+
+def test_backup_under_the_postgresql_store_dumps_the_schema(
+    replicas: Callable[[str], ServerProcess], tmp_path: Path, schema: str
+) -> None:
+    require(shutil.which("pg_dump") is not None and shutil.which("pg_restore") is not None, "pg_dump and pg_restore")
+    server = replicas("a")
+    folder = tmp_path / "backups"
+    with Client(server.target, timeout=20) as client:
+        client.set_schedule("test.tick", [Schedule.every(timedelta(hours=1))])
+        assert client.run_and_wait("test.tick", timeout=20).state is ExecutionState.COMPLETED
+        done = client.run_and_wait("xcron.backup", {"folder": str(folder)}, timeout=60)
+    assert done.state is ExecutionState.COMPLETED, done.error
+    (backup,) = folder.iterdir()
+    assert b"xcron_test_jobs.TickJob" in (backup / "xcron.xml").read_bytes()  # the stored schedules
+    listing = subprocess.run(
+        ["pg_restore", "--list", str(backup / "state.pgdump")], capture_output=True, text=True, check=True
+    ).stdout
+    for table in ("jobs", "executions", "schedules", "schedule_document"):
+        assert f"TABLE DATA {schema} {table} " in listing
+
+
+def test_backup_without_pg_dump_refuses_rather_than_backing_up_nothing(
+    replicas: Callable[[str], ServerProcess], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "bin").mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))  # the replica finds no pg_dump
+    server = replicas("a")
+    folder = tmp_path / "backups"
+    with Client(server.target, timeout=20) as client:
+        done = client.run_and_wait("xcron.backup", {"folder": str(folder)}, timeout=60)
+    assert done.state is ExecutionState.ABORTED
+    assert "pg_dump is not installed" in done.error and "nothing was backed up" in done.error
+    assert list(folder.iterdir()) == []  # no partial backup left behind

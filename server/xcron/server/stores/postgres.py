@@ -365,6 +365,11 @@ class PostgresStateStore:
         self._counted: dict[tuple[str, str], tuple[int, int]] = {}
         """Per schedule, the skip counters as this replica last loaded or saved them (see save_schedule_records)."""
 
+    @property
+    def dsn(self) -> str:
+        """The connection string (for tools such as pg_dump that connect on their own)."""
+        return self._dsn
+
     # -- plumbing ------------------------------------------------------------------------------
 
     def _sql(self, text: LiteralString) -> sql.Composed:
