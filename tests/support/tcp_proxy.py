@@ -34,6 +34,7 @@ class TcpProxy:
         self._tasks: set[asyncio.Task[None]] = set()
         self.connections = 0
         """How many client connections the proxy accepted so far."""
+        self._accepted = threading.Condition()
 
     def __enter__(self) -> TcpProxy:
         return self.start()
@@ -54,6 +55,12 @@ class TcpProxy:
         self._flowing.set()
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
+
+    def wait_for_connections(self, count: int, timeout: float) -> None:
+        """Blocks until `count` connections were accepted in all (AssertionError after `timeout`)."""
+        with self._accepted:
+            if not self._accepted.wait_for(lambda: self.connections >= count, timeout):
+                raise AssertionError(f"{self.connections} connection(s), expected {count}")
 
     def forward(self) -> None:
         self._call(self._set(True))
@@ -94,7 +101,9 @@ class TcpProxy:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         assert self._flowing is not None
-        self.connections += 1
+        with self._accepted:
+            self.connections += 1
+            self._accepted.notify_all()
         pair: tuple[asyncio.StreamWriter, asyncio.StreamWriter | None] = (writer, None)
         self._pairs.add(pair)
         try:
