@@ -10,13 +10,14 @@ given as a URL; elsewhere the tests are skipped saying so (CI fails instead, see
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -342,3 +343,29 @@ def test_concurrent_schedule_edits_are_never_lost(replicas: Start, schema: str) 
             assert winner in (mine, theirs)
             for client in (client_a, client_b):
                 eventually(shows(client, "test.tick", winner))
+
+
+def test_skip_counters_are_cluster_wide_and_counted_once(replicas: Start, tmp_path: Path) -> None:
+    a, b = replicas("a"), replicas("b")
+    log = tmp_path / "history.jsonl"
+    with Client(a.target, timeout=20) as client_a, Client(b.target, timeout=20) as client_b:
+
+        def skipped(client: Client) -> int:
+            return client.get_job("test.record").schedules[0].overlap_skipped_count
+
+        # Each run holds 2.5 s on a schedule of 1 s: the occurrences in between are skipped (SKIP overlap).
+        every = Schedule.every(timedelta(seconds=1), parameters={"history": str(log), "hold": 2.5})
+        job = client_a.set_schedule("test.record", [every])
+        eventually(lambda: client_b.get_job("test.record").schedules == job.schedules)
+        eventually(lambda: len(history.load(log)) >= 4, timeout=30)
+        client_a.pause_schedule("test.record")
+        paused = datetime.now(UTC)
+        eventually(lambda: all(r.end is not None for r in history.load(log).values()), timeout=10)
+        eventually(lambda: skipped(client_a) == skipped(client_b) > 0, timeout=10)  # the same on every replica
+        total = skipped(client_a)
+    runs = history.load(log).values()
+    due = sorted(datetime.fromisoformat(r.scheduled) for r in runs if r.scheduled is not None)
+    # Counted once: the occurrences between the runs, plus those after the last run until the pause.
+    between = sum(round((later - earlier).total_seconds()) - 1 for earlier, later in itertools.pairwise(due))
+    after = int((paused - due[-1]).total_seconds())
+    assert between <= total <= between + after, (between, total, after)

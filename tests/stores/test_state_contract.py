@@ -731,6 +731,11 @@ async def test_pg_skip_counters_add_up_across_replicas(make_pg: MakeStore) -> No
     await a.save_schedule_records([replace(base, overlap_skipped=3)])
     record = (await a.load_schedule_records())[("job.a", "k")]
     assert (record.overlap_skipped, record.misfire_skipped) == (4, 4)
+    # b learns what the others counted since it looked (so its GetJob shows the totals too), once.
+    assert await b.refresh_counters() == {("job.a", "k"): (3, 0)}
+    assert await b.refresh_counters() == {}
+    await b.delete_schedule_records("job.a", ["k"])  # a removed schedule forgets its counters too
+    assert await a.load_schedule_records() == {}
 
 
 async def test_pg_schedule_document_compare_and_swap(make_pg: MakeStore) -> None:

@@ -53,7 +53,8 @@ class ClusterStore(Protocol):
     replica_id: str
     epoch: int
 
-    async def claim_occurrence(self, job_id: str, schedule_key: str, due: datetime) -> bool: ...
+    async def claim_occurrence(self, job_id: str, schedule_key: str, due: datetime, *, run: bool = True) -> bool: ...
+    async def refresh_counters(self) -> dict[tuple[str, str], tuple[int, int]]: ...
     async def try_start_run(self, record: ExecutionRecord) -> ExecutionRecord | None: ...
     async def heartbeat(self) -> list[ExecutionRecord]: ...
     async def load_jobs(self) -> dict[str, JobRecord]: ...
@@ -232,6 +233,8 @@ class Cluster:
                 await self._renew()
                 for record in await self.store.expire_dead_replicas(self.lease):
                     self._adopt(record)  # local, and relayed to the others (no origin)
+                assert self._manager is not None
+                self._manager.scheduler.adjust_counters(await self.store.refresh_counters())
             except Exception as exc:
                 log.error("cluster: heartbeat failed: %s", exc)
             await asyncio.sleep(max(0.0, began + interval - loop.time()))  # the renewal period, not a sync
@@ -260,7 +263,7 @@ class Cluster:
         self._refuse_if_fenced()
         return await self.store.try_start_run(record)
 
-    async def claim(self, job_id: str, schedule_key: str, due: datetime) -> bool:
+    async def claim(self, job_id: str, schedule_key: str, due: datetime, *, run: bool = True) -> bool:
         if self.fenced:
             log.warning(
                 "cluster: occurrence %s of %s not claimed here: this replica's lease is not valid",
@@ -268,7 +271,7 @@ class Cluster:
                 job_id,
             )
             return False
-        return await self.store.claim_occurrence(job_id, schedule_key, due)
+        return await self.store.claim_occurrence(job_id, schedule_key, due, run=run)
 
     async def settle_run(self, record: ExecutionRecord, job: JobRecord) -> tuple[ExecutionRecord, JobRecord]:
         """Records the end of a local run, fenced: returns what the database holds, which wins (a run that

@@ -137,6 +137,18 @@ MIGRATIONS: tuple[LiteralString, ...] = (
     ALTER TABLE {s}.executions ADD COLUMN epoch bigint NOT NULL DEFAULT 0;
     ALTER TABLE {s}.schedule_document ADD COLUMN version bigint NOT NULL DEFAULT 1;
     """,
+    # 5: skip counters, one row per schedule and replica (each replica writes only its own; totals are sums),
+    # replacing the counter columns of schedules, which stay at 0.
+    """
+    CREATE TABLE {s}.schedule_counters (
+        job_id text NOT NULL, schedule_key text NOT NULL, replica_id text NOT NULL,
+        overlap_skipped integer NOT NULL, misfire_skipped integer NOT NULL,
+        PRIMARY KEY (job_id, schedule_key, replica_id)
+    );
+    INSERT INTO {s}.schedule_counters SELECT job_id, schedule_key, '', overlap_skipped, misfire_skipped
+        FROM {s}.schedules WHERE overlap_skipped <> 0 OR misfire_skipped <> 0;
+    UPDATE {s}.schedules SET overlap_skipped = 0, misfire_skipped = 0;
+    """,
 )
 
 _EXECUTION_COLUMNS: LiteralString = (
@@ -362,8 +374,8 @@ class PostgresStateStore:
         self._closed = True
         self._readers: set[asyncio.Task[None]] = set()
         self._last_prune = float("-inf")
-        self._counted: dict[tuple[str, str], tuple[int, int]] = {}
-        """Per schedule, the skip counters as this replica last loaded or saved them (see save_schedule_records)."""
+        self._others: dict[tuple[str, str], tuple[int, int]] = {}
+        """Per schedule, the other replicas' skip counters when this one last loaded or refreshed them."""
 
     @property
     def dsn(self) -> str:
@@ -670,78 +682,118 @@ class PostgresStateStore:
         return deleted
 
     async def load_schedule_records(self) -> dict[tuple[str, str], ScheduleRecord]:
+        """Each schedule's record; its skip counters are the totals over all replicas."""
         async with self._conn() as conn:
-            cur = await conn.execute(self._sql("SELECT * FROM {s}.schedules"))
-            records = {
-                (r["job_id"], r["schedule_key"]): ScheduleRecord(
-                    job_id=r["job_id"],
-                    schedule_key=r["schedule_key"],
-                    last_fire=_utc(r["last_fire"]),
-                    last_run=_utc(r["last_run"]),
-                    overlap_skipped=r["overlap_skipped"],
-                    misfire_skipped=r["misfire_skipped"],
-                )
-                for r in await cur.fetchall()
-            }
-        for key, record in records.items():
-            self._counted[key] = (record.overlap_skipped, record.misfire_skipped)
+            cur = await conn.execute(
+                self._sql(
+                    """SELECT s.job_id, s.schedule_key, s.last_fire, s.last_run,
+                         coalesce(sum(c.overlap_skipped), 0) AS overlap, coalesce(sum(c.misfire_skipped), 0) AS misfire,
+                         coalesce(sum(c.overlap_skipped) FILTER (WHERE c.replica_id = %(me)s), 0) AS own_overlap,
+                         coalesce(sum(c.misfire_skipped) FILTER (WHERE c.replica_id = %(me)s), 0) AS own_misfire
+                       FROM {s}.schedules s LEFT JOIN {s}.schedule_counters c
+                         ON c.job_id = s.job_id AND c.schedule_key = s.schedule_key
+                       GROUP BY s.job_id, s.schedule_key, s.last_fire, s.last_run"""
+                ),
+                {"me": self.replica_id},
+            )
+            rows = await cur.fetchall()
+        records = {}
+        for r in rows:
+            key = (r["job_id"], r["schedule_key"])
+            records[key] = ScheduleRecord(
+                job_id=r["job_id"],
+                schedule_key=r["schedule_key"],
+                last_fire=_utc(r["last_fire"]),
+                last_run=_utc(r["last_run"]),
+                overlap_skipped=int(r["overlap"]),
+                misfire_skipped=int(r["misfire"]),
+            )
+            self._others[key] = (int(r["overlap"] - r["own_overlap"]), int(r["misfire"] - r["own_misfire"]))
         return records
 
-    async def delete_schedule_records(self, job_id: str, schedule_keys: Sequence[str]) -> None:
+    async def refresh_counters(self) -> dict[tuple[str, str], tuple[int, int]]:
+        """How much the other replicas' skip counters grew since this replica last loaded or refreshed them,
+        per schedule (only the ones that changed)."""
         async with self._conn() as conn:
-            await conn.execute(
-                self._sql("DELETE FROM {s}.schedules WHERE job_id = %s AND schedule_key = ANY(%s)"),
-                (job_id, list(schedule_keys)),
+            cur = await conn.execute(
+                self._sql(
+                    """SELECT job_id, schedule_key, sum(overlap_skipped) AS overlap, sum(misfire_skipped) AS misfire
+                       FROM {s}.schedule_counters WHERE replica_id <> %s GROUP BY job_id, schedule_key"""
+                ),
+                (self.replica_id,),
             )
+            rows = await cur.fetchall()
+        deltas = {}
+        for r in rows:
+            key = (r["job_id"], r["schedule_key"])
+            now = (int(r["overlap"]), int(r["misfire"]))
+            before = self._others.get(key, (0, 0))
+            if now != before:
+                deltas[key] = (now[0] - before[0], now[1] - before[1])
+                self._others[key] = now
+        return deltas
+
+    async def delete_schedule_records(self, job_id: str, schedule_keys: Sequence[str]) -> None:
+        async with self._conn() as conn, conn.transaction():
+            for table in ("schedules", "schedule_counters"):
+                await conn.execute(
+                    sql.SQL("DELETE FROM {}.{} WHERE job_id = %s AND schedule_key = ANY(%s)").format(
+                        self._schema_ident, sql.Identifier(table)
+                    ),
+                    (job_id, list(schedule_keys)),
+                )
         for key in schedule_keys:
-            self._counted.pop((job_id, key), None)
+            self._others.pop((job_id, key), None)
 
     async def save_schedule_records(self, records: Sequence[ScheduleRecord]) -> None:
         """Upserts, cluster-safe: rows are locked in one order (job, schedule key), so replicas saving
         together never deadlock; fire times only move forward (a replica's older view never undoes a
-        newer one); the skip counters add what this replica counted since it last loaded or saved them,
-        so they are cluster-wide totals."""
+        newer one). Skip counters: this replica's own row holds what it counted (the record's totals minus
+        what the others had counted when it last looked), so totals are sums over replicas."""
         if not records:
             return
         latest = {(r.job_id, r.schedule_key): r for r in records}
-        rows = []
-        for key in sorted(latest):
+        keys = sorted(latest)
+        schedules, counters = [], []
+        for key in keys:
             r = latest[key]
-            overlap, misfire = self._counted.get(key, (0, 0))
-            rows.append(
-                (
-                    r.job_id,
-                    r.schedule_key,
-                    _utc(r.last_fire),
-                    _utc(r.last_run),
-                    r.overlap_skipped,
-                    r.misfire_skipped,
-                    r.overlap_skipped - overlap,
-                    r.misfire_skipped - misfire,
-                )
-            )
+            others = self._others.get(key, (0, 0))
+            schedules.append((r.job_id, r.schedule_key, _utc(r.last_fire), _utc(r.last_run)))
+            own = (max(0, r.overlap_skipped - others[0]), max(0, r.misfire_skipped - others[1]))
+            if own != (0, 0):
+                counters.append((r.job_id, r.schedule_key, self.replica_id, *own))
         async with self._conn() as conn, conn.transaction(), conn.cursor() as cur:
             await cur.executemany(
                 self._sql(
                     """INSERT INTO {s}.schedules AS t
                          (job_id, schedule_key, last_fire, last_run, overlap_skipped, misfire_skipped)
-                       SELECT %s, %s, %s, %s, %s, %s
+                       VALUES (%s, %s, %s, %s, 0, 0)
                        ON CONFLICT (job_id, schedule_key) DO UPDATE SET
                          last_fire = greatest(t.last_fire, EXCLUDED.last_fire),
-                         last_run = greatest(t.last_run, EXCLUDED.last_run),
-                         overlap_skipped = t.overlap_skipped + %s, misfire_skipped = t.misfire_skipped + %s"""
+                         last_run = greatest(t.last_run, EXCLUDED.last_run)"""
                 ),
-                rows,
+                schedules,
             )
-        for key in latest:
-            self._counted[key] = (latest[key].overlap_skipped, latest[key].misfire_skipped)
+            if counters:
+                await cur.executemany(
+                    self._sql(
+                        """INSERT INTO {s}.schedule_counters AS c
+                             (job_id, schedule_key, replica_id, overlap_skipped, misfire_skipped)
+                           VALUES (%s, %s, %s, %s, %s)
+                           ON CONFLICT (job_id, schedule_key, replica_id) DO UPDATE SET
+                             overlap_skipped = greatest(c.overlap_skipped, EXCLUDED.overlap_skipped),
+                             misfire_skipped = greatest(c.misfire_skipped, EXCLUDED.misfire_skipped)"""
+                    ),
+                    counters,
+                )
 
     # -- cluster primitives --------------------------------------------------------------------
 
-    async def claim_occurrence(self, job_id: str, schedule_key: str, due: datetime) -> bool:
+    async def claim_occurrence(self, job_id: str, schedule_key: str, due: datetime, *, run: bool = True) -> bool:
         """True for exactly one caller, across all replicas, per (job, schedule, due time): the one that
-        should run it, and only while this replica holds a valid lease. The claimant alone records the
-        schedule's fire time, in the same transaction (one write per occurrence, whoever else is up).
+        should run it (or, `run=False`, count it skipped), and only while this replica holds a valid lease.
+        The claimant alone records the schedule's fire time (and, running it, its last run), in the same
+        transaction: one write per occurrence, whoever else is up.
         Claims older than `claim_retention` are pruned about once an hour per replica."""
         prune = time.monotonic() - self._last_prune >= _PRUNE_EVERY
         if prune:
@@ -753,6 +805,7 @@ class PostgresStateStore:
             "me": self.replica_id,
             "epoch": self.epoch,
             "lease": self.lease,
+            "run": run,
         }
         async with self._conn() as conn, conn.transaction():
             cur = await conn.execute(
@@ -769,7 +822,7 @@ class PostgresStateStore:
                 await conn.execute(
                     self._sql(
                         """UPDATE {s}.schedules SET last_fire = greatest(last_fire, %(due)s),
-                             last_run = greatest(last_run, %(due)s)
+                             last_run = CASE WHEN %(run)s THEN greatest(last_run, %(due)s) ELSE last_run END
                            WHERE job_id = %(job)s AND schedule_key = %(key)s"""
                     ),
                     params,
