@@ -14,7 +14,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -135,10 +135,14 @@ def test_a_killed_replicas_run_is_aborted_after_the_lease(replicas: Callable[[st
         run = client_b.run_job("test.block")
         follow(client_a, "test.block", lambda s: s.execution_id == run.id and s.status_text == "waiting")
         b.stop(signal.SIGKILL)
+        killed = datetime.now(UTC)
         status = follow(client_a, "test.block", lambda s: s.execution_id == run.id and s.state is JobState.ABORTED)
         assert "replica b stopped" in status.status_text
         execution = client_a.get_execution(run.id)
         assert execution.state is ExecutionState.ABORTED
+        assert execution.finish_time is not None
+        detected = (execution.finish_time - killed).total_seconds()
+        print(f"\nkill -9: run recorded ABORTED {detected:.2f} s after the kill")
         assert client_a.run_and_wait("test.tick", timeout=20).state is ExecutionState.COMPLETED
 
 

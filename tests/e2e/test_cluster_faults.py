@@ -4,8 +4,8 @@ proxy the test controls between one replica and the database (forward, black-hol
 they really did to a history file (`test.record`), and `history.check` asserts over it: no occurrence ran
 twice, no two runs of one job overlapped beyond what the partition window allows.
 
-Needs PostgreSQL on 127.0.0.1:5432 (trust auth, database `test`), or XCRON_TEST_PG_DSN with host and port
-given as a URL; elsewhere the tests are skipped saying so (CI fails instead, see tests/support/requires.py).
+Needs PostgreSQL on 127.0.0.1:5432 (trust auth, database `test`), or XCRON_TEST_PG_DSN; elsewhere the tests
+are skipped saying so (CI fails instead, see tests/support/requires.py).
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import history
 import psycopg
 import pytest
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from requires import require
 from server_process import ServerProcess
 from tcp_proxy import TcpProxy
@@ -65,16 +65,14 @@ def schema() -> Iterator[str]:
 
 @pytest.fixture
 def proxy() -> Iterator[TcpProxy]:
-    parts = urlsplit(DSN)
-    with TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432) as started:
+    info = conninfo_to_dict(DSN)
+    with TcpProxy(str(info.get("host", "127.0.0.1")), int(str(info.get("port", 5432)))) as started:
         yield started
 
 
 def via(proxy: TcpProxy) -> str:
-    parts = urlsplit(DSN)
-    netloc = parts.netloc.rsplit("@", 1)
-    host = f"127.0.0.1:{proxy.port}"
-    return urlunsplit(parts._replace(netloc=f"{netloc[0]}@{host}" if len(netloc) == 2 else host))
+    """The DSN, through the proxy."""
+    return make_conninfo(DSN, host="127.0.0.1", port=proxy.port)
 
 
 Start = Callable[..., ServerProcess]

@@ -753,7 +753,9 @@ async def test_pg_calls_to_a_silent_database_end_at_their_deadline(pg_schema: st
     host, port = _pg_address()
     with TcpProxy(host, port) as proxy:
         store = PostgresStateStore(
-            f"host=127.0.0.1 port={proxy.port} user=postgres dbname=test", schema=pg_schema, call_timeout=1.0
+            psycopg.conninfo.make_conninfo(PG_DSN, host="127.0.0.1", port=proxy.port),
+            schema=pg_schema,
+            call_timeout=1.0,
         )
         await store.open()
         try:
@@ -772,7 +774,7 @@ async def test_pg_listener_notices_a_silent_connection_and_listens_again(pg_sche
     host, port = _pg_address()
     with TcpProxy(host, port) as proxy:
         store = PostgresStateStore(
-            f"host=127.0.0.1 port={proxy.port} user=postgres dbname=test",
+            psycopg.conninfo.make_conninfo(PG_DSN, host="127.0.0.1", port=proxy.port),
             schema=pg_schema,
             lease=timedelta(seconds=3),
             call_timeout=1.0,
