@@ -346,11 +346,7 @@ class Scheduler:
             self._count_skipped(entry, 1)
             self._spawn(self._save_records([entry.record]))
             self._executor.observer.overlap_skipped(job_id, policy.value)
-            if job_id in self._starting:
-                log.info("job %s is still being started (waiting on the store): occurrence %s skipped", job_id,
-                         due.isoformat())  # fmt: skip
-            else:
-                log.info("job %s is still running: occurrence %s skipped", job_id, due.isoformat())
+            self._log_skip(job_id, due)
             return
         if policy is OverlapPolicy.CANCEL_OTHER:
             # The newest occurrence supersedes one still waiting for the cancelled run to end.
@@ -374,7 +370,7 @@ class Scheduler:
             return
         self._bump(entry.job_id, entry.schedule.key, overlap=1)
         self._executor.observer.overlap_skipped(entry.job_id, entry.schedule.overlap_policy.value)
-        log.info("job %s is still running here: occurrence %s skipped", entry.job_id, due.isoformat())
+        self._log_skip(entry.job_id, due)
 
     async def _count_missed_if_claimed(self, job_id: str, schedule: Schedule, newest: datetime, count: int) -> None:
         cluster = self._executor.cluster
@@ -387,6 +383,13 @@ class Scheduler:
             return
         self._bump(job_id, schedule.key, misfire=count)
         self._executor.observer.misfired(job_id, schedule.misfire_policy.value, count)
+
+    def _log_skip(self, job_id: str, due: datetime) -> None:
+        if self._executor.running(job_id) is not None:
+            log.info("job %s is still running: occurrence %s skipped", job_id, due.isoformat())
+        else:  # the previous occurrence's start still waits on the store (a claim, or the run's record)
+            log.info("job %s is still being started (waiting on the store): occurrence %s skipped", job_id,
+                     due.isoformat())  # fmt: skip
 
     def _bump(self, job_id: str, key: str, *, overlap: int = 0, misfire: int = 0) -> None:
         """Adds to a schedule's skip counters and saves them."""
