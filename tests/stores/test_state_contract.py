@@ -24,8 +24,9 @@ from psycopg import sql
 from tcp_proxy import TcpProxy
 
 from xcron.server.core.errors import Conflict, StoreUnavailable
-from xcron.server.core.model import ExecutionState, JobState, ParameterValue, Trigger
+from xcron.server.core.model import ExecutionState, IntervalSpec, JobState, ParameterValue, Schedule, Trigger
 from xcron.server.stores.postgres import MIGRATIONS, PostgresStateStore, lease_lost, replica_stopped
+from xcron.server.stores.schedules import PostgresScheduleSource
 from xcron.server.stores.sqlite import SqliteStateStore
 from xcron.server.stores.state import (
     INTERRUPTED,
@@ -36,6 +37,7 @@ from xcron.server.stores.state import (
     ScheduleRecord,
     StateStore,
 )
+from xcron.server.stores.xcron_xml import ScheduleDocument, ScheduleEntry
 
 PG_DSN = os.environ.get("XCRON_TEST_PG_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=test")
 T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -800,3 +802,37 @@ async def test_pg_listener_notices_a_silent_connection_and_listens_again(pg_sche
 def _pg_address() -> tuple[str, int]:
     info = psycopg.conninfo.conninfo_to_dict(PG_DSN)
     return str(info.get("host", "127.0.0.1")), int(str(info.get("port", 5432)))
+
+
+def _entry(type_name: str, seconds: int) -> ScheduleEntry:
+    schedule = Schedule(spec=IntervalSpec(every=timedelta(seconds=seconds)), start=T0)
+    return ScheduleEntry(type_name=type_name, start_type="schedule", schedules=(schedule,))
+
+
+async def test_pg_schedule_sources_on_two_replicas_never_lose_each_others_edits(make_pg: MakeStore) -> None:
+    a = PostgresScheduleSource(await make_pg("a"))
+    b = PostgresScheduleSource(await make_pg("b"))
+    known: Callable[[str], bool] = lambda _: True  # noqa: E731
+    await a.save(ScheduleDocument((_entry("J.One, j", 60), _entry("J.Gone, j", 5))), default_zone="UTC", known=known)
+    base_a = await a.load(default_zone="UTC")
+    base_b = await b.load(default_zone="UTC")
+    # Both edit the same version at once: a changes One and removes Gone, b adds Two.
+    edit_a = ScheduleDocument((_entry("J.One, j", 61),))
+    edit_b = base_b.replace(_entry("J.Two, j", 120))
+    assert base_a == base_b
+    await asyncio.gather(
+        a.save(edit_a, default_zone="UTC", known=known), b.save(edit_b, default_zone="UTC", known=known)
+    )
+    merged = await a.load(default_zone="UTC")
+    assert {e.type_name: e.schedules[0].spec for e in merged.entries} == {
+        "J.One, j": IntervalSpec(every=timedelta(seconds=61)),
+        "J.Two, j": IntervalSpec(every=timedelta(seconds=120)),
+    }
+    # The same job from both at once: the later swap wins, and the document says which.
+    await asyncio.gather(
+        a.save(merged.replace(_entry("J.One, j", 1)), default_zone="UTC", known=known),
+        b.save(merged.replace(_entry("J.One, j", 2)), default_zone="UTC", known=known),
+    )
+    final = await b.load(default_zone="UTC")
+    assert final.find("J.One") in (_entry("J.One, j", 1), _entry("J.One, j", 2))
+    assert final.find("J.Two") == _entry("J.Two, j", 120)
