@@ -271,8 +271,11 @@ async def _connect(dsn: str, deadline: float, application_name: str = "xcron") -
 
 
 class _Deadline:
-    """Cuts a call off after `seconds`: closes the connection's socket (no polite cancel request: a server
-    that does not answer would not answer that either) and cancels the calling task."""
+    """Cuts a call off after `seconds`. With a connection, its socket is shut down: the call then fails at
+    once with "connection closed", and the pool discards the connection (no polite cancel request: a server
+    that does not answer would not answer that either; and the descriptor stays open until the connection
+    is closed, so no new socket can take its number under a waiting reader). Without one (waiting for a
+    pool slot, or connecting), the calling task is cancelled."""
 
     def __init__(self, seconds: float) -> None:
         task = asyncio.current_task()
@@ -281,21 +284,27 @@ class _Deadline:
         self.expired = False
         self.conn: Connection | None = None
         self._task = task
-        self._ended = False
+        self._cancelled = False
         self._timer = asyncio.get_running_loop().call_later(seconds, self._expire)
 
     def _expire(self) -> None:
         self.expired = True
         if self.conn is not None and not self.conn.closed:
-            self.conn.pgconn.finish()
+            try:
+                with socket.fromfd(self.conn.fileno(), socket.AF_INET, socket.SOCK_STREAM) as sock:  # a dup
+                    sock.shutdown(socket.SHUT_RDWR)
+                return
+            except (OSError, psycopg.Error):
+                pass
+        self._cancelled = True
         self._task.cancel()
 
     def end(self) -> bool:
-        """Stops the timer; True if it had fired (the caller then un-cancels and reports the timeout)."""
+        """Stops the timer; True if it had fired (the caller then reports the timeout)."""
         self._timer.cancel()
-        if self.expired and not self._ended:
+        if self._cancelled:
+            self._cancelled = False
             self._task.uncancel()
-        self._ended = True
         return self.expired
 
 
