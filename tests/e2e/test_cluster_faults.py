@@ -179,6 +179,31 @@ def test_blackholed_replica_fences_itself_and_its_abort_stands(
     )
 
 
+def test_late_outcome_of_an_uncancellable_run_cannot_overwrite_its_abort(
+    replicas: Start, proxy: TcpProxy, tmp_path: Path
+) -> None:
+    a, b = replicas("a"), replicas("b", via(proxy))
+    watcher = Watcher(a.target, "test.stubborn")
+    with Client(a.target, timeout=20) as client_a, Client(b.target, timeout=20) as client_b:
+        run_b = client_b.run_job("test.stubborn", {"release": str(tmp_path / "release-b")})
+        follow(client_a, "test.stubborn", lambda s: s.execution_id == run_b.id and s.status_text == "waiting")
+        mark = len(b.output)
+        proxy.blackhole()
+        follow(client_a, "test.stubborn", lambda s: s.execution_id == run_b.id and s.state is JobState.ABORTED)
+        run_a = client_a.run_job("test.stubborn", {"release": str(tmp_path / "release-a")})
+        b.wait_for_log("lease not renewed", after=mark)  # it asked; this job does not listen
+        proxy.forward()
+        (tmp_path / "release-b").touch()  # b's run finishes its work now, long after it was aborted
+        b.wait_for_log("but the database has it ABORTED", after=mark, timeout=30)
+        assert client_b.get_execution(run_b.id).state is ExecutionState.ABORTED
+        eventually(lambda: client_b.get_job("test.stubborn").execution_id == run_a.id, timeout=30)
+        assert client_a.get_job("test.stubborn").execution_id == run_a.id
+        (tmp_path / "release-a").touch()
+        follow(client_a, "test.stubborn", lambda s: s.execution_id == run_a.id and s.state is JobState.COMPLETED)
+    watcher.close()
+    assert after_abort(watcher.of(run_b.id)) == []  # never COMPLETED, never RUNNING again, anywhere
+
+
 def test_stopped_replica_learns_on_resume_that_its_run_was_aborted(replicas: Start, tmp_path: Path) -> None:
     a, b = replicas("a"), replicas("b")
     log = tmp_path / "history.jsonl"
