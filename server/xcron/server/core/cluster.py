@@ -10,7 +10,9 @@ one replica at a time, and every replica's watchers see every replica's changes.
 - Events: local status changes are coalesced per job and sent with NOTIFY (at most every 50 ms);
   other replicas apply them to their job state and publish them to their own watchers. NOTIFY is
   not stored, so after every (re)connect of the listener a replica re-reads every job's state from
-  the database and corrects its watchers. Sequence numbers stay per replica (see events.py).
+  the database and corrects its watchers. Neither a notification nor a re-read moves a job back: to
+  RUNNING for a run that ended, or to an older run (by start time; replica clocks are assumed to
+  agree to well under the time between two runs of a job). Sequence numbers stay per replica.
 - Cancel: CancelJob on any replica flags the execution in the database and notifies its owner.
 - Liveness and fencing (as a lease in Chubby/etcd, or a Kubernetes Lease): each replica renews its
   lease every lease/3. Every database call has a deadline. A replica's lease is valid until `lease`
@@ -388,8 +390,9 @@ class Cluster:
                         current = self._executor.job_record(job_id)
                     except NotFound:
                         continue
-                    if record != current and self._executor.running(job_id) is None:
-                        self._executor.apply_remote(_status(record, DATABASE))
+                    status = _status(record, DATABASE)
+                    if record != current and self._executor.running(job_id) is None and not self._stale(status):
+                        self._executor.apply_remote(status)
                         corrected += 1
                 await self._manager.reload()
                 if corrected:
@@ -401,17 +404,17 @@ class Cluster:
             delay = min(delay * 2, 5.0)
 
     def _stale(self, status: JobStatus) -> bool:
-        """A notification that would move a job back: its run already ended here (e.g. learnt from the
-        database after a reconnect), yet the notification says RUNNING."""
+        """A change that would move a job back (a notification overtaken by a re-read, or a re-read overtaken
+        by a notification): its run already ended here yet it says RUNNING, or it is about an older run."""
         assert self._executor is not None
         try:
             current = self._executor.job_record(status.job_id)
         except NotFound:
             return True
+        if current.execution_id == status.execution_id:
+            return current.state is not JobState.RUNNING and status.state is JobState.RUNNING
         return (
-            current.execution_id == status.execution_id
-            and current.state is not JobState.RUNNING
-            and status.state is JobState.RUNNING
+            current.last_start is not None and status.last_start is not None and status.last_start < current.last_start
         )
 
     async def _listen_events(self, ready: asyncio.Event) -> None:
