@@ -2,7 +2,8 @@
 from every replica, a killed replica's run ABORTED after its lease.
 
 Needs PostgreSQL on 127.0.0.1:5432 (trust auth, database `test`), or XCRON_TEST_PG_DSN; skipped
-with the reason when none answers. Each test works in a schema of its own."""
+with the reason when none answers (in CI, a failure: tests/support/requires.py). Each test works in a
+schema of its own."""
 
 from __future__ import annotations
 
@@ -40,7 +41,10 @@ def _reachable() -> str | None:
         return f"PostgreSQL is not reachable at {DSN}: {exc}"
 
 
-pytestmark = pytest.mark.skipif(bool(reason := _reachable()), reason=reason or "")
+@pytest.fixture(autouse=True)
+def _postgres() -> None:
+    reason = _reachable()
+    require(reason is None, reason or "")
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from typing import Any, LiteralString
 import psycopg
 import pytest
 from psycopg import sql
+from requires import require
 from tcp_proxy import TcpProxy
 
 from xcron.server.core.errors import Conflict, StoreUnavailable
@@ -57,8 +58,7 @@ def _pg_unreachable() -> str | None:
 def pg_schema() -> Iterator[str]:
     """A fresh schema name (the store creates the schema itself), dropped after the test."""
     reason = _pg_unreachable()
-    if reason is not None:
-        pytest.skip(reason)
+    require(reason is None, reason or "")
     schema = f"xcron_test_{uuid.uuid4().hex}"
     yield schema
     with psycopg.connect(PG_DSN, autocommit=True) as conn:
