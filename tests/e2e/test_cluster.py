@@ -44,7 +44,7 @@ def _reachable() -> str | None:
 @pytest.fixture(autouse=True)
 def _postgres() -> None:
     reason = _reachable()
-    require(reason is None, reason or "")
+    require(reason is None, f"a reachable PostgreSQL ({reason})")
 
 
 @pytest.fixture

@@ -58,7 +58,7 @@ def _pg_unreachable() -> str | None:
 def pg_schema() -> Iterator[str]:
     """A fresh schema name (the store creates the schema itself), dropped after the test."""
     reason = _pg_unreachable()
-    require(reason is None, reason or "")
+    require(reason is None, f"a reachable PostgreSQL ({reason})")
     schema = f"xcron_test_{uuid.uuid4().hex}"
     yield schema
     with psycopg.connect(PG_DSN, autocommit=True) as conn:
