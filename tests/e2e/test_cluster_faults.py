@@ -31,7 +31,15 @@ from server_process import ServerProcess
 from tcp_proxy import TcpProxy
 from waiting import eventually
 
-from xcron.client import Client, ExecutionState, FailedPreconditionError, IntervalSpec, JobState, Schedule
+from xcron.client import (
+    Client,
+    ExecutionState,
+    FailedPreconditionError,
+    IntervalSpec,
+    JobState,
+    Schedule,
+    UnavailableError,
+)
 from xcron.server.core.model import IntervalSpec as ServerIntervalSpec
 from xcron.server.stores.xcron_xml import parse_schedule_xml
 
@@ -158,6 +166,8 @@ def test_blackholed_replica_fences_itself_and_its_abort_stands(
         run_a = client_a.run_job("test.record", {"history": str(log), "release": str(tmp_path / "release")})
         b.wait_for_log("lease not renewed", after=mark)
         eventually(lambda: history.ended(log, run_b.id))
+        with pytest.raises(UnavailableError):
+            client_b.run_job("test.tick")  # cut off and fenced: b starts nothing (the others do)
         proxy.forward()
         # Back: b learns its run was aborted (it never records it COMPLETED or CANCELLED), and every replica's
         # job row points at the newest run, a's.

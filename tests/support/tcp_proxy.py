@@ -31,7 +31,7 @@ class TcpProxy:
         self._flowing: asyncio.Event | None = None
         self._server: asyncio.Server | None = None
         self._pairs: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter | None]] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self.connections = 0
         """How many client connections the proxy accepted so far."""
         self._accepted = threading.Condition()
@@ -96,11 +96,17 @@ class TcpProxy:
         if self._server is not None:
             self._server.close()
         await self._reset()
-        for task in list(self._tasks):
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         assert self._flowing is not None
+        me = asyncio.current_task()
+        if me is not None:
+            self._tasks.add(me)
+            me.add_done_callback(self._tasks.discard)
         with self._accepted:
             self.connections += 1
             self._accepted.notify_all()
