@@ -20,7 +20,7 @@ from xcron.server.api.tls import (
     check_plaintext_allowed,
     read_tls_files,
 )
-from xcron.server.app import ServerConfig, export_schedules, local_zone_name, serve
+from xcron.server.app import ServerConfig, export_schedules, import_schedules, local_zone_name, serve
 from xcron.server.core.errors import StoreUnavailable
 from xcron.server.core.limits import Limits
 from xcron.server.stores.xcron_xml import ScheduleFileError
@@ -54,7 +54,9 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
     cluster.add_argument("--store-schema", default="xcron", help="schema in that database (%(default)s)")
     cluster.add_argument("--replica-id", help="this replica's name (default: host:pid:random); must be unique")
     cluster.add_argument("--lease", type=float, default=15.0, help="seconds before a silent replica's runs are aborted")
-    cluster.add_argument("--import", dest="import_file", type=Path, metavar="XML", help="replace the stored schedules")
+    cluster.add_argument(
+        "--import", dest="import_file", type=Path, metavar="XML", help="replace the stored schedules, exit"
+    )
     cluster.add_argument("--export", dest="export_file", type=Path, metavar="XML", help="write them to a file, exit")
     defaults = Limits()
     limits = parser.add_argument_group("limits (exceeding one is answered RESOURCE_EXHAUSTED or INVALID_ARGUMENT)")
@@ -108,6 +110,8 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if (args.import_file or args.export_file) and not args.store:
         parser.error("--import and --export move schedules to and from a --store")
+    if args.import_file and args.export_file:
+        parser.error("--import and --export: one at a time (each does its one thing and exits)")
     if args.lease <= 0:
         parser.error("--lease must be positive")
     if args.metrics_listen is not None and ":" not in args.metrics_listen:
@@ -171,7 +175,10 @@ def _check_security(parser: argparse.ArgumentParser, args: argparse.Namespace) -
 def main(argv: list[str] | None = None) -> None:
     config = parse_args(argv)
     try:
-        asyncio.run(export_schedules(config) if config.export_file else serve(config))
+        if config.import_file:
+            asyncio.run(import_schedules(config))
+        else:
+            asyncio.run(export_schedules(config) if config.export_file else serve(config))
     except StoreUnavailable as exc:
         print(f"xcron-server: the store is unavailable: {exc.message}", file=sys.stderr)
         sys.exit(2)

@@ -81,7 +81,7 @@ class ServerConfig:
     replica_id: str | None = None
     lease_seconds: float = 15.0
     import_file: Path | None = None
-    """With store_dsn: replace the shared schedules with this xcron.xml before starting."""
+    """With store_dsn: replace the shared schedules with this xcron.xml and exit (no serving)."""
     export_file: Path | None = None
     """With store_dsn: write the shared schedules to this file and exit (no serving)."""
 
@@ -161,8 +161,6 @@ class XcronServer:
             limits=config.limits,
         )
         await self.store.open()
-        if config.import_file is not None:
-            await manager.import_schedules(config.import_file)
         await manager.load_schedules()
         if self.cluster is not None:
             self.cluster.attach(executor, manager)
@@ -210,7 +208,7 @@ class XcronServer:
             "plaintext" if config.tls is None else "mutual TLS" if config.tls.client_ca else "TLS",
             "no authentication" if tokens is None else f"{len(tokens)} bearer token(s)",
             len(self.registry),
-            config.schedule_file,
+            self.schedule_source.description,
             config.time_zone,
         )
         if self.metrics_port is not None:
@@ -233,11 +231,39 @@ class XcronServer:
             await self._server.wait_for_termination()
 
 
+async def import_schedules(config: ServerConfig) -> None:
+    """`--import FILE`: replaces the stored schedules with the file's, checked against the jobs as a reload
+    checks them, then returns. Not a replica: it leaves no row in the replica list."""
+    assert config.store_dsn is not None and config.import_file is not None
+    store = PostgresStateStore(config.store_dsn, schema=config.store_schema, replica_id=config.replica_id)
+    await store.open(register=False)
+    try:
+        registry = JobRegistry()
+        if config.load_entry_points:
+            registry.load_entry_points()
+        for module in config.job_modules:
+            registry.load_module(module)
+        bus, clock = EventBus(), SystemClock()
+        manager = JobManager(
+            registry=registry,
+            store=store,
+            bus=bus,
+            clock=clock,
+            schedule_source=PostgresScheduleSource(store),
+            default_zone=config.time_zone,
+            executor=Executor(registry, store, bus, clock, max_threads=1),
+        )
+        await manager.import_schedules(config.import_file)
+    finally:
+        await store.close()
+
+
 async def export_schedules(config: ServerConfig) -> None:
-    """`--export FILE`: the stored schedules as an xcron.xml file that SanteDB and xcron read."""
+    """`--export FILE`: the stored schedules as an xcron.xml file that SanteDB and xcron read. Not a
+    replica: it leaves no row in the replica list."""
     assert config.store_dsn is not None and config.export_file is not None
     store = PostgresStateStore(config.store_dsn, schema=config.store_schema, replica_id=config.replica_id)
-    await store.open()
+    await store.open(register=False)
     try:
         document = await PostgresScheduleSource(store).load(default_zone=config.time_zone)
         await FileScheduleSource(config.export_file).save(

@@ -20,7 +20,7 @@ from xcron.server.core.jobs import JobCancelled, JobContext
 from xcron.server.core.model import ExecutionState, JobState, ParameterValue, Trigger
 from xcron.server.core.observe import NullObserver, Observer
 from xcron.server.core.registry import JobRegistry
-from xcron.server.stores.state import INTERRUPTED, ExecutionRecord, JobRecord, StateStore
+from xcron.server.stores.state import INTERRUPTED, ExecutionRecord, JobRecord, RunFenced, StateStore
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,8 @@ FinishListener = Callable[[ExecutionRecord], None]
 class ClusterHooks(Protocol):
     async def try_start_run(self, record: ExecutionRecord) -> ExecutionRecord | None: ...
     async def cancel_remote(self, job_id: str, execution_id: str) -> ExecutionRecord | None: ...
-    async def claim(self, job_id: str, schedule_key: str, due: datetime) -> bool: ...
+    async def claim(self, job_id: str, schedule_key: str, due: datetime, *, run: bool = True) -> bool: ...
+    async def settle_run(self, record: ExecutionRecord, job: JobRecord) -> tuple[ExecutionRecord, JobRecord]: ...
 
 
 def _ids(record: ExecutionRecord) -> dict[str, str]:
@@ -354,14 +355,21 @@ class Executor:
             last_finish=now,
             execution_id=record.id,
         )
-        await self._set_job(job, persist=False)
-        try:
-            await asyncio.gather(self._store.save_execution(record), self._store.save_job(job))
-        except Exception as exc:
-            # Memory is right; the store must catch up, or the job would look RUNNING after a restart
-            # (and, in a cluster, stay locked). Keep trying in the background.
-            log.error("could not record the end of the run (%s); retrying", exc, extra=_ids(record))
-            self._spawn_persist(record, job)
+        if self.cluster is not None:
+            # Fenced: what the database holds wins (another replica may have aborted the run meanwhile).
+            record, job = await self.cluster.settle_run(record, job)
+            entry.record = record
+            if self._jobs[job_id].execution_id == record.id:  # no newer local run started meanwhile
+                await self._set_job(job, persist=False)
+        else:
+            await self._set_job(job, persist=False)
+            try:
+                await asyncio.gather(self._store.save_execution(record), self._store.save_job(job))
+            except Exception as exc:
+                # Memory is right; the store must catch up, or the job would look RUNNING after a restart.
+                # Keep trying in the background.
+                log.error("could not record the end of the run (%s); retrying", exc, extra=_ids(record))
+                self._spawn_persist(record, job)
         self.observer.run_finished(record)
         log.info("run ended %s", state.value.upper(), extra=_ids(record))
         for listener in list(self._listeners):
@@ -383,6 +391,8 @@ class Executor:
                 if job is not None and self._jobs.get(job.job_id) == job:
                     await self._store.save_job(job)
                 return
+            except RunFenced:
+                return  # the store holds another outcome (a cluster fenced this write): it stands
             except Exception as exc:
                 if attempt == attempts - 1:
                     log.error("gave up recording the run's end: %s", exc, extra=_ids(record))

@@ -161,7 +161,12 @@ class JobManager:
                 await self.scheduler.set_job_schedules(job.id, new)
         self._schedules = schedules
         unknown = sum(1 for e in document.entries if not self._known(e.type_name))
-        log.info("xcron.xml reloaded: %d scheduled jobs, %d unknown entries", len(schedules), unknown)
+        log.info(
+            "%s reloaded: %d scheduled jobs, %d unknown entries",
+            self.schedules_source.description,
+            len(schedules),
+            unknown,
+        )
         return sum(1 for s in schedules.values() if s.schedules), unknown
 
     # -- queries -----------------------------------------------------------------------------
