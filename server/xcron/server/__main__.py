@@ -20,9 +20,10 @@ from xcron.server.api.tls import (
     check_plaintext_allowed,
     read_tls_files,
 )
-from xcron.server.app import ServerConfig, export_schedules, local_zone_name, serve
+from xcron.server.app import ListenError, ServerConfig, export_schedules, local_zone_name, serve
 from xcron.server.core.errors import StoreUnavailable
 from xcron.server.core.limits import Limits
+from xcron.server.stores.datadir import DataDirLocked
 from xcron.server.stores.xcron_xml import ScheduleFileError
 
 
@@ -180,6 +181,14 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     except (TlsConfigError, InsecureListenError, TokenFileError) as exc:  # a file changed since the flags were checked
         print(f"xcron-server: refusing to start: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except (DataDirLocked, ListenError) as exc:  # one server per data dir and per port
+        print(f"xcron-server: refusing to start: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as exc:
+        if exc.filename is None:
+            raise
+        print(f"xcron-server: refusing to start: {exc.filename}: {exc.strerror}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         pass

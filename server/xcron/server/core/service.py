@@ -168,7 +168,7 @@ class JobManager:
         self, job_id: str, *, limit: int, before: ExecutionCursor | None
     ) -> list[ExecutionRecord]:
         self.registry.get(job_id)
-        return await self.store.list_executions(job_id, limit=limit, before=before)
+        return self.executor.overlay(await self.store.list_executions(job_id, limit=limit, before=before))
 
     async def get_execution(self, execution_id: str) -> ExecutionRecord:
         return await self.executor.get_execution(execution_id)

@@ -60,6 +60,8 @@ _XC = f"{{{XC_NS}}}"
 # The declarations every file xcron writes carries on its root, in this order.
 _ROOT_NSMAP = {"xsi": XSI_NS, "xsd": XSD_NS, "xc": XC_NS}
 _ROOT_DECLARATIONS = tuple(f' xmlns:{prefix}="{uri}"'.encode() for prefix, uri in _ROOT_NSMAP.items())
+TEMP_PREFIX = ".xcron.xml."
+"""Prefix of the temp files of atomic saves (start-up removes stale ones: stores.datadir)."""
 _SCHEDULE_ATTRIBUTES = ("start", "timeZone", "misfire", "misfireGrace", "maxCatchup", "overlap")
 _POSITIONAL_TAGS = {"int": ParameterType.INT, "string": ParameterType.STRING, "bool": ParameterType.BOOL}
 _POSITIONAL_TAGS_READ = {**_POSITIONAL_TAGS, "double": ParameterType.DOUBLE}
@@ -591,7 +593,7 @@ def save_schedule_file(
         mode = stat.S_IMODE(target.stat().st_mode)
     except FileNotFoundError:
         mode = 0o644
-    temp = tempfile.NamedTemporaryFile(dir=target.parent, delete=False, prefix=".xcron.xml.")  # noqa: SIM115
+    temp = tempfile.NamedTemporaryFile(dir=target.parent, delete=False, prefix=TEMP_PREFIX)  # noqa: SIM115
     try:
         with temp:
             temp.write(data)
