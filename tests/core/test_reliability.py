@@ -188,7 +188,10 @@ async def test_a_progress_storm_is_coalesced_at_the_source(storm_harness: Harnes
     assert finished.id == run.id and finished.state is ExecutionState.COMPLETED
     # The last report wins, in the record and in what is published; the text of a report without one
     # is the latest text given.
-    assert (finished.progress, finished.status_text) == (1.0, "step 19999" if job_id == "t.async-storm" else "step 20000")
+    assert (finished.progress, finished.status_text) == (
+        1.0,
+        "step 19999" if job_id == "t.async-storm" else "step 20000",
+    )
     assert published[-1].state is JobState.COMPLETED and published[-1].status_text == finished.status_text
     # 20,000 reports, a bounded number of changes published (each one a message to every watcher).
     assert len(published) < 200, len(published)

@@ -301,11 +301,12 @@ async def export_schedules(config: ServerConfig) -> None:
 async def serve(config: ServerConfig) -> None:
     server = XcronServer(config)
     await server.start()
-    print(f"xcron listening on {config.listen.rsplit(':', 1)[0]}:{server.port}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
+    # Announced once the signals are handled: a SIGTERM right after this line is a graceful stop.
+    print(f"xcron listening on {config.listen.rsplit(':', 1)[0]}:{server.port}", flush=True)
 
     reloads: set[asyncio.Task[None]] = set()
 

@@ -1,0 +1,96 @@
+"""Reliability with real server processes (issue 12): one server per data dir and per port, a bounded
+exit whatever a job does, stale temp files of interrupted saves removed at start."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from server_process import SUPPORT, ServerProcess
+
+from xcron.client import Client, ExecutionState
+
+
+def run_to_exit(server: ServerProcess, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Runs the server's command to its end (a server that refuses to start exits by itself)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SUPPORT), os.environ.get("PYTHONPATH", "")]))
+    return subprocess.run(
+        server.command(), cwd=server.workdir, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def test_a_second_server_on_the_same_data_dir_exits_2_naming_the_holder(server_factory: Any, tmp_path: Path) -> None:
+    first = server_factory().start()
+    assert first.process is not None
+    with Client(first.target, timeout=20) as client:
+        run = client.run_job("test.block", {"timeout": 120.0})
+        # Same data dir, another port: refused before it opens the store (it would mark the live run
+        # "interrupted: server stopped" and run the same schedules).
+        second = run_to_exit(server_factory(extra_args=["--schedule-file", str(tmp_path / "other.xml")]))
+        assert second.returncode == 2, second.stdout + second.stderr
+        assert f"pid {first.process.pid}" in second.stderr
+        assert "data dir" in second.stderr
+        assert client.get_execution(run.id).state is ExecutionState.RUNNING  # untouched
+        client.cancel_job("test.block")
+    assert first.stop() == 0
+
+
+def test_a_second_server_on_a_port_in_use_exits_2(server_factory: Any, tmp_path: Path) -> None:
+    first = server_factory().start()
+    other = tmp_path / "other"
+    other.mkdir()
+    second = run_to_exit(server_factory(workdir=other, extra_args=["--listen", first.target]))
+    assert second.returncode == 2, second.stdout + second.stderr
+    assert f"cannot listen on {first.target}" in second.stderr
+    assert "in use" in second.stderr
+    assert not (other / "data" / "state.sqlite3").exists()  # refused before opening anything
+    with Client(first.target, timeout=20) as client:  # the first one serves every call
+        assert client.run_and_wait("test.tick", timeout=20).state is ExecutionState.COMPLETED
+    assert first.stop() == 0
+
+
+def test_the_lock_is_free_again_once_the_holder_is_gone(server_factory: Any) -> None:
+    first = server_factory().start()
+    first.kill()  # kill -9: the kernel drops the lock with the process
+    again = server_factory().start()
+    assert again.stop() == 0
+
+
+def test_exit_within_the_grace_even_if_an_async_job_swallows_cancellation(server_factory: Any) -> None:
+    server = server_factory(extra_args=["--shutdown-grace", "1"]).start()
+    with Client(server.target, timeout=20) as client:
+        run = client.run_job("test.swallow", {"timeout": 600.0})
+    assert server.process is not None
+    server.process.send_signal(signal.SIGTERM)
+    # Well before the job would end by itself (600 s); before the fix the process waited for it.
+    assert server.process.wait(60) == 0
+    assert "ignore cancellation" in server.log()
+    server.start()
+    with Client(server.target, timeout=20) as client:
+        record = client.get_execution(run.id)
+        assert record.state is ExecutionState.ABORTED
+        assert "interrupted" in record.error
+    assert server.stop() == 0
+
+
+def test_stale_temp_files_of_interrupted_saves_are_removed_at_start(server_factory: Any, tmp_path: Path) -> None:
+    stale = [tmp_path / ".xcron.xml.k3j9x_2a", tmp_path / ".xcron.xml.00000000"]
+    kept = [
+        tmp_path / ".xcron.xml.bak",  # not the writer's pattern (8 characters of [a-z0-9_])
+        tmp_path / ".xcron.xml.ABCDEFGH",
+        tmp_path / ".xcron.xml.abcdefghi",
+        tmp_path / "xcron.xml.k3j9x_2a",
+        tmp_path / "notes.txt",
+    ]
+    for path in stale + kept:
+        path.write_bytes(b"<half a file")
+    (tmp_path / ".xcron.xml.dir12345").mkdir()  # a directory of that shape is not ours either
+    server = server_factory().start()
+    assert [p.name for p in stale if p.exists()] == []
+    assert [p.name for p in kept if not p.exists()] == []
+    assert (tmp_path / ".xcron.xml.dir12345").is_dir()
+    assert "interrupted save" in server.log()
+    assert server.stop() == 0
