@@ -9,6 +9,9 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import grpc
+import pytest
+from grpc_reflection.v1alpha.reflection_pb2 import ServerReflectionRequest
 from server_process import SUPPORT, ServerProcess
 
 from xcron.client import Client, ExecutionState
@@ -94,3 +97,22 @@ def test_stale_temp_files_of_interrupted_saves_are_removed_at_start(server_facto
     assert (tmp_path / ".xcron.xml.dir12345").is_dir()
     assert "interrupted save" in server.log()
     assert server.stop() == 0
+
+
+def test_malformed_bytes_to_reflection_are_invalid_argument_and_logged_at_most_once(server: ServerProcess) -> None:
+    method = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
+    with grpc.insecure_channel(server.target) as channel:
+        call = channel.stream_stream(method)  # no serializers: the bytes go as they are
+        for _ in range(5):
+            with pytest.raises(grpc.RpcError) as failed:
+                list(call(iter([b"\xff\xff\xff"]), timeout=10))
+            assert failed.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+            assert "could not be decoded" in (failed.value.details() or "")
+        # A good request on the same service still works.
+        good = ServerReflectionRequest(list_services="").SerializeToString()
+        answers = list(call(iter([good]), timeout=10))
+        assert answers and b"xcron.v1.JobService" in answers[0]
+    server.wait_for_log("malformed request to " + method)
+    assert server.stop() == 0
+    assert server.log().count("malformed request") == 1
+    assert "Traceback" not in server.log()
