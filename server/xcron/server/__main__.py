@@ -9,7 +9,6 @@ import os
 import sys
 import threading
 from pathlib import Path
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from xcron.server import logs
 from xcron.server.api.auth import TokenFileError, hash_token_main, load_token_table
@@ -23,6 +22,7 @@ from xcron.server.api.tls import (
 from xcron.server.app import ListenError, ServerConfig, export_schedules, local_zone_name, serve
 from xcron.server.core.errors import StoreUnavailable
 from xcron.server.core.limits import Limits
+from xcron.server.core.triggers import is_iana_zone
 from xcron.server.stores.datadir import DataDirLocked
 from xcron.server.stores.xcron_xml import ScheduleFileError
 
@@ -94,10 +94,8 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
     args = parser.parse_args(argv)
     if args.hash_token:
         sys.exit(hash_token_main(sys.stdin, sys.stdout, sys.stderr))
-    try:
-        ZoneInfo(args.time_zone)
-    except (ZoneInfoNotFoundError, ValueError):
-        parser.error(f"--time-zone: unknown IANA zone {args.time_zone!r}")
+    if not is_iana_zone(args.time_zone):
+        parser.error(f"--time-zone: unknown IANA zone {args.time_zone!r} (a name such as Europe/Paris or UTC)")
     if args.history_keep_last < 0 or args.history_max_age_days < 0:
         parser.error("history limits must not be negative")
     if args.max_threads < 1:

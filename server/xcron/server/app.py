@@ -12,7 +12,6 @@ import sys
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -29,6 +28,7 @@ from xcron.server.core.executor import Executor
 from xcron.server.core.limits import Limits
 from xcron.server.core.registry import JobRegistry
 from xcron.server.core.service import JobManager
+from xcron.server.core.triggers import is_iana_zone
 from xcron.server.metrics import Metrics
 from xcron.server.stores.datadir import DataDirLock, remove_stale_temp_files
 from xcron.server.stores.postgres import PostgresStateStore
@@ -47,12 +47,8 @@ def local_zone_name() -> str:
     with contextlib.suppress(OSError, IndexError):
         candidates.append(str(Path("/etc/localtime").resolve()).split("zoneinfo/", 1)[1])
     for name in candidates:
-        if name:
-            try:
-                ZoneInfo(name)
-                return name
-            except (ZoneInfoNotFoundError, ValueError):
-                continue
+        if name and is_iana_zone(name):
+            return name
     return "UTC"
 
 

@@ -134,7 +134,9 @@ class JobManager:
                 schedules = self._bind_document(document)
             except ScheduleFileError as exc:
                 log.error("reload rejected, running schedules kept: %s", exc)
-                raise InvalidArgument("", f"xcron.xml was not reloaded: {exc}", reason="SCHEDULE_FILE_INVALID") from exc
+                raise InvalidArgument(
+                    "", f"xcron.xml was not reloaded: {_without_path(exc)}", reason="SCHEDULE_FILE_INVALID"
+                ) from exc
             self._document = document
             for job in self.registry:
                 new = schedules.get(job.id, JobSchedules())
@@ -233,12 +235,14 @@ class JobManager:
                     known=lambda type_name: self.registry.by_type_name(type_name) is not None,
                 )
             except ValueError as exc:
-                raise InvalidArgument("schedules", f"cannot be written to xcron.xml: {exc}") from exc
+                message = _without_path(exc) if isinstance(exc, ScheduleFileError) else str(exc)
+                raise InvalidArgument("schedules", f"cannot be written to xcron.xml: {message}") from exc
             except OSError as exc:
                 where = self.schedules_source.description
-                log.error("could not save %s: %s", where, exc)
+                log.error("could not save %s: %s", where, exc)  # the path goes to the log, never to clients
                 raise StoreUnavailable(
-                    f"the schedule was not saved: cannot write {where}: {exc.strerror or exc}; nothing was changed",
+                    f"the schedule was not saved: cannot write the schedule file: {exc.strerror or exc}; "
+                    "nothing was changed",
                     reason="SCHEDULE_FILE_UNWRITABLE",
                 ) from exc
             except StoreUnavailable as exc:
@@ -249,6 +253,11 @@ class JobManager:
             self._document = document
             self._schedules[job.id] = new
             await self.scheduler.set_job_schedules(job.id, new)  # cannot fail: its own saves are best effort
+
+
+def _without_path(exc: ScheduleFileError) -> str:
+    """What a client may read of a schedule file error: line and reason, not the server's path."""
+    return f"line {exc.line}: {exc.reason}" if exc.line is not None else exc.reason
 
 
 def _check_overlap(job: type[Job], schedule: Schedule, field: str) -> None:
