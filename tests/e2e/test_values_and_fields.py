@@ -36,7 +36,7 @@ def stub(server: ServerProcess) -> Iterator[pb_grpc.JobServiceStub]:
 
 
 def bad_field(error: grpc.RpcError) -> tuple[grpc.StatusCode, list[str], str]:
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    status = rpc_status.from_call(error)
     fields: list[str] = []
     for detail in status.details if status else []:
         if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
@@ -48,7 +48,8 @@ def bad_field(error: grpc.RpcError) -> tuple[grpc.StatusCode, list[str], str]:
 
 def run_types(stub: pb_grpc.JobServiceStub, **values: pb.ParameterValue) -> pb.RunJobResponse:
     parameters = {"s": pb.ParameterValue(string_value="x"), "i": pb.ParameterValue(int_value=1), **values}
-    return stub.RunJob(pb.RunJobRequest(job_id="test.types", parameters=parameters), timeout=20)
+    response: pb.RunJobResponse = stub.RunJob(pb.RunJobRequest(job_id="test.types", parameters=parameters), timeout=20)
+    return response
 
 
 @pytest.mark.parametrize(
@@ -89,7 +90,7 @@ def test_extreme_values_come_back_exactly_and_grpcurl_prints_the_history(
 
     def completed(execution_id: str) -> bool:
         got = stub.GetExecution(pb.GetExecutionRequest(execution_id=execution_id), timeout=20).execution
-        return got.state == pb.EXECUTION_STATE_COMPLETED
+        return bool(got.state == pb.EXECUTION_STATE_COMPLETED)
 
     eventually(lambda: completed(run.id) and completed(second.id))
     got = stub.GetExecution(pb.GetExecutionRequest(execution_id=run.id), timeout=20).execution
