@@ -85,7 +85,7 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
         "--tokens-file",
         type=Path,
         metavar="PATH",
-        help="require bearer tokens; lines 'NAME ROLE[,ROLE...] scrypt$SALT$HASH' (read once at start)",
+        help="require bearer tokens; lines 'NAME ROLE[,ROLE...] hmac-sha256$KEY$MAC' (read once at start)",
     )
     security.add_argument("--reflection-requires-token", action="store_true", help="reflection needs a valid token too")
     security.add_argument(

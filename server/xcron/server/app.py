@@ -143,8 +143,21 @@ class XcronServer:
         interceptors = (
             []
             if tokens is None
-            else [AuthInterceptor(tokens, reflection_requires_token=config.reflection_requires_token)]
+            else [
+                AuthInterceptor(
+                    tokens,
+                    reflection_requires_token=config.reflection_requires_token,
+                    on_failure=self.metrics.auth_failed,
+                )
+            ]
         )
+        if tokens is not None and tokens.legacy_names:
+            log.warning(
+                "tokens file: %d line(s) still hashed with scrypt (%s): each costs ~50 ms per unknown token; "
+                "replace them with `xcron-server --hash-token` lines (HMAC-SHA256)",
+                len(tokens.legacy_names),
+                ", ".join(tokens.legacy_names),
+            )
         if self.data_dir_lock is not None:
             self.data_dir_lock.acquire()
             remove_stale_temp_files(config.schedule_file.parent)
