@@ -40,6 +40,11 @@ HealthListener = Callable[[bool], None]
 PROGRESS_INTERVAL = 0.05
 """Progress is coalesced at the source: the latest report per job, published at most once per this many
 seconds. A report costs a dict write whatever the number of watchers; a quiet job's report goes at once."""
+STORM_INTERVAL = 1.0
+"""A job whose reports come faster than PROGRESS_INTERVAL (some had to wait) is in a progress storm: its
+latest report is published once per this many seconds, until it has been calmer than that for as long.
+Every publish costs a message to each watcher, so a storm with 1,000 watchers costs 1,000 messages a
+second, not 20 or 20,000."""
 RETRY_MAX_DELAY = 5.0
 """Back-off cap between attempts to record an outcome the store refused (disk full, locked)."""
 
@@ -102,6 +107,7 @@ class Executor:
         self._progress_flush: asyncio.Handle | asyncio.TimerHandle | None = None
         self._progress_flush_requested = False
         self._progress_sent: dict[str, float] = {}
+        self._storming: set[str] = set()
         self.cluster: ClusterHooks | None = None
         """Set when replicas share a PostgreSQL store: cluster-wide single run, remote cancels."""
 
@@ -400,6 +406,7 @@ class Executor:
             return  # already recorded (e.g. by shutdown)
         self._apply_pending_progress(job_id)  # the last report counts, even if not yet published
         self._progress_sent.pop(job_id, None)
+        self._storming.discard(job_id)
         now = self._clock.now()
         status = {
             ExecutionState.COMPLETED: entry.record.status_text if entry.record.progress >= 1 else "completed",
@@ -524,10 +531,14 @@ class Executor:
         later: dict[str, tuple[str, float, str | None]] = {}
         next_due = float("inf")
         for job_id, report in pending.items():
-            due = self._progress_sent.get(job_id, float("-inf")) + PROGRESS_INTERVAL
+            sent = self._progress_sent.get(job_id, float("-inf"))
+            if job_id in self._storming and now - sent > 2 * STORM_INTERVAL:
+                self._storming.discard(job_id)  # calm again
+            due = sent + (STORM_INTERVAL if job_id in self._storming else PROGRESS_INTERVAL)
             if due > now:
+                self._storming.add(job_id)
                 later[job_id] = report
-                next_due = min(next_due, due)
+                next_due = min(next_due, sent + STORM_INTERVAL)
                 continue
             self._progress_sent[job_id] = now
             self._on_progress(job_id, *report)
