@@ -197,3 +197,51 @@ async def test_a_progress_storm_is_coalesced_at_the_source(storm_harness: Harnes
     assert len(published) < 200, len(published)
     for watcher in watchers:
         watcher.close()
+
+
+async def test_health_is_not_serving_while_an_outcome_waits_for_the_store(tmp_path: Path) -> None:
+    """The whole server in-process (real gRPC on loopback), with a store that refuses writes for a while."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from xcron.server.app import ServerConfig, XcronServer
+
+    config = ServerConfig(
+        listen="127.0.0.1:0",
+        schedule_file=tmp_path / "xcron.xml",
+        data_dir=tmp_path / "data",
+        load_entry_points=False,
+        time_zone="UTC",
+        shutdown_grace=1.0,
+    )
+    server = XcronServer(config)
+    server.registry.register(Gate)
+    Gate.gate, Gate.started = asyncio.Event(), asyncio.Event()
+    port = await server.start()
+    assert server.manager is not None and isinstance(server.store, SqliteStateStore)
+    refusing = Refusing(server.store)
+    health = HealthLog()
+    server.manager.executor.add_health_listener(health)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            # Health's Watch streams every change of the service's status: awaited, not polled.
+            changes = health_pb2_grpc.HealthStub(channel).Watch(
+                health_pb2.HealthCheckRequest(service="xcron.v1.JobService")
+            )
+            seen = aiter(changes)
+
+            async def next_status() -> int:
+                return int((await asyncio.wait_for(anext(seen), 30)).status)
+
+            assert await next_status() == health_pb2.HealthCheckResponse.SERVING
+            await server.manager.run("t.gate", {})
+            await Gate.started.wait()
+            refusing.on = True
+            Gate.gate.set()
+            assert await next_status() == health_pb2.HealthCheckResponse.NOT_SERVING
+            refusing.on = False
+            assert await next_status() == health_pb2.HealthCheckResponse.SERVING
+            assert health.values == [False, True]
+            changes.cancel()
+    finally:
+        await server.stop()
