@@ -118,6 +118,8 @@ async def test_a_start_cancelled_while_saving_leaves_no_running_row(harness: Har
     manager = await harness.start()
     assert harness.store is not None
     first = await _completed_tick(harness)
+    health = HealthLog()
+    manager.executor.add_health_listener(health)
     run = asyncio.create_task(manager.run("t.tick", {}))
     for _ in range(2):  # the run is registered, then its RUNNING rows are handed to the store thread
         await asyncio.sleep(0)
@@ -130,6 +132,7 @@ async def test_a_start_cancelled_while_saving_leaves_no_running_row(harness: Har
     history = await harness.store.list_executions("t.tick", limit=10)
     assert ExecutionState.RUNNING not in {r.state for r in history}
     assert manager.view("t.tick").record.execution_id == first
+    assert health.values == []  # undoing a start is no store failure: health never flickered
 
 
 async def test_nothing_touches_the_store_after_it_is_closed(harness: Harness) -> None:

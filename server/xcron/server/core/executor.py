@@ -99,6 +99,7 @@ class Executor:
         # written. GetExecution and ListExecutions read them first, so they never disagree with GetJob.
         self._unrecorded: dict[str, tuple[ExecutionRecord | None, JobRecord | None]] = {}
         self._health_listeners: list[HealthListener] = []
+        self._failing: set[str] = set()  # of those, the ones the store has refused at least once
         self._starts = 0  # runs between "accepted" and "task created"; shutdown waits for them
         self._starts_settled = asyncio.Event()
         self._starts_settled.set()
@@ -132,7 +133,7 @@ class Executor:
     @property
     def healthy(self) -> bool:
         """False while some ended run's outcome is kept only in memory, waiting for the store."""
-        return not self._unrecorded
+        return not self._failing
 
     def overlay(self, records: list[ExecutionRecord]) -> list[ExecutionRecord]:
         """Stored executions with what memory knows better: running runs and unrecorded outcomes."""
@@ -275,7 +276,7 @@ class Executor:
                 self._bus.publish(self._status(before))
             if saved or job_saved:
                 failed = replace(record, state=ExecutionState.ABORTED, finish_time=now, error="the run could not start")
-                self._record_later(failed if saved else None, before, record.id)
+                self._record_later(failed if saved else None, before, record.id, refused=False)
             raise
         finally:
             self._starts -= 1
@@ -435,7 +436,7 @@ class Executor:
             # Memory is right and stays the truth; the store must catch up, or the job would look
             # RUNNING after a restart (and, in a cluster, stay locked). Keep trying while we live.
             log.error("could not record the end of the run (%s); kept in memory, retrying", exc, extra=_ids(record))
-            self._record_later(record, job, record.id)
+            self._record_later(record, job, record.id, refused=True)
         self.observer.run_finished(record)
         log.info("run ended %s", state.value.upper(), extra=_ids(record))
         for listener in list(self._listeners):
@@ -444,16 +445,23 @@ class Executor:
             except Exception:
                 log.exception("finish listener failed")
 
-    def _record_later(self, record: ExecutionRecord | None, job: JobRecord | None, execution_id: str) -> None:
+    def _record_later(
+        self, record: ExecutionRecord | None, job: JobRecord | None, execution_id: str, *, refused: bool
+    ) -> None:
         """Keeps an outcome (or an undone start) in memory and writes it with back-off until the store
-        takes it. Health is degraded meanwhile."""
-        was_healthy = self.healthy
+        takes it. Health is degraded while the store refuses it (`refused`: it did already)."""
         self._unrecorded[execution_id] = (record, job)
-        if was_healthy:
-            self._notify_health(False)
+        if refused:
+            self._mark_failing(execution_id)
         task = asyncio.create_task(self._persist_with_retries(execution_id), name=f"xcron-persist-{execution_id}")
         self._persisting.add(task)
         task.add_done_callback(self._persisting.discard)
+
+    def _mark_failing(self, execution_id: str) -> None:
+        was_healthy = self.healthy
+        self._failing.add(execution_id)
+        if was_healthy:
+            self._notify_health(False)
 
     def _notify_health(self, healthy: bool) -> None:
         for listener in list(self._health_listeners):
@@ -476,6 +484,7 @@ class Executor:
                     await self._store.save_job(job)
             except Exception as exc:
                 attempt += 1
+                self._mark_failing(execution_id)
                 if attempt in (1, 10) or attempt % 100 == 0:
                     log.error(
                         "still cannot record a run's end (attempt %d): %s; it stays in memory, retrying",
@@ -494,8 +503,10 @@ class Executor:
                         attempt,
                         extra={"job_id": job_id, "execution_id": execution_id},
                     )
-                if self.healthy:
-                    self._notify_health(True)
+                if execution_id in self._failing:
+                    self._failing.discard(execution_id)
+                    if self.healthy:
+                        self._notify_health(True)
 
     def _progress_threadsafe(self, job_id: str, execution_id: str, progress: float, status: str | None) -> None:
         """A report from the job (any thread): kept as the job's latest; published by the loop, at most
