@@ -17,6 +17,7 @@ from xcron.server.core.events import JobStatus
 from xcron.server.core.jobs import Job, JobContext, Parameter, ParameterType
 from xcron.server.core.model import ExecutionState, JobState
 from xcron.server.stores.sqlite import SqliteStateStore
+from xcron.server.stores.state import JobRecord
 
 WRITES = ("save_execution", "save_job", "save_schedule_records", "delete_schedule_records")
 
@@ -248,3 +249,28 @@ async def test_health_is_not_serving_while_an_outcome_waits_for_the_store(tmp_pa
             changes.cancel()
     finally:
         await server.stop()
+
+
+async def test_no_cursor_leaves_the_store_thread(tmp_path: Path) -> None:
+    """A cursor handed to the event loop is finalised there, racing the store thread's use of the same
+    cached statement: SQLite's "bad parameter or other API misuse" when saving fire times under load."""
+    store = SqliteStateStore(tmp_path / "state.sqlite3")
+    await store.open()
+    try:
+        seen: list[object] = []
+        real = store._run_batch
+
+        def spy(fns: list[Callable[[Any], Any]]) -> Any:
+            outcomes = real(fns)
+            seen.extend(value for _, value in outcomes)
+            return outcomes
+
+        store._run_batch = spy  # type: ignore[method-assign]
+        from xcron.server.stores.state import ScheduleRecord
+
+        await store.save_schedule_records([ScheduleRecord(job_id="j", schedule_key="k")])
+        await store.delete_schedule_records("j", ["k"])
+        await store.save_job(JobRecord(job_id="j"))
+        assert seen and not any(type(value).__name__ == "Cursor" for value in seen), seen
+    finally:
+        await store.close()

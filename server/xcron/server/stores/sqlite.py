@@ -144,7 +144,14 @@ class SqliteStateStore:
             for fn in fns:
                 conn.execute("SAVEPOINT call")
                 try:
-                    outcomes.append((True, fn(conn)))
+                    value = fn(conn)
+                    if isinstance(value, sqlite3.Cursor):
+                        # A write's cursor must die here, on the store thread: finalised later on the event
+                        # loop, it resets a cached statement this thread may be using at that moment
+                        # (SQLite "bad parameter or other API misuse" on a busy server).
+                        value.close()
+                        value = None
+                    outcomes.append((True, value))
                     conn.execute("RELEASE call")
                 except Exception as exc:
                     conn.execute("ROLLBACK TO call")
