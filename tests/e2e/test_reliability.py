@@ -3,6 +3,7 @@ exit whatever a job does, stale temp files of interrupted saves removed at start
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -13,8 +14,11 @@ import grpc
 import pytest
 from grpc_reflection.v1alpha.reflection_pb2 import ServerReflectionRequest
 from server_process import SUPPORT, ServerProcess
+from waiting import eventually
 
 from xcron.client import Client, ExecutionState
+from xcron.v1 import job_service_pb2 as pb
+from xcron.v1 import job_service_pb2_grpc as pb_grpc
 
 
 def run_to_exit(server: ServerProcess, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -116,3 +120,63 @@ def test_malformed_bytes_to_reflection_are_invalid_argument_and_logged_at_most_o
     assert server.stop() == 0
     assert server.log().count("malformed request") == 1
     assert "Traceback" not in server.log()
+
+
+JOBS = {
+    "test.tick": {},
+    "test.fail": {},
+    "test.spam": {"count": pb.ParameterValue(int_value=10)},
+    "test.types": {"s": pb.ParameterValue(string_value="x"), "i": pb.ParameterValue(int_value=1)},
+}
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.002, 0.005, 0.01])
+async def test_runs_refused_by_sigterm_leave_every_job_as_it_was(server_factory: Any, delay: float) -> None:
+    """30 concurrent RunJob calls with SIGTERM among them: a job whose run was refused keeps its previous
+    state, in memory and (after a restart) in the store; none is left RUNNING. The timing cannot be forced
+    from outside; tests/core/test_reliability.py reproduces the race itself, deterministically."""
+    server = server_factory().start()
+    assert server.process is not None
+    before: dict[str, tuple[int, str]] = {}
+    accepted: set[str] = set()
+    async with grpc.aio.insecure_channel(server.target) as channel:
+        stub = pb_grpc.JobServiceStub(channel)
+        with Client(server.target, timeout=20) as client:
+            for job_id, parameters in JOBS.items():
+                run = await stub.RunJob(pb.RunJobRequest(job_id=job_id, parameters=parameters), timeout=20)
+                execution_id = run.execution.id
+
+                def finished(execution_id: str = execution_id) -> bool:
+                    return client.get_execution(execution_id).finished
+
+                eventually(finished)
+                job = (await stub.GetJob(pb.GetJobRequest(job_id=job_id), timeout=20)).job
+                before[job_id] = (job.state, job.execution_id)
+
+        async def run_one(job_id: str) -> None:
+            try:
+                response = await stub.RunJob(pb.RunJobRequest(job_id=job_id, parameters=JOBS[job_id]), timeout=20)
+            except grpc.aio.AioRpcError as exc:
+                assert exc.code() in (
+                    grpc.StatusCode.ABORTED,  # already running
+                    grpc.StatusCode.FAILED_PRECONDITION,  # shutting down
+                    grpc.StatusCode.UNAVAILABLE,  # gone
+                    grpc.StatusCode.CANCELLED,
+                ), exc
+            else:
+                accepted.add(response.execution.id)
+
+        calls = [asyncio.create_task(run_one(list(JOBS)[i % len(JOBS)])) for i in range(30)]
+        await asyncio.sleep(delay)  # the calls are on their way (a delay, not synchronisation: any is right)
+        server.process.send_signal(signal.SIGTERM)
+        await asyncio.gather(*calls)
+    assert server.process.wait(60) == 0
+    server.start()
+    with grpc.insecure_channel(server.target) as sync_channel:
+        sync_stub = pb_grpc.JobServiceStub(sync_channel)
+        for job_id in JOBS:
+            job = sync_stub.GetJob(pb.GetJobRequest(job_id=job_id), timeout=20).job
+            assert job.state != pb.JOB_STATE_RUNNING, job
+            if job.execution_id not in accepted:  # no run of it started: its state is the one before
+                assert (job.state, job.execution_id) == before[job_id], (job_id, job, before[job_id])
+    assert server.stop() == 0
