@@ -4,6 +4,7 @@ creates, so the tests synchronise on events, not on sleeps."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import time
@@ -152,3 +153,19 @@ class RecordJob(Job):
         record("end", how)
         ctx.raise_if_cancelled()
         ctx.report_progress(1.0, how)
+
+
+class SwallowJob(Job):
+    id = "test.swallow"
+    name = "Swallow"
+    description = "An async job that swallows cancellation and ends by itself after TIMEOUT seconds."
+    parameters = (Parameter("timeout", ParameterType.DOUBLE, default=600.0),)
+    can_cancel = True
+
+    async def run(self, ctx: JobContext) -> None:
+        ctx.report_progress(0.5, "swallowing cancellation")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + ctx.get_float("timeout")
+        while loop.time() < deadline:
+            with contextlib.suppress(asyncio.CancelledError):  # the misbehaviour under test
+                await asyncio.sleep(0.05)

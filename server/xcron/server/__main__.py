@@ -9,7 +9,6 @@ import os
 import sys
 import threading
 from pathlib import Path
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from xcron.server import logs
 from xcron.server.api.auth import TokenFileError, hash_token_main, load_token_table
@@ -20,9 +19,11 @@ from xcron.server.api.tls import (
     check_plaintext_allowed,
     read_tls_files,
 )
-from xcron.server.app import ServerConfig, export_schedules, import_schedules, local_zone_name, serve
+from xcron.server.app import ListenError, ServerConfig, export_schedules, import_schedules, local_zone_name, serve
 from xcron.server.core.errors import StoreUnavailable
 from xcron.server.core.limits import Limits
+from xcron.server.core.triggers import is_iana_zone
+from xcron.server.stores.datadir import DataDirLocked
 from xcron.server.stores.xcron_xml import ScheduleFileError
 
 
@@ -86,7 +87,7 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
         "--tokens-file",
         type=Path,
         metavar="PATH",
-        help="require bearer tokens; lines 'NAME ROLE[,ROLE...] scrypt$SALT$HASH' (read once at start)",
+        help="require bearer tokens; lines 'NAME ROLE[,ROLE...] hmac-sha256$KEY$MAC' (read once at start)",
     )
     security.add_argument("--reflection-requires-token", action="store_true", help="reflection needs a valid token too")
     security.add_argument(
@@ -95,10 +96,8 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
     args = parser.parse_args(argv)
     if args.hash_token:
         sys.exit(hash_token_main(sys.stdin, sys.stdout, sys.stderr))
-    try:
-        ZoneInfo(args.time_zone)
-    except (ZoneInfoNotFoundError, ValueError):
-        parser.error(f"--time-zone: unknown IANA zone {args.time_zone!r}")
+    if not is_iana_zone(args.time_zone):
+        parser.error(f"--time-zone: unknown IANA zone {args.time_zone!r} (a name such as Europe/Paris or UTC)")
     if args.history_keep_last < 0 or args.history_max_age_days < 0:
         parser.error("history limits must not be negative")
     if args.max_threads < 1:
@@ -187,6 +186,14 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     except (TlsConfigError, InsecureListenError, TokenFileError) as exc:  # a file changed since the flags were checked
         print(f"xcron-server: refusing to start: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except (DataDirLocked, ListenError) as exc:  # one server per data dir and per port
+        print(f"xcron-server: refusing to start: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as exc:
+        if exc.filename is None:
+            raise
+        print(f"xcron-server: refusing to start: {exc.filename}: {exc.strerror}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         pass

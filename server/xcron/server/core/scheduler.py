@@ -88,9 +88,11 @@ class Scheduler:
         self._starting: set[str] = set()
         self._idle = False
         self._version = 0
+        self._stopped = False
         executor.add_finish_listener(self._on_run_finished)
 
     async def start(self, schedules: dict[str, JobSchedules]) -> None:
+        self._stopped = False
         self._records = await self._store.load_schedule_records()
         for job_id, job_schedules in schedules.items():
             await self.set_job_schedules(job_id, job_schedules)
@@ -98,6 +100,8 @@ class Scheduler:
         self._task.add_done_callback(_report_death)
 
     async def stop(self) -> None:
+        """Stops firing; runs that end afterwards start nothing and save nothing (the store closes next)."""
+        self._stopped = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -458,6 +462,9 @@ class Scheduler:
             self._drain(entry.job_id)  # what waits behind it goes on (a no-op when the run started)
 
     def _spawn(self, coro: Coroutine[Any, Any, object]) -> None:
+        if self._stopped:
+            coro.close()
+            return
         task = asyncio.ensure_future(coro)
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
