@@ -12,7 +12,7 @@ from xcron.server.core.cluster import Cluster
 from xcron.server.core.errors import NotFound
 from xcron.server.core.events import JobStatus
 from xcron.server.core.model import JobState
-from xcron.server.stores.state import JobRecord
+from xcron.server.core.ports import JobRecord
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 

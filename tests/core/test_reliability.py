@@ -16,8 +16,8 @@ from xcron.server.core.errors import FailedPrecondition, StoreUnavailable
 from xcron.server.core.events import JobStatus
 from xcron.server.core.jobs import Job, JobContext, Parameter, ParameterType
 from xcron.server.core.model import ExecutionState, JobState
+from xcron.server.core.ports import JobRecord
 from xcron.server.stores.sqlite import SqliteStateStore
-from xcron.server.stores.state import JobRecord
 
 WRITES = ("save_execution", "save_job", "save_schedule_records", "delete_schedule_records")
 
@@ -266,7 +266,7 @@ async def test_no_cursor_leaves_the_store_thread(tmp_path: Path) -> None:
             return outcomes
 
         store._run_batch = spy  # type: ignore[method-assign]
-        from xcron.server.stores.state import ScheduleRecord
+        from xcron.server.core.ports import ScheduleRecord
 
         await store.save_schedule_records([ScheduleRecord(job_id="j", schedule_key="k")])
         await store.delete_schedule_records("j", ["k"])

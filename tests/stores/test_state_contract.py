@@ -26,10 +26,7 @@ from tcp_proxy import TcpProxy
 
 from xcron.server.core.errors import Conflict, StoreUnavailable
 from xcron.server.core.model import ExecutionState, IntervalSpec, JobState, ParameterValue, Schedule, Trigger
-from xcron.server.stores.postgres import MIGRATIONS, PostgresStateStore, lease_lost, replica_stopped
-from xcron.server.stores.schedules import PostgresScheduleSource
-from xcron.server.stores.sqlite import SqliteStateStore
-from xcron.server.stores.state import (
+from xcron.server.core.ports import (
     INTERRUPTED,
     ExecutionCursor,
     ExecutionRecord,
@@ -38,6 +35,9 @@ from xcron.server.stores.state import (
     ScheduleRecord,
     StateStore,
 )
+from xcron.server.stores.postgres import MIGRATIONS, PostgresStateStore, lease_lost, replica_stopped
+from xcron.server.stores.schedules import PostgresScheduleSource
+from xcron.server.stores.sqlite import SqliteStateStore
 from xcron.server.stores.xcron_xml import ScheduleDocument, ScheduleEntry
 
 PG_DSN = os.environ.get("XCRON_TEST_PG_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=test")

@@ -11,10 +11,11 @@ from xcron.server.core.clock import FakeClock
 from xcron.server.core.events import EventBus
 from xcron.server.core.executor import Executor
 from xcron.server.core.jobs import Job, JobContext, Parameter, ParameterType
+from xcron.server.core.manager import JobManager
+from xcron.server.core.ports import ExecutionRecord
 from xcron.server.core.registry import JobRegistry
-from xcron.server.core.service import JobManager
+from xcron.server.stores.schedules import FileScheduleSource
 from xcron.server.stores.sqlite import SqliteStateStore
-from xcron.server.stores.state import ExecutionRecord
 
 START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)  # a Monday
 
@@ -110,7 +111,7 @@ class Harness:
             store=self.store,
             bus=bus,
             clock=self.clock,
-            schedule_file=self.schedule_file,
+            schedule_source=FileScheduleSource(self.schedule_file),
             default_zone=zone,
             executor=executor,
         )

@@ -26,15 +26,15 @@ from xcron.server.core.cluster import Cluster
 from xcron.server.core.events import EventBus
 from xcron.server.core.executor import Executor
 from xcron.server.core.limits import Limits
+from xcron.server.core.manager import JobManager
+from xcron.server.core.ports import StateStore
 from xcron.server.core.registry import JobRegistry
-from xcron.server.core.service import JobManager
 from xcron.server.core.triggers import is_iana_zone
 from xcron.server.metrics import Metrics
 from xcron.server.stores.datadir import DataDirLock, remove_stale_temp_files
 from xcron.server.stores.postgres import PostgresStateStore
 from xcron.server.stores.schedules import FileScheduleSource, PostgresScheduleSource, ScheduleSource
 from xcron.server.stores.sqlite import SqliteStateStore
-from xcron.server.stores.state import StateStore
 from xcron.v1 import job_service_pb2, job_service_pb2_grpc
 
 WRITTEN_COPY_NAME = "xcron.xml.last-written"  # what xcron last wrote, to restore after a SanteDB re-save
@@ -316,7 +316,7 @@ async def import_schedules(config: ServerConfig) -> None:
             default_zone=config.time_zone,
             executor=Executor(registry, store, bus, clock, max_threads=1),
         )
-        await manager.import_schedules(config.import_file)
+        await manager.import_schedules(FileScheduleSource(config.import_file))
     finally:
         await store.close()
 

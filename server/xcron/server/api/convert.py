@@ -12,6 +12,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from xcron.server.core.errors import InvalidArgument
 from xcron.server.core.events import BatchKind, JobStatus, WatchBatch
 from xcron.server.core.jobs import Job
+from xcron.server.core.manager import JobView
 from xcron.server.core.model import (
     DEFAULT_MAX_CATCHUP_RUNS,
     CalendarSpec,
@@ -27,8 +28,7 @@ from xcron.server.core.model import (
     Schedule,
     Trigger,
 )
-from xcron.server.core.service import JobView
-from xcron.server.stores.state import ExecutionRecord, ScheduleRecord
+from xcron.server.core.ports import ExecutionRecord, ScheduleRecord
 from xcron.v1 import job_service_pb2 as pb
 
 JOB_STATES = {

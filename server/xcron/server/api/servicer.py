@@ -15,8 +15,8 @@ import grpc
 from xcron.server.api import convert
 from xcron.server.api.status import to_status
 from xcron.server.core.errors import InvalidArgument, XcronServerError
-from xcron.server.core.service import JobManager
-from xcron.server.stores.state import ExecutionCursor
+from xcron.server.core.manager import JobManager
+from xcron.server.core.ports import ExecutionCursor
 from xcron.v1 import job_service_pb2 as pb
 from xcron.v1 import job_service_pb2_grpc as pb_grpc
 

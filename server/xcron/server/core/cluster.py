@@ -38,11 +38,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 from xcron.server.core.errors import FailedPrecondition, NotFound, StoreUnavailable, XcronServerError
 from xcron.server.core.events import JobStatus
 from xcron.server.core.model import JobState
-from xcron.server.stores.state import ExecutionRecord, JobRecord, RunFenced
+from xcron.server.core.ports import ExecutionRecord, JobRecord, RunFenced
 
 if TYPE_CHECKING:
     from xcron.server.core.executor import Executor
-    from xcron.server.core.service import JobManager
+    from xcron.server.core.manager import JobManager
 
 log = logging.getLogger(__name__)
 STATUS_TEXT_LIMIT = 2000  # keeps a NOTIFY payload well under PostgreSQL's 8,000 bytes

@@ -22,8 +22,8 @@ from xcron.server.core.events import EventBus, JobStatus
 from xcron.server.core.jobs import JobCancelled, JobContext
 from xcron.server.core.model import ExecutionState, JobState, ParameterValue, Trigger
 from xcron.server.core.observe import NullObserver, Observer
+from xcron.server.core.ports import INTERRUPTED, ExecutionRecord, JobRecord, RunFenced, StateStore
 from xcron.server.core.registry import JobRegistry
-from xcron.server.stores.state import INTERRUPTED, ExecutionRecord, JobRecord, RunFenced, StateStore
 
 log = logging.getLogger(__name__)
 

@@ -36,9 +36,9 @@ from xcron.server.core.errors import Conflict
 from xcron.server.core.executor import Executor
 from xcron.server.core.model import JobSchedules, MisfirePolicy, OverlapPolicy, Schedule, Trigger
 from xcron.server.core.params import bind_parameters
+from xcron.server.core.ports import ExecutionRecord, ScheduleRecord, StateStore
 from xcron.server.core.registry import JobRegistry
 from xcron.server.core.triggers import fire_times, next_fire_time, occurrences_between
-from xcron.server.stores.state import ExecutionRecord, ScheduleRecord, StateStore
 
 log = logging.getLogger(__name__)
 

@@ -80,8 +80,7 @@ from psycopg.types.json import Json
 
 from xcron.server.core.errors import Conflict, StoreUnavailable
 from xcron.server.core.model import ExecutionState, JobState, Trigger
-from xcron.server.core.params import decode_parameters, encode_parameters
-from xcron.server.stores.state import (
+from xcron.server.core.ports import (
     INTERRUPTED,
     ExecutionCursor,
     ExecutionRecord,
@@ -89,6 +88,7 @@ from xcron.server.stores.state import (
     RunFenced,
     ScheduleRecord,
 )
+from xcron.server.stores._codec import decode_parameters, encode_parameters
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ import re
 import stat
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,14 @@ from xcron.server.core.model import (
     ParameterType,
     ParameterValue,
     Schedule,
+)
+from xcron.server.core.ports import (
+    NO_END_FLOOR,
+    DisabledSchedule,
+    ScheduleDocument,
+    ScheduleEntry,
+    ScheduleFileError,
+    ScheduleWriteError,
 )
 from xcron.server.stores import _xml_values as values
 
@@ -74,50 +82,7 @@ _ROOT_DECLARATIONS = tuple(f' xmlns:{prefix}="{uri}"'.encode() for prefix, uri i
 _SCHEDULE_ATTRIBUTES = ("start", "timeZone", "misfire", "misfireGrace", "maxCatchup", "overlap")
 _POSITIONAL_TAGS = {"int": ParameterType.INT, "string": ParameterType.STRING, "bool": ParameterType.BOOL}
 _EARLIEST = datetime(1, 1, 3, tzinfo=UTC)  # before this, local dates may not be representable
-NO_END_FLOOR = values.NO_END.replace(microsecond=0)  # from 9999-12-31T23:59:59 on: .NET's MaxValue, no end
 _POSITIONAL_TAGS_READ = {**_POSITIONAL_TAGS, "double": ParameterType.DOUBLE}
-
-
-@dataclass(frozen=True, kw_only=True)
-class DisabledSchedule:
-    """A schedule SanteDB accepts but xcron cannot honour (e.g. interval="0"): not run, kept as written."""
-
-    line: int | None = field(compare=False)  # where it was read; a rewrite may move it
-    reason: str
-    element: bytes = field(compare=False, repr=False, default=b"")
-
-
-@dataclass(frozen=True, kw_only=True)
-class ScheduleEntry:
-    """One JobItemConfiguration. `element` is the entry as read (None for new entries).
-
-    `element` holds the serialized element without the xsi/xsd/xc declarations the root supplies;
-    it takes no part in equality, so a document read back equals the one written.
-    """
-
-    type_name: str
-    start_type: str
-    schedules: tuple[Schedule, ...]
-    paused: bool = False
-    positional_parameters: tuple[ParameterValue, ...] = ()
-    disabled: tuple[DisabledSchedule, ...] = ()
-    element: bytes | None = field(default=None, compare=False, repr=False)
-    span: tuple[int, int] | None = field(default=None, compare=False, repr=False)
-    """Where the entry's text lies in the document's original bytes (kept by ScheduleDocument.replace)."""
-    line: int | None = field(default=None, compare=False, repr=False)
-    santedb_view: tuple[Any, ...] | None = field(default=None, compare=False, repr=False)
-    """What SanteDB's classes hold of the entry: equal views survive a SanteDB re-save unchanged."""
-    xcron_parts: bool = field(default=False, compare=False, repr=False)
-    """Whether the entry has anything in xcron's namespace (what a SanteDB re-save drops)."""
-    unreadable: str | None = field(default=None, compare=False, repr=False)
-    """For an entry of a job this server does not run: why xcron could not read it (kept as written)."""
-    element_trusted: bool = field(default=False, init=False, compare=False, repr=False)
-    """Set by the reader only. dataclasses.replace() resets it, so an edited copy is checked again."""
-
-
-def _class_path(type_name: str) -> str:
-    """The part of a .NET type name before the assembly, without whitespace."""
-    return "".join(type_name.split(",", 1)[0].split())
 
 
 @dataclass(frozen=True)
@@ -131,60 +96,6 @@ class _Layout:
     indent: bytes
     declares_xc: bool
     spaced_empty: bool  # SanteDB's "<add ... />"
-
-
-@dataclass(frozen=True)
-class ScheduleDocument:
-    entries: tuple[ScheduleEntry, ...]
-    original: bytes | None = field(default=None, compare=False, repr=False)
-    """The bytes the document was read from; saving splices changed entries into them."""
-    layout: _Layout | None = field(default=None, compare=False, repr=False)
-
-    def find(self, type_name: str) -> ScheduleEntry | None:
-        """The entry for a type, ignoring the assembly part ("A.B, X" matches "A.B, Y" and "A.B")."""
-        wanted = _class_path(type_name)
-        return next((e for e in self.entries if _class_path(e.type_name) == wanted), None)
-
-    def replace(self, entry: ScheduleEntry) -> ScheduleDocument:
-        """A copy with `entry` in place of the entry find() matches (same position), else appended.
-
-        A replaced entry is written from its fields: the original element it may carry is dropped
-        (that is what makes rendering cheap: every entry still holding its element is unchanged).
-        """
-        if entry.element is not None:
-            entry = dataclasses.replace(entry, element=None)
-        wanted = _class_path(entry.type_name)
-        for index, existing in enumerate(self.entries):
-            if _class_path(existing.type_name) == wanted:
-                entry = dataclasses.replace(entry, span=existing.span, line=existing.line)
-                return self._with((*self.entries[:index], entry, *self.entries[index + 1 :]))
-        return self._with((*self.entries, dataclasses.replace(entry, span=None)))
-
-    def remove(self, type_name: str) -> ScheduleDocument:
-        """A copy without the entry find() matches (SanteDB's Clear removes the whole entry)."""
-        wanted = _class_path(type_name)
-        return self._with(tuple(e for e in self.entries if _class_path(e.type_name) != wanted))
-
-    def _with(self, entries: tuple[ScheduleEntry, ...]) -> ScheduleDocument:
-        return ScheduleDocument(entries, self.original, self.layout)
-
-
-class ScheduleWriteError(ValueError):
-    """A schedule that cannot be written so that it reads back the same; `field` names the Schedule field."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-
-
-class ScheduleFileError(ValueError):
-    """xcron.xml cannot be used as it is; str() is "path:line: reason" for the operator."""
-
-    def __init__(self, path: str, line: int | None, reason: str) -> None:
-        self.path = path
-        self.line = line
-        self.reason = reason
-        super().__init__(f"{path}:{line}: {reason}" if line is not None else f"{path}: {reason}")
 
 
 # -- reading -------------------------------------------------------------------------------------
