@@ -10,7 +10,6 @@ import os
 import signal
 import sys
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 
 import grpc
@@ -21,23 +20,20 @@ from xcron.server.api.auth import AuthInterceptor, load_token_table
 from xcron.server.api.decode import DecodeGuard
 from xcron.server.api.servicer import Servicer
 from xcron.server.api.tls import TlsConfigError, TlsFiles, check_plaintext_allowed, server_credentials
+from xcron.server.assembly import WRITTEN_COPY_NAME, build_core
 from xcron.server.core.clock import Clock, SystemClock
-from xcron.server.core.cluster import Cluster
 from xcron.server.core.events import EventBus
 from xcron.server.core.executor import Executor
 from xcron.server.core.limits import Limits
 from xcron.server.core.manager import JobManager
-from xcron.server.core.ports import StateStore
 from xcron.server.core.registry import JobRegistry
 from xcron.server.core.triggers import is_iana_zone
 from xcron.server.metrics import Metrics
 from xcron.server.stores.datadir import DataDirLock, remove_stale_temp_files
 from xcron.server.stores.postgres import PostgresStateStore
-from xcron.server.stores.schedules import FileScheduleSource, PostgresScheduleSource, ScheduleSource
-from xcron.server.stores.sqlite import SqliteStateStore
+from xcron.server.stores.schedules import FileScheduleSource, PostgresScheduleSource
 from xcron.v1 import job_service_pb2, job_service_pb2_grpc
 
-WRITTEN_COPY_NAME = "xcron.xml.last-written"  # what xcron last wrote, to restore after a SanteDB re-save
 log = logging.getLogger("xcron.server")
 SERVICE_NAME = job_service_pb2.DESCRIPTOR.services_by_name["JobService"].full_name
 
@@ -92,28 +88,14 @@ class ListenError(Exception):
 class XcronServer:
     def __init__(self, config: ServerConfig, *, clock: Clock | None = None) -> None:
         self.config = config
-        self.clock = clock or SystemClock()
-        self.registry = JobRegistry()
-        self.store: StateStore
-        self.schedule_source: ScheduleSource
-        self.cluster: Cluster | None = None
-        if config.store_dsn:
-            postgres = PostgresStateStore(
-                config.store_dsn,
-                schema=config.store_schema,
-                replica_id=config.replica_id,
-                lease=timedelta(seconds=config.lease_seconds),
-            )
-            self.store = postgres
-            self.schedule_source = PostgresScheduleSource(postgres)
-            self.cluster = Cluster(postgres, lease=timedelta(seconds=config.lease_seconds))
-        else:
-            self.store = SqliteStateStore(config.data_dir / "state.sqlite3")
-            self.schedule_source = FileScheduleSource(
-                config.schedule_file, written_copy=config.data_dir / WRITTEN_COPY_NAME
-            )
-        self.bus = EventBus(max_watchers=config.limits.max_watchers)
         self.metrics = Metrics()
+        self.core = build_core(config, clock=clock, observer=self.metrics)
+        self.clock = self.core.clock
+        self.registry = self.core.registry
+        self.store = self.core.store
+        self.schedule_source = self.core.schedule_source
+        self.cluster = self.core.cluster
+        self.bus = self.core.bus
         self.metrics_port: int | None = None
         self.health = health.aio.HealthServicer()
         self.port = 0
@@ -169,31 +151,7 @@ class XcronServer:
             self.registry.load_entry_points()
         for module in config.job_modules:
             self.registry.load_module(module)
-        executor = Executor(
-            self.registry,
-            self.store,
-            self.bus,
-            self.clock,
-            max_threads=config.max_threads,
-            max_running=config.limits.max_running,
-            observer=self.metrics,
-            services={
-                "schedule_file": config.schedule_file,
-                "data_dir": config.data_dir,
-                "history_keep_last": config.history_keep_last,
-                "history_max_age_days": config.history_max_age_days,
-            },
-        )
-        manager = JobManager(
-            registry=self.registry,
-            store=self.store,
-            bus=self.bus,
-            clock=self.clock,
-            schedule_source=self.schedule_source,
-            default_zone=config.time_zone,
-            executor=executor,
-            limits=config.limits,
-        )
+        executor, manager = self.core.executor, self.core.manager
         # Counted first, so refused calls count too; DecodeGuard last: it wraps the real handler.
         server = grpc.aio.server(
             interceptors=[self.metrics.interceptor(), *interceptors, DecodeGuard()],
@@ -226,8 +184,6 @@ class XcronServer:
                 ) from exc
         await self.store.open()
         await manager.load_schedules()
-        if self.cluster is not None:
-            self.cluster.attach(executor, manager)
         await manager.start()
         # Everything loaded so far lives as long as the server: keep it out of the collector's full
         # passes, which otherwise stall the loop for ~100 ms on a large heap (scheduler lateness).

@@ -152,9 +152,9 @@ class Cluster:
         self._fence_timer: asyncio.TimerHandle | None = None
 
     def attach(self, executor: Executor, manager: JobManager) -> None:
+        """Called by the JobManager built with this cluster: what the relays report to and read from."""
         self._executor = executor
         self._manager = manager
-        executor.cluster = self
         manager.bus.add_listener(self._outgoing)
 
     async def start(self) -> None:

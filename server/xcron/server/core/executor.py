@@ -79,7 +79,9 @@ class Executor:
         max_running: int = 1000,
         services: Mapping[str, Any] | None = None,
         observer: Observer | None = None,
+        cluster: ClusterHooks | None = None,
     ) -> None:
+        """`cluster`: given when replicas share a PostgreSQL store (cluster-wide single run, remote cancels)."""
         self._registry = registry
         self._store = store
         self._bus = bus
@@ -110,8 +112,7 @@ class Executor:
         self._progress_flush_requested = False
         self._progress_sent: dict[str, float] = {}
         self._storming: set[str] = set()
-        self.cluster: ClusterHooks | None = None
-        """Set when replicas share a PostgreSQL store: cluster-wide single run, remote cancels."""
+        self.cluster = cluster
 
     async def start(self) -> None:
         """Loads job state; runs left RUNNING by a dead process become ABORTED, never NOT_YET_RUN."""

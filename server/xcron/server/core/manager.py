@@ -10,8 +10,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from xcron.server.core.clock import Clock
+from xcron.server.core.cluster import Cluster
 from xcron.server.core.errors import FailedPrecondition, InvalidArgument, StoreUnavailable
-from xcron.server.core.events import EventBus
+from xcron.server.core.events import EventBus, Watcher
 from xcron.server.core.executor import Executor
 from xcron.server.core.jobs import Job
 from xcron.server.core.limits import Limits
@@ -60,7 +61,9 @@ class JobManager:
         default_zone: str,
         executor: Executor,
         limits: Limits | None = None,
+        cluster: Cluster | None = None,
     ) -> None:
+        """`cluster`: the same one the executor was built with, when replicas share a PostgreSQL store."""
         self.registry = registry
         self.store = store
         self.bus = bus
@@ -70,12 +73,21 @@ class JobManager:
         self.executor = executor
         self.limits = limits or Limits()
         self.scheduler = Scheduler(
-            registry=registry, executor=executor, store=store, clock=clock, default_zone=default_zone
+            registry=registry,
+            executor=executor,
+            store=store,
+            clock=clock,
+            default_zone=default_zone,
+            cluster=cluster,
         )
         self._document = ScheduleDocument(entries=())
         self._schedules: dict[str, JobSchedules] = {}
         self._disabled: dict[str, tuple[str, ...]] = {}
         self._schedule_lock = asyncio.Lock()
+        self.cluster = cluster
+        if cluster is not None:
+            assert executor.cluster is cluster, "the executor must be built with the same cluster"
+            cluster.attach(executor, self)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -181,6 +193,20 @@ class JobManager:
     def version(self) -> tuple[int, int]:
         """Equal versions mean equal views of every job (state, schedules, fire times)."""
         return (self.bus.sequence, self.scheduler.version)
+
+    def now(self) -> datetime:
+        return self.clock.now()
+
+    def check_job(self, job_id: str) -> None:
+        """NotFound unless the job is one this server runs."""
+        self.registry.get(job_id)
+
+    def watch(self, job_ids: Sequence[str], *, after_sequence: int = 0) -> Watcher:
+        """A subscription to the jobs' status changes (every job for no ids): a snapshot first, or the changes
+        after `after_sequence`. The caller closes it. NotFound for an unknown job, LimitExceeded when full."""
+        for job_id in job_ids:
+            self.registry.get(job_id)
+        return self.bus.subscribe(job_ids, after_sequence=after_sequence)
 
     def job_ids(self) -> list[str]:
         return [job.id for job in self.registry]
