@@ -70,6 +70,7 @@ import grpc
 
 from xcron.server.api.ratelimit import LogThrottle
 from xcron.server.api.status import to_status
+from xcron.server.api.wrapping import same_kind
 from xcron.server.core.errors import PermissionDenied, Unauthenticated, XcronServerError
 from xcron.v1 import job_service_pb2
 
@@ -406,13 +407,7 @@ def _denying_handler(
         refused(context.peer(), method, status.details)
         await context.abort_with_status(status)
 
-    if handler.request_streaming and handler.response_streaming:
-        return grpc.stream_stream_rpc_method_handler(deny)
-    if handler.request_streaming:
-        return grpc.stream_unary_rpc_method_handler(deny)
-    if handler.response_streaming:
-        return grpc.unary_stream_rpc_method_handler(deny)
-    return grpc.unary_unary_rpc_method_handler(deny)
+    return same_kind(handler, deny, decoded=False)
 
 
 class AuthRefused(Exception):
