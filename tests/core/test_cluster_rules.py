@@ -39,7 +39,8 @@ def _cluster(current: JobRecord) -> Cluster:
 
 
 def _status(execution_id: str, state: JobState, start: datetime, job_id: str = "j") -> JobStatus:
-    return JobStatus(job_id=job_id, state=state, execution_id=execution_id, last_start=start, origin="other")
+    record = JobRecord(job_id=job_id, state=state, execution_id=execution_id, last_start=start)
+    return JobStatus(record, origin="other")
 
 
 @pytest.mark.parametrize(

@@ -196,7 +196,7 @@ async def test_a_progress_storm_is_coalesced_at_the_source(storm_harness: Harnes
         1.0,
         "step 19999" if job_id == "t.async-storm" else "step 20000",
     )
-    assert published[-1].state is JobState.COMPLETED and published[-1].status_text == finished.status_text
+    assert published[-1].record.state is JobState.COMPLETED and published[-1].record.status_text == finished.status_text
     # 20,000 reports, a bounded number of changes published (each one a message to every watcher).
     assert len(published) < 200, len(published)
     for watcher in watchers:

@@ -329,14 +329,15 @@ def execution(record: ExecutionRecord) -> pb.Execution:
 
 
 def job_status(status: JobStatus) -> pb.JobStatus:
+    record = status.record
     return pb.JobStatus(
-        job_id=status.job_id,
-        state=JOB_STATES[status.state],
-        progress=status.progress,
-        status_text=status.status_text,
-        last_start_time=optional_timestamp(status.last_start),
-        last_finish_time=optional_timestamp(status.last_finish),
-        execution_id=status.execution_id,
+        job_id=record.job_id,
+        state=JOB_STATES[record.state],
+        progress=record.progress,
+        status_text=record.status_text,
+        last_start_time=optional_timestamp(record.last_start),
+        last_finish_time=optional_timestamp(record.last_finish),
+        execution_id=record.execution_id,
         sequence=status.sequence,
     )
 

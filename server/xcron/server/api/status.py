@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
@@ -22,7 +20,6 @@ from xcron.server.core.errors import (
 )
 
 DOMAIN = "xcron.dev"
-log = logging.getLogger(__name__)
 
 _CODES: list[tuple[type[XcronServerError], int]] = [
     (NotFound, code_pb2.NOT_FOUND),

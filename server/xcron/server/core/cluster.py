@@ -79,23 +79,24 @@ def _dt(value: str | None) -> datetime | None:
 
 
 def encode_status(status: JobStatus, origin: str) -> str:
+    record = status.record
     return json.dumps(
         {
             "kind": "status",
             "origin": origin,
             "job_id": status.job_id,
-            "state": status.state.value,
-            "progress": status.progress,
-            "status_text": status.status_text[:STATUS_TEXT_LIMIT],
-            "last_start": _iso(status.last_start),
-            "last_finish": _iso(status.last_finish),
-            "execution_id": status.execution_id,
+            "state": record.state.value,
+            "progress": record.progress,
+            "status_text": record.status_text[:STATUS_TEXT_LIMIT],
+            "last_start": _iso(record.last_start),
+            "last_finish": _iso(record.last_finish),
+            "execution_id": record.execution_id,
         }
     )
 
 
 def decode_status(event: dict[str, Any]) -> JobStatus:
-    return JobStatus(
+    record = JobRecord(
         job_id=str(event["job_id"]),
         state=JobState(event["state"]),
         progress=float(event["progress"]),
@@ -103,21 +104,12 @@ def decode_status(event: dict[str, Any]) -> JobStatus:
         last_start=_dt(event["last_start"]),
         last_finish=_dt(event["last_finish"]),
         execution_id=str(event["execution_id"]),
-        origin=str(event["origin"]),
     )
+    return JobStatus(record, origin=str(event["origin"]))
 
 
 def _status(record: JobRecord, origin: str) -> JobStatus:
-    return JobStatus(
-        job_id=record.job_id,
-        state=record.state,
-        progress=record.progress,
-        status_text=record.status_text,
-        last_start=record.last_start,
-        last_finish=record.last_finish,
-        execution_id=record.execution_id,
-        origin=origin,
-    )
+    return JobStatus(record, origin=origin)
 
 
 def _job_of(run: ExecutionRecord) -> JobRecord:
@@ -411,10 +403,11 @@ class Cluster:
             current = self._executor.job_record(status.job_id)
         except NotFound:
             return True
-        if current.execution_id == status.execution_id:
-            return current.state is not JobState.RUNNING and status.state is JobState.RUNNING
+        change = status.record
+        if current.execution_id == change.execution_id:
+            return current.state is not JobState.RUNNING and change.state is JobState.RUNNING
         return (
-            current.last_start is not None and status.last_start is not None and status.last_start < current.last_start
+            current.last_start is not None and change.last_start is not None and change.last_start < current.last_start
         )
 
     async def _listen_events(self, ready: asyncio.Event) -> None:

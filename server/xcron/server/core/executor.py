@@ -333,15 +333,7 @@ class Executor:
         """A job's state changed on another replica: keep GetJob and local watchers up to date."""
         if status.job_id not in self._jobs or status.job_id in self._running:
             return
-        self._jobs[status.job_id] = JobRecord(
-            job_id=status.job_id,
-            state=status.state,
-            progress=status.progress,
-            status_text=status.status_text,
-            last_start=status.last_start,
-            last_finish=status.last_finish,
-            execution_id=status.execution_id,
-        )
+        self._jobs[status.job_id] = status.record
         self._bus.publish(status)
 
     def _request_cancel(self, entry: _Running) -> None:
@@ -606,15 +598,7 @@ class Executor:
 
     @staticmethod
     def _status(record: JobRecord) -> JobStatus:
-        return JobStatus(
-            job_id=record.job_id,
-            state=record.state,
-            progress=record.progress,
-            status_text=record.status_text,
-            last_start=record.last_start,
-            last_finish=record.last_finish,
-            execution_id=record.execution_id,
-        )
+        return JobStatus(record)
 
     async def shutdown(self, grace: float) -> None:
         """Refuses new runs, lets accepted starts settle, asks running ones to cancel, waits up to `grace`

@@ -12,16 +12,14 @@ from typing import LiteralString
 
 import psycopg
 from psycopg import sql
-from psycopg.rows import DictRow
 
 from xcron.server.core.errors import StoreUnavailable
 from xcron.server.core.ports import ExecutionRecord
-from xcron.server.stores.postgres.pool import _ConnectionPool, _Deadline
+from xcron.server.stores.postgres.pool import Connection, _ConnectionPool, _Deadline
 from xcron.server.stores.postgres.rows import default_replica_id
 from xcron.server.stores.postgres.schema import _SCHEMA_NAME, MIGRATIONS
 
 log = logging.getLogger(__name__)
-Connection = psycopg.AsyncConnection[DictRow]
 
 
 class PostgresBase:

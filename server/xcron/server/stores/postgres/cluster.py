@@ -10,13 +10,13 @@ from datetime import datetime, timedelta
 from typing import LiteralString
 
 import psycopg
-from psycopg.rows import DictRow
 
 from xcron.server.core.errors import StoreUnavailable
 from xcron.server.core.model import ExecutionState
 from xcron.server.core.ports import (
     ExecutionRecord,
 )
+from xcron.server.stores.postgres.pool import Connection
 from xcron.server.stores.postgres.rows import _execution, _execution_params, _utc, lease_lost
 from xcron.server.stores.postgres.schema import (
     _EXECUTION_COLUMNS,
@@ -28,7 +28,6 @@ from xcron.server.stores.postgres.schema import (
 from xcron.server.stores.postgres.state import PostgresState
 
 log = logging.getLogger(__name__)
-Connection = psycopg.AsyncConnection[DictRow]
 
 
 class PostgresCluster(PostgresState):

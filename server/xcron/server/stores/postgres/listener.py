@@ -9,15 +9,13 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 
 import psycopg
 from psycopg import sql
-from psycopg.rows import DictRow
 
 from xcron.server.core.errors import StoreUnavailable
 from xcron.server.stores.postgres.cluster import PostgresCluster
-from xcron.server.stores.postgres.pool import _connect, _Deadline
+from xcron.server.stores.postgres.pool import Connection, _connect, _Deadline
 from xcron.server.stores.postgres.schema import _LISTEN_QUEUE, MAX_PAYLOAD_BYTES
 
 log = logging.getLogger(__name__)
-Connection = psycopg.AsyncConnection[DictRow]
 
 
 class PostgresListeners(PostgresCluster):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import select
 import socket
 from collections.abc import AsyncIterator
@@ -16,7 +15,6 @@ from psycopg.rows import DictRow, dict_row
 
 from xcron.server.core.errors import StoreUnavailable
 
-log = logging.getLogger(__name__)
 Connection = psycopg.AsyncConnection[DictRow]
 
 

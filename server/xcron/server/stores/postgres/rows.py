@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
 import uuid
@@ -10,8 +9,6 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-import psycopg
-from psycopg.rows import DictRow
 from psycopg.types.json import Json
 
 from xcron.server.core.model import ExecutionState, Trigger
@@ -19,9 +16,6 @@ from xcron.server.core.ports import (
     ExecutionRecord,
 )
 from xcron.server.stores._codec import decode_parameters, encode_parameters
-
-log = logging.getLogger(__name__)
-Connection = psycopg.AsyncConnection[DictRow]
 
 
 def default_replica_id() -> str:

@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-import logging
 import re
 from typing import LiteralString
 
-import psycopg
-from psycopg.rows import DictRow
-
 from xcron.server.core.model import ExecutionState
-
-log = logging.getLogger(__name__)
-Connection = psycopg.AsyncConnection[DictRow]
-
 
 MAX_PAYLOAD_BYTES = 8000
 """PostgreSQL's limit on a NOTIFY payload in the default build (payloads must be strictly shorter)."""

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from datetime import datetime
 
 import psycopg
 from psycopg import sql
-from psycopg.rows import DictRow
 
 from xcron.server.core.errors import Conflict, StoreUnavailable
 from xcron.server.core.model import ExecutionState, JobState
@@ -21,6 +19,7 @@ from xcron.server.core.ports import (
     ScheduleRecord,
 )
 from xcron.server.stores.postgres.base import PostgresBase
+from xcron.server.stores.postgres.pool import Connection
 from xcron.server.stores.postgres.rows import _execution, _execution_params, _utc
 from xcron.server.stores.postgres.schema import (
     _EXECUTION_COLUMNS,
@@ -29,9 +28,6 @@ from xcron.server.stores.postgres.schema import (
     _LEASE_HELD,
     RUNNING,
 )
-
-log = logging.getLogger(__name__)
-Connection = psycopg.AsyncConnection[DictRow]
 
 
 class PostgresState(PostgresBase):
