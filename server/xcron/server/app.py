@@ -16,7 +16,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from xcron.server.api import reflection
-from xcron.server.api.auth import AuthInterceptor, load_token_table
+from xcron.server.api.auth import AuthInterceptor, TokenTable, load_token_table
 from xcron.server.api.decode import DecodeGuard
 from xcron.server.api.servicer import Servicer
 from xcron.server.api.tls import TlsConfigError, TlsFiles, check_plaintext_allowed, server_credentials
@@ -27,7 +27,7 @@ from xcron.server.core.executor import Executor
 from xcron.server.core.limits import Limits
 from xcron.server.core.manager import JobManager
 from xcron.server.core.registry import JobRegistry
-from xcron.server.core.triggers import is_iana_zone
+from xcron.server.core.zones import is_iana_zone
 from xcron.server.metrics import Metrics
 from xcron.server.stores.datadir import DataDirLock, remove_stale_temp_files
 from xcron.server.stores.postgres import PostgresStateStore
@@ -124,25 +124,7 @@ class XcronServer:
         credentials = server_credentials(config.tls) if config.tls is not None else None
         if credentials is None:
             check_plaintext_allowed(config.listen, allow_insecure=config.allow_insecure)
-        tokens = load_token_table(config.tokens_file) if config.tokens_file is not None else None
-        interceptors = (
-            []
-            if tokens is None
-            else [
-                AuthInterceptor(
-                    tokens,
-                    reflection_requires_token=config.reflection_requires_token,
-                    on_failure=self.metrics.auth_failed,
-                )
-            ]
-        )
-        if tokens is not None and tokens.legacy_names:
-            log.warning(
-                "tokens file: %d line(s) still hashed with scrypt (%s): each costs ~50 ms per unknown token; "
-                "replace them with `xcron-server --hash-token` lines (HMAC-SHA256)",
-                len(tokens.legacy_names),
-                ", ".join(tokens.legacy_names),
-            )
+        tokens = self._load_tokens()
         if self.data_dir_lock is not None:
             self.data_dir_lock.acquire()
             remove_stale_temp_files(config.schedule_file)
@@ -152,36 +134,9 @@ class XcronServer:
         for module in config.job_modules:
             self.registry.load_module(module)
         executor, manager = self.core.executor, self.core.manager
-        # Counted first, so refused calls count too; DecodeGuard last: it wraps the real handler.
-        server = grpc.aio.server(
-            interceptors=[self.metrics.interceptor(), *interceptors, DecodeGuard()],
-            options=[
-                ("grpc.max_receive_message_length", config.limits.max_request_bytes),
-                ("grpc.max_send_message_length", 64 * 1024 * 1024),
-                # No SO_REUSEPORT: a port another server listens on refuses to start (ListenError),
-                # instead of the kernel spreading calls over both.
-                ("grpc.so_reuseport", 0),
-            ],
-        )
-        job_service_pb2_grpc.add_JobServiceServicer_to_server(Servicer(manager), server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable(server, (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name))
+        server = self._grpc_server(tokens)
         # Bound before the store is opened and anything runs: a server that cannot listen changes nothing.
-        if credentials is None:
-            try:
-                self.port = server.add_insecure_port(config.listen)
-            except RuntimeError as exc:
-                raise ListenError(
-                    f"cannot listen on {config.listen}: the address is in use (another server?) or not local"
-                ) from exc
-        else:
-            try:
-                self.port = server.add_secure_port(config.listen, credentials)
-            except RuntimeError as exc:  # gRPC logs the reason (e.g. "Invalid private key") just before
-                raise TlsConfigError(
-                    f"cannot serve TLS on {config.listen}: the key does not belong to the certificate, "
-                    "a PEM file is corrupt, or the address is in use"
-                ) from exc
+        self.port = self._bind(server, credentials)
         await self.store.open()
         await manager.load_schedules()
         await manager.start()
@@ -201,6 +156,71 @@ class XcronServer:
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         executor.add_health_listener(self._store_health_changed)
+        self._announce(tokens)
+        return self.port
+
+    def _load_tokens(self) -> TokenTable | None:
+        if self.config.tokens_file is None:
+            return None
+        tokens = load_token_table(self.config.tokens_file)
+        if tokens.legacy_names:
+            log.warning(
+                "tokens file: %d line(s) still hashed with scrypt (%s): each costs ~50 ms per unknown token; "
+                "replace them with `xcron-server --hash-token` lines (HMAC-SHA256)",
+                len(tokens.legacy_names),
+                ", ".join(tokens.legacy_names),
+            )
+        return tokens
+
+    def _grpc_server(self, tokens: TokenTable | None) -> grpc.aio.Server:
+        """JobService, health and reflection behind the interceptors (not bound yet)."""
+        config = self.config
+        auth = (
+            []
+            if tokens is None
+            else [
+                AuthInterceptor(
+                    tokens,
+                    reflection_requires_token=config.reflection_requires_token,
+                    on_failure=self.metrics.auth_failed,
+                )
+            ]
+        )
+        # Counted first, so refused calls count too; DecodeGuard last: it wraps the real handler.
+        server = grpc.aio.server(
+            interceptors=[self.metrics.interceptor(), *auth, DecodeGuard()],
+            options=[
+                ("grpc.max_receive_message_length", config.limits.max_request_bytes),
+                ("grpc.max_send_message_length", 64 * 1024 * 1024),
+                # No SO_REUSEPORT: a port another server listens on refuses to start (ListenError),
+                # instead of the kernel spreading calls over both.
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        job_service_pb2_grpc.add_JobServiceServicer_to_server(Servicer(self.core.manager), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable(server, (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name))
+        return server
+
+    def _bind(self, server: grpc.aio.Server, credentials: grpc.ServerCredentials | None) -> int:
+        listen = self.config.listen
+        if credentials is None:
+            try:
+                return int(server.add_insecure_port(listen))
+            except RuntimeError as exc:
+                raise ListenError(
+                    f"cannot listen on {listen}: the address is in use (another server?) or not local"
+                ) from exc
+        try:
+            return int(server.add_secure_port(listen, credentials))
+        except RuntimeError as exc:  # gRPC logs the reason (e.g. "Invalid private key") just before
+            raise TlsConfigError(
+                f"cannot serve TLS on {listen}: the key does not belong to the certificate, "
+                "a PEM file is corrupt, or the address is in use"
+            ) from exc
+
+    def _announce(self, tokens: TokenTable | None) -> None:
+        config = self.config
         log.info(
             "xcron ready (--listen %s, port %d, %s, %s): %d jobs, schedules from %s, time zone %s",
             config.listen,
@@ -211,9 +231,8 @@ class XcronServer:
             self.schedule_source.description,
             config.time_zone,
         )
-        if self.metrics_port is not None:
-            log.info("metrics on http://%s:%d/metrics", config.metrics_listen.rsplit(":", 1)[0], self.metrics_port)  # type: ignore[union-attr]
-        return self.port
+        if self.metrics_port is not None and config.metrics_listen is not None:
+            log.info("metrics on http://%s:%d/metrics", config.metrics_listen.rsplit(":", 1)[0], self.metrics_port)
 
     def _store_health_changed(self, healthy: bool) -> None:
         """NOT_SERVING while an ended run's outcome is kept only in memory (the store refuses it), as a

@@ -10,7 +10,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -58,6 +58,18 @@ class ClusterHooks(Protocol):
 
 def _ids(record: ExecutionRecord) -> dict[str, str]:
     return {"job_id": record.job_id, "execution_id": record.id}
+
+
+@dataclass
+class _StartWrites:
+    """Which rows of a start may be in the store: the execution's, the job's."""
+
+    execution: bool = False
+    job: bool = False
+
+    def note(self, outcomes: Sequence[object]) -> None:
+        self.execution = not isinstance(outcomes[0], BaseException)
+        self.job = not isinstance(outcomes[1], BaseException)
 
 
 @dataclass
@@ -169,15 +181,70 @@ class Executor:
         request_id: str = "",
         scheduled_time: datetime | None = None,
     ) -> ExecutionRecord:
-        """Starts a run now. Parameters must already be bound (validated, defaults filled)."""
+        """Starts a run now. Parameters must already be bound (validated, defaults filled).
+
+        Check (a repeated request id, shutdown, already running, the limit), record the start (both rows
+        in one store transaction, or a cluster-wide claim), then start the task; a start that fails
+        after its rows may have been written is rolled back."""
         job = self._registry.get(job_id)
         if request_id:
-            earlier = await self._find_request(job_id, request_id)
+            earlier = await self._earlier_run(job_id, request_id)
             if earlier is not None:
                 return earlier
-            known = self._request_ids.get((job_id, request_id))  # a twin call got in during that await
-            if known is not None:
-                return await self.get_execution(known)
+        self._check_can_start(job_id)
+        entry = self._new_run(job_id, parameters, trigger, request_id, scheduled_time)
+        record = entry.record
+        # Registered before the first await, so a concurrent RunJob sees it and is refused.
+        self._running[job_id] = entry
+        if request_id:
+            self._remember_request(job_id, request_id, record.id)
+        before = self._jobs[job_id]
+        written = _StartWrites()
+        # From here a shutdown waits for this start to settle: it runs, or it is refused and undone
+        # (execution ABORTED, job row back to its previous state), never left half-done.
+        self._starts += 1
+        self._starts_settled.clear()
+        try:
+            job_record = JobRecord(
+                job_id=job_id,
+                state=JobState.RUNNING,
+                progress=0.0,
+                status_text=record.status_text,
+                last_start=record.start_time,
+                last_finish=before.last_finish,
+                execution_id=record.id,
+            )
+            winner = await self._record_start(record, job_record, written)
+            if winner is not record:  # the same request_id reached another replica first
+                self._running.pop(job_id, None)
+                self._request_ids[(job_id, request_id)] = winner.id
+                return winner
+            if not self._accepting or self._running.get(job_id) is not entry:
+                raise FailedPrecondition("the server is shutting down; no new runs are started", reason="SHUTTING_DOWN")
+            await self._set_job(job_record, persist=self.cluster is not None)
+        except BaseException:
+            self._undo_start(entry, before, written)
+            raise
+        finally:
+            self._starts -= 1
+            if not self._starts:
+                self._starts_settled.set()
+        entry.task = asyncio.create_task(self._execute(job, entry), name=f"xcron-run-{job_id}-{record.id}")
+        self.observer.run_started(record)
+        log.info("run started (%s)", trigger.value, extra=_ids(record))
+        if scheduled_time is not None:
+            self.observer.lateness(job_id, record.start_time - scheduled_time)
+        return record
+
+    async def _earlier_run(self, job_id: str, request_id: str) -> ExecutionRecord | None:
+        """The run a request id already started (idempotent RunJob), in the store or still starting."""
+        earlier = await self._find_request(job_id, request_id)
+        if earlier is not None:
+            return earlier
+        known = self._request_ids.get((job_id, request_id))  # a twin call got in during that await
+        return await self.get_execution(known) if known is not None else None
+
+    def _check_can_start(self, job_id: str) -> None:
         if not self._accepting:
             raise FailedPrecondition("the server is shutting down; no new runs are started", reason="SHUTTING_DOWN")
         current = self._running.get(job_id)
@@ -189,14 +256,22 @@ class Executor:
             )
         if len(self._running) >= self._max_running:
             raise LimitExceeded(f"{len(self._running)} runs in progress, the limit is {self._max_running}")
-        now = self._clock.now()
+
+    def _new_run(
+        self,
+        job_id: str,
+        parameters: Mapping[str, ParameterValue],
+        trigger: Trigger,
+        request_id: str,
+        scheduled_time: datetime | None,
+    ) -> _Running:
         record = ExecutionRecord(
             id=str(uuid.uuid4()),
             job_id=job_id,
             parameters=dict(parameters),
             trigger=trigger,
             state=ExecutionState.RUNNING,
-            start_time=now,
+            start_time=self._clock.now(),
             scheduled_time=scheduled_time,
             request_id=request_id,
             status_text="starting",
@@ -211,85 +286,57 @@ class Executor:
             services=self.services,
         )
         context.bind_loop(asyncio.get_running_loop())
-        entry = _Running(record=record, context=context)
-        # Registered before the first await, so a concurrent RunJob sees it and is refused.
-        self._running[job_id] = entry
-        if request_id:
-            self._remember_request(job_id, request_id, record.id)
-        before = self._jobs[job_id]
-        saved = job_saved = False
-        # From here a shutdown waits for this start to settle: it runs, or it is refused and undone
-        # (execution ABORTED, job row back to its previous state), never left half-done.
-        self._starts += 1
-        self._starts_settled.clear()
-        try:
-            job_record = JobRecord(
-                job_id=job_id,
-                state=JobState.RUNNING,
-                progress=0.0,
-                status_text=record.status_text,
-                last_start=now,
-                last_finish=before.last_finish,
-                execution_id=record.id,
-            )
-            if self.cluster is None:
-                # Queued together, so the store commits both in one transaction. Shielded: if the
-                # caller is cancelled meanwhile, the rows may land anyway, so wait to know and undo them.
-                writes = asyncio.ensure_future(
-                    asyncio.gather(
-                        self._store.save_execution(record), self._store.save_job(job_record), return_exceptions=True
-                    )
+        return _Running(record=record, context=context)
+
+    async def _record_start(
+        self, record: ExecutionRecord, job_record: JobRecord, written: _StartWrites
+    ) -> ExecutionRecord:
+        """Writes the start; returns `record`, or the run another replica started for the same request id.
+        `written` says, even when this raises, which rows may be in the store (to undo them)."""
+        if self.cluster is not None:
+            winner = await self.cluster.try_start_run(record)
+            if winner is None:
+                raise Conflict(
+                    f"job {record.job_id!r} is already running on another replica; wait for it to finish or cancel it",
+                    reason="JOB_ALREADY_RUNNING",
                 )
-                try:
-                    outcomes = await asyncio.shield(writes)
-                except asyncio.CancelledError:
-                    outcomes = await writes
-                    saved = not isinstance(outcomes[0], BaseException)
-                    job_saved = not isinstance(outcomes[1], BaseException)
-                    raise
-                saved = not isinstance(outcomes[0], BaseException)
-                job_saved = not isinstance(outcomes[1], BaseException)
-                for outcome in outcomes:
-                    if isinstance(outcome, BaseException):
-                        raise outcome
-            else:
-                winner = await self.cluster.try_start_run(record)
-                if winner is None:
-                    raise Conflict(
-                        f"job {job_id!r} is already running on another replica; wait for it to finish or cancel it",
-                        reason="JOB_ALREADY_RUNNING",
-                    )
-                if winner.id != record.id:  # the same request_id reached another replica first
-                    self._running.pop(job_id, None)
-                    self._request_ids[(job_id, request_id)] = winner.id
-                    return winner
-                saved = job_saved = True
-            if not self._accepting or self._running.get(job_id) is not entry:
-                raise FailedPrecondition("the server is shutting down; no new runs are started", reason="SHUTTING_DOWN")
-            await self._set_job(job_record, persist=self.cluster is not None)
-        except BaseException:
-            # The run never started: put the job back as it was, in memory and in the store (retried
-            # until written, like an outcome), and leave no RUNNING row behind.
-            if self._running.get(job_id) is entry:
-                del self._running[job_id]
-            self._request_ids.pop((job_id, request_id), None)
-            if self._jobs[job_id] is not before and self._jobs[job_id].execution_id == record.id:
-                self._jobs[job_id] = before
-                self._bus.publish(self._status(before))
-            if saved or job_saved:
-                failed = replace(record, state=ExecutionState.ABORTED, finish_time=now, error="the run could not start")
-                self._record_later(failed if saved else None, before, record.id, refused=False)
+            if winner.id != record.id:
+                return winner
+            written.execution = written.job = True
+            return record
+        # Queued together, so the store commits both in one transaction. Shielded: if the caller is
+        # cancelled meanwhile, the rows may land anyway, so wait to know and undo them.
+        writes = asyncio.ensure_future(
+            asyncio.gather(self._store.save_execution(record), self._store.save_job(job_record), return_exceptions=True)
+        )
+        try:
+            outcomes = await asyncio.shield(writes)
+        except asyncio.CancelledError:
+            outcomes = await writes
+            written.note(outcomes)
             raise
-        finally:
-            self._starts -= 1
-            if not self._starts:
-                self._starts_settled.set()
-        entry.task = asyncio.create_task(self._execute(job, entry), name=f"xcron-run-{job_id}-{record.id}")
-        self.observer.run_started(record)
-        log.info("run started (%s)", trigger.value, extra=_ids(record))
-        if scheduled_time is not None:
-            self.observer.lateness(job_id, now - scheduled_time)
+        written.note(outcomes)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
         return record
+
+    def _undo_start(self, entry: _Running, before: JobRecord, written: _StartWrites) -> None:
+        """The run never started: put the job back as it was, in memory and in the store (retried until
+        written, like an outcome), and leave no RUNNING row behind."""
+        record = entry.record
+        job_id = record.job_id
+        if self._running.get(job_id) is entry:
+            del self._running[job_id]
+        self._request_ids.pop((job_id, record.request_id), None)
+        if self._jobs[job_id] is not before and self._jobs[job_id].execution_id == record.id:
+            self._jobs[job_id] = before
+            self._bus.publish(self._status(before))
+        if written.execution or written.job:
+            failed = replace(
+                record, state=ExecutionState.ABORTED, finish_time=record.start_time, error="the run could not start"
+            )
+            self._record_later(failed if written.execution else None, before, record.id, refused=False)
 
     async def cancel(self, job_id: str, execution_id: str = "") -> ExecutionRecord:
         job = self._registry.get(job_id)
