@@ -4,10 +4,7 @@ in the store and published on the event bus at every change."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import threading
-import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -23,6 +20,7 @@ from xcron.server.core.jobs import JobCancelled, JobContext
 from xcron.server.core.model import ExecutionState, JobState, ParameterValue, Trigger
 from xcron.server.core.observe import NullObserver, Observer
 from xcron.server.core.ports import INTERRUPTED, ExecutionRecord, JobRecord, RunFenced, StateStore
+from xcron.server.core.progress import ProgressCoalescer
 from xcron.server.core.registry import JobRegistry
 
 log = logging.getLogger(__name__)
@@ -37,14 +35,6 @@ _JOB_STATE = {
 FinishListener = Callable[[ExecutionRecord], None]
 HealthListener = Callable[[bool], None]
 
-PROGRESS_INTERVAL = 0.05
-"""Progress is coalesced at the source: the latest report per job, published at most once per this many
-seconds. A report costs a dict write whatever the number of watchers; a quiet job's report goes at once."""
-STORM_INTERVAL = 1.0
-"""A job whose reports come faster than PROGRESS_INTERVAL (some had to wait) is in a progress storm: its
-latest report is published once per this many seconds, until it has been calmer than that for as long.
-Every publish costs a message to each watcher, so a storm with 1,000 watchers costs 1,000 messages a
-second, not 20 or 20,000."""
 RETRY_MAX_DELAY = 5.0
 """Back-off cap between attempts to record an outcome the store refused (disk full, locked)."""
 
@@ -118,17 +108,13 @@ class Executor:
         self._starts = 0  # runs between "accepted" and "task created"; shutdown waits for them
         self._starts_settled = asyncio.Event()
         self._starts_settled.set()
-        self._progress_lock = threading.Lock()  # job threads write reports; the loop publishes them
-        self._progress_pending: dict[str, tuple[str, float, str | None]] = {}
-        self._progress_flush: asyncio.Handle | asyncio.TimerHandle | None = None
-        self._progress_flush_requested = False
-        self._progress_sent: dict[str, float] = {}
-        self._storming: set[str] = set()
+        self._progress = ProgressCoalescer(self._on_progress)
         self.cluster = cluster
 
     async def start(self) -> None:
         """Loads job state; runs left RUNNING by a dead process become ABORTED, never NOT_YET_RUN."""
         self._loop = asyncio.get_running_loop()
+        self._progress.bind_loop(self._loop)
         interrupted = await self._store.abort_interrupted(self._clock.now())
         for record in interrupted:
             log.warning("run was interrupted by a server stop; recorded ABORTED", extra=_ids(record))
@@ -282,7 +268,7 @@ class Executor:
             parameters=parameters,
             trigger=trigger,
             scheduled_time=scheduled_time,
-            on_progress=lambda p, s: self._progress_threadsafe(job_id, record.id, p, s),
+            on_progress=lambda p, s: self._progress.report(job_id, record.id, p, s),
             services=self.services,
         )
         context.bind_loop(asyncio.get_running_loop())
@@ -447,8 +433,7 @@ class Executor:
         if self._running.get(job_id) is not entry:
             return  # already recorded (e.g. by shutdown)
         self._apply_pending_progress(job_id)  # the last report counts, even if not yet published
-        self._progress_sent.pop(job_id, None)
-        self._storming.discard(job_id)
+        self._progress.forget(job_id)
         now = self._clock.now()
         status = {
             ExecutionState.COMPLETED: entry.record.status_text if entry.record.progress >= 1 else "completed",
@@ -558,69 +543,8 @@ class Executor:
                     if self.healthy:
                         self._notify_health(True)
 
-    def _progress_threadsafe(self, job_id: str, execution_id: str, progress: float, status: str | None) -> None:
-        """A report from the job (any thread): kept as the job's latest; published by the loop, at most
-        once per PROGRESS_INTERVAL per job. Costs the same whatever the number of watchers."""
-        loop = self._loop
-        if loop is None:
-            return
-        with self._progress_lock:
-            earlier = self._progress_pending.get(job_id)
-            if status is None and earlier is not None and earlier[0] == execution_id:
-                status = earlier[2]  # None keeps the text; an unpublished text is still the latest
-            self._progress_pending[job_id] = (execution_id, progress, status)
-            if self._progress_flush_requested:
-                return
-            self._progress_flush_requested = True
-        try:
-            on_loop = asyncio.get_running_loop() is loop
-        except RuntimeError:  # a job thread: no loop runs here
-            on_loop = False
-        if on_loop:
-            loop.call_soon(self._flush_progress)
-        elif not loop.is_closed():
-            with contextlib.suppress(RuntimeError):  # closed meanwhile: the server is gone
-                loop.call_soon_threadsafe(self._flush_progress)
-
-    def _flush_progress(self) -> None:
-        """On the loop: applies and publishes pending reports of jobs not published within the interval;
-        the others wait for a timer (one for all jobs)."""
-        now = time.monotonic()
-        with self._progress_lock:
-            self._progress_flush_requested = False
-            pending, self._progress_pending = self._progress_pending, {}
-        later: dict[str, tuple[str, float, str | None]] = {}
-        next_due = float("inf")
-        for job_id, report in pending.items():
-            sent = self._progress_sent.get(job_id, float("-inf"))
-            if job_id in self._storming and now - sent > 2 * STORM_INTERVAL:
-                self._storming.discard(job_id)  # calm again
-            due = sent + (STORM_INTERVAL if job_id in self._storming else PROGRESS_INTERVAL)
-            if due > now:
-                self._storming.add(job_id)
-                later[job_id] = report
-                next_due = min(next_due, sent + STORM_INTERVAL)
-                continue
-            self._progress_sent[job_id] = now
-            self._on_progress(job_id, *report)
-        if not later:
-            return
-        with self._progress_lock:
-            for job_id, (execution_id, progress, status) in later.items():
-                newer = self._progress_pending.get(job_id)
-                if newer is None:
-                    self._progress_pending[job_id] = (execution_id, progress, status)
-                elif newer[2] is None and newer[0] == execution_id:
-                    self._progress_pending[job_id] = (execution_id, newer[1], status)
-            if self._progress_flush_requested:
-                return
-            self._progress_flush_requested = True
-        assert self._loop is not None
-        self._loop.call_later(max(0.0, next_due - now), self._flush_progress)
-
     def _apply_pending_progress(self, job_id: str) -> None:
-        with self._progress_lock:
-            report = self._progress_pending.pop(job_id, None)
+        report = self._progress.take(job_id)
         if report is not None:
             self._on_progress(job_id, *report, publish=False)
 
