@@ -89,6 +89,31 @@ def _has_xcron_parts(element: etree._Element) -> bool:
     )
 
 
+def _tag_end(data: bytes, at: int) -> int:
+    """The offset just past the tag starting at `at` (quotes skipped)."""
+    quote = b""
+    for index in range(at, len(data)):
+        char = data[index : index + 1]
+        if quote:
+            if char == quote:
+                quote = b""
+        elif char in (b'"', b"'"):
+            quote = char
+        elif char == b">":
+            return index + 1
+    raise ValueError("unterminated tag")
+
+
+def _indent(data: bytes, spans: list[tuple[int, int]]) -> bytes:
+    """The first entry's indentation (two spaces when there is none to copy)."""
+    if spans:
+        line_start = data.rfind(b"\n", 0, spans[0][0]) + 1
+        candidate = data[line_start : spans[0][0]]
+        if candidate and not candidate.strip(b" \t"):
+            return candidate
+    return b"  "
+
+
 def _scan_layout(data: bytes) -> _Layout:
     """Byte offsets of the root's children, found with expat (lxml gives lines, not offsets)."""
     bom = 3 if data.startswith(b"\xef\xbb\xbf") else 0
@@ -98,20 +123,6 @@ def _scan_layout(data: bytes) -> _Layout:
     opened = 0
     close_at = -1
     self_closing = False
-
-    def tag_end(at: int) -> int:
-        """The offset just past the tag starting at `at` (quotes skipped)."""
-        quote = b""
-        for index in range(at, len(data)):
-            char = data[index : index + 1]
-            if quote:
-                if char == quote:
-                    quote = b""
-            elif char in (b'"', b"'"):
-                quote = char
-            elif char == b">":
-                return index + 1
-        raise ValueError("unterminated tag")
 
     root_opened = 0
 
@@ -127,10 +138,10 @@ def _scan_layout(data: bytes) -> _Layout:
         nonlocal depth, close_at, self_closing
         at = parser.CurrentByteIndex + bom
         began = opened if depth == 2 else root_opened
-        head = tag_end(began)
+        head = _tag_end(data, began)
         empty = at == head and data[head - 2 : head] == b"/>"  # expat reports an empty element after it
         if depth == 2:
-            spans.append((began, at if empty else tag_end(at)))
+            spans.append((began, at if empty else _tag_end(data, at)))
         elif depth == 1:
             close_at, self_closing = (head - 2, True) if empty else (at, False)
         depth -= 1
@@ -138,19 +149,13 @@ def _scan_layout(data: bytes) -> _Layout:
     parser.StartElementHandler = start
     parser.EndElementHandler = end
     parser.Parse(data[bom:], True)
-    indent = b"  "
-    if spans:
-        line_start = data.rfind(b"\n", 0, spans[0][0]) + 1
-        candidate = data[line_start : spans[0][0]]
-        if candidate and not candidate.strip(b" \t"):
-            indent = candidate
     head_end = data.find(b">", data.find(b"<" + _ROOT.encode()))
     return _Layout(
         spans=tuple(spans),
         close_at=close_at,
         self_closing=self_closing,
         newline=b"\r\n" if b"\r\n" in data else b"\n",
-        indent=indent,
+        indent=_indent(data, spans),
         declares_xc=f'xmlns:xc="{XC_NS}"'.encode() in data[:head_end],
         spaced_empty=b" />" in data,
     )
