@@ -74,6 +74,32 @@ class PostgresListeners(PostgresCluster):
                 reader.cancel()
                 await asyncio.wait([reader])  # not `await reader`: that would swallow our own cancellation
 
+    async def _connect_listening(
+        self,
+        channel: str,
+        catch_up: Callable[[Connection], Awaitable[list[str]]] | None,
+        offer: Callable[[str], None],
+    ) -> Connection:
+        """A new dedicated connection, LISTENing on `channel` and caught up, within one deadline; closed again
+        when a step fails or overruns it."""
+        deadline = _Deadline(self.call_timeout * 2)
+        conn: Connection | None = None
+        try:
+            try:
+                conn = deadline.conn = await _connect(self._dsn, self.call_timeout, self.application_name)
+                await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+                if catch_up is not None:
+                    for item in await catch_up(conn):
+                        offer(item)
+            finally:
+                if deadline.end():
+                    raise TimeoutError(f"no answer within {deadline.seconds:.1f} s")
+        except BaseException:
+            if conn is not None:
+                await conn.close()
+            raise
+        return conn
+
     async def _read_channel(
         self,
         channel: str,
@@ -101,16 +127,7 @@ class PostgresListeners(PostgresCluster):
             while not self._closed:
                 conn: Connection | None = None
                 try:
-                    deadline = _Deadline(self.call_timeout * 2)
-                    try:
-                        conn = deadline.conn = await _connect(self._dsn, self.call_timeout, self.application_name)
-                        await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
-                        if catch_up is not None:
-                            for item in await catch_up(conn):
-                                offer(item)
-                    finally:
-                        if deadline.end():
-                            raise TimeoutError(f"no answer within {deadline.seconds:.1f} s")
+                    conn = await self._connect_listening(channel, catch_up, offer)
                     delay = 0.1
                     if on_listen is not None:
                         on_listen()
