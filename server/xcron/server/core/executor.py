@@ -19,7 +19,8 @@ from xcron.server.core.events import EventBus, JobStatus
 from xcron.server.core.jobs import JobCancelled, JobContext
 from xcron.server.core.model import ExecutionState, JobState, ParameterValue, Trigger
 from xcron.server.core.observe import NullObserver, Observer
-from xcron.server.core.ports import INTERRUPTED, ExecutionRecord, JobRecord, RunFenced, StateStore
+from xcron.server.core.outcomes import HealthListener, UnrecordedOutcomes
+from xcron.server.core.ports import INTERRUPTED, ExecutionRecord, JobRecord, StateStore
 from xcron.server.core.progress import ProgressCoalescer
 from xcron.server.core.registry import JobRegistry
 
@@ -33,10 +34,6 @@ _JOB_STATE = {
 }
 
 FinishListener = Callable[[ExecutionRecord], None]
-HealthListener = Callable[[bool], None]
-
-RETRY_MAX_DELAY = 5.0
-"""Back-off cap between attempts to record an outcome the store refused (disk full, locked)."""
 
 
 class ClusterHooks(Protocol):
@@ -99,12 +96,9 @@ class Executor:
         self.services: dict[str, Any] = {"store": store, "clock": clock, **(services or {})}
         self._loop: asyncio.AbstractEventLoop | None = None
         self.observer: Observer = observer or NullObserver()
-        self._persisting: set[asyncio.Task[None]] = set()
         # Outcomes (and undone starts) the store has not taken yet, by execution id: the truth until
         # written. GetExecution and ListExecutions read them first, so they never disagree with GetJob.
-        self._unrecorded: dict[str, tuple[ExecutionRecord | None, JobRecord | None]] = {}
-        self._health_listeners: list[HealthListener] = []
-        self._failing: set[str] = set()  # of those, the ones the store has refused at least once
+        self.outcomes = UnrecordedOutcomes(store, is_current=lambda job: self._jobs.get(job.job_id) == job)
         self._starts = 0  # runs between "accepted" and "task created"; shutdown waits for them
         self._starts_settled = asyncio.Event()
         self._starts_settled.set()
@@ -128,12 +122,12 @@ class Executor:
 
     def add_health_listener(self, listener: HealthListener) -> None:
         """Called with False when an outcome cannot be recorded (store full or failing), True once all are."""
-        self._health_listeners.append(listener)
+        self.outcomes.add_health_listener(listener)
 
     @property
     def healthy(self) -> bool:
         """False while some ended run's outcome is kept only in memory, waiting for the store."""
-        return not self._failing
+        return self.outcomes.healthy
 
     def overlay(self, records: list[ExecutionRecord]) -> list[ExecutionRecord]:
         """Stored executions with what memory knows better: running runs and unrecorded outcomes."""
@@ -141,8 +135,8 @@ class Executor:
         out = []
         for record in records:
             known = running.get(record.id)
-            if known is None and record.id in self._unrecorded:
-                known = self._unrecorded[record.id][0]
+            if known is None:
+                known = self.outcomes.execution(record.id)
             out.append(known or record)
         return out
 
@@ -322,7 +316,7 @@ class Executor:
             failed = replace(
                 record, state=ExecutionState.ABORTED, finish_time=record.start_time, error="the run could not start"
             )
-            self._record_later(failed if written.execution else None, before, record.id, refused=False)
+            self.outcomes.record(failed if written.execution else None, before, record.id, refused=False)
 
     async def cancel(self, job_id: str, execution_id: str = "") -> ExecutionRecord:
         job = self._registry.get(job_id)
@@ -385,9 +379,9 @@ class Executor:
         for entry in self._running.values():
             if entry.record.id == execution_id:
                 return entry.record
-        unrecorded = self._unrecorded.get(execution_id)
-        if unrecorded is not None and unrecorded[0] is not None:
-            return unrecorded[0]
+        unrecorded = self.outcomes.execution(execution_id)
+        if unrecorded is not None:
+            return unrecorded
         record = await self._store.get_execution(execution_id)
         if record is None:
             raise NotFound(f"no execution with id {execution_id!r}")
@@ -469,7 +463,7 @@ class Executor:
                 # Memory is right and stays the truth; the store must catch up, or the job would look
                 # RUNNING after a restart. Keep trying while we live.
                 log.error("could not record the end of the run (%s); kept in memory, retrying", exc, extra=_ids(record))
-                self._record_later(record, job, record.id, refused=True)
+                self.outcomes.record(record, job, record.id, refused=True)
         self.observer.run_finished(record)
         log.info("run ended %s", state.value.upper(), extra=_ids(record))
         for listener in list(self._listeners):
@@ -477,71 +471,6 @@ class Executor:
                 listener(record)
             except Exception:
                 log.exception("finish listener failed")
-
-    def _record_later(
-        self, record: ExecutionRecord | None, job: JobRecord | None, execution_id: str, *, refused: bool
-    ) -> None:
-        """Keeps an outcome (or an undone start) in memory and writes it with back-off until the store
-        takes it. Health is degraded while the store refuses it (`refused`: it did already)."""
-        self._unrecorded[execution_id] = (record, job)
-        if refused:
-            self._mark_failing(execution_id)
-        task = asyncio.create_task(self._persist_with_retries(execution_id), name=f"xcron-persist-{execution_id}")
-        self._persisting.add(task)
-        task.add_done_callback(self._persisting.discard)
-
-    def _mark_failing(self, execution_id: str) -> None:
-        was_healthy = self.healthy
-        self._failing.add(execution_id)
-        if was_healthy:
-            self._notify_health(False)
-
-    def _notify_health(self, healthy: bool) -> None:
-        for listener in list(self._health_listeners):
-            try:
-                listener(healthy)
-            except Exception:
-                log.exception("health listener failed")
-
-    async def _persist_with_retries(self, execution_id: str) -> None:
-        delay = 0.1
-        attempt = 0
-        while execution_id in self._unrecorded:
-            record, job = self._unrecorded[execution_id]
-            job_id = record.job_id if record is not None else job.job_id if job is not None else ""
-            try:
-                if record is not None:
-                    await self._store.save_execution(record)
-                # Only while it is still the job's current state: a later run's own saves supersede it.
-                if job is not None and self._jobs.get(job.job_id) == job:
-                    await self._store.save_job(job)
-            except RunFenced:
-                pass  # the store holds another outcome (a cluster fenced this write): it stands
-            except Exception as exc:
-                attempt += 1
-                self._mark_failing(execution_id)
-                if attempt in (1, 10) or attempt % 100 == 0:
-                    log.error(
-                        "still cannot record a run's end (attempt %d): %s; it stays in memory, retrying",
-                        attempt,
-                        exc,
-                        extra={"job_id": job_id, "execution_id": execution_id},
-                    )
-                await asyncio.sleep(delay)  # back-off between attempts, not synchronisation
-                delay = min(delay * 2, RETRY_MAX_DELAY)
-                continue
-            if self._unrecorded.get(execution_id) == (record, job):
-                del self._unrecorded[execution_id]
-                if attempt:
-                    log.info(
-                        "recorded the run's end after %d failed attempt(s)",
-                        attempt,
-                        extra={"job_id": job_id, "execution_id": execution_id},
-                    )
-                if execution_id in self._failing:
-                    self._failing.discard(execution_id)
-                    if self.healthy:
-                        self._notify_health(True)
 
     def _apply_pending_progress(self, job_id: str) -> None:
         report = self._progress.take(job_id)
@@ -591,11 +520,5 @@ class Executor:
                 continue  # a start still in the store's hands: it undoes itself
             entry.task.cancel()
             await self._finish(entry, ExecutionState.ABORTED, INTERRUPTED)
-        if self._persisting:
-            await asyncio.wait(set(self._persisting), timeout=grace or 1.0)
-        for task in list(self._persisting):
-            task.cancel()  # nothing may touch the store once it is closed
-        if self._unrecorded:
-            lost = ", ".join(sorted(self._unrecorded))
-            log.error("exiting with %d outcome(s) the store never took: %s", len(self._unrecorded), lost)
+        await self.outcomes.drain(grace)
         self._pool.shutdown(wait=False, cancel_futures=True)
