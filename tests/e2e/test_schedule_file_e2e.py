@@ -211,6 +211,22 @@ def test_an_edit_on_disk_is_reloaded_before_a_save(server: Any) -> None:
         assert server.schedule_file.read_text() == broken
 
 
+def test_a_hand_edit_that_removes_xcron_settings_wins(server: Any) -> None:
+    """Only a SanteDB re-save (no trace of xcron's namespace left) gets xcron's settings restored: a hand
+    edit that unpauses a job by deleting xc:paused, its entry's only xcron setting, stays unpaused."""
+    with Client(server.target, timeout=20) as client:
+        client.set_schedule("test.tick", [Schedule.every(timedelta(hours=1))])
+        client.pause_schedule("test.tick")
+        text = server.schedule_file.read_text()
+        assert text.count('xc:paused="true"') == 1
+        server.schedule_file.write_text(text.replace(' xc:paused="true"', ""))
+        client.reload_schedules()
+        assert not client.get_job("test.tick").schedules_paused
+        client.set_schedule("test.block", [Schedule.every(timedelta(minutes=5))])  # a save keeps the edit
+        assert not client.get_job("test.tick").schedules_paused
+    assert "xc:paused" not in server.schedule_file.read_text()
+
+
 def test_a_save_keeps_owner_group_and_mode(server: Any) -> None:
     with Client(server.target, timeout=20) as client:
         client.set_schedule("test.tick", [Schedule.every(timedelta(hours=1))])

@@ -28,6 +28,7 @@ from xcron.server.core.ports import (
 )
 from xcron.server.stores.xcron_xml import (
     MAX_FILE_BYTES,
+    XC_NS,
     check_writable,
     parse_schedule_xml,
     render_schedule_xml,
@@ -69,7 +70,9 @@ class FileScheduleSource:
             document = ScheduleDocument(())
         else:
             document = parse_schedule_xml(data, source=str(self.path), default_zone=default_zone, known=known)
-            if known is not None:
+            if known is not None and XC_NS.encode() not in data:
+                # SanteDB's serializer drops every trace of xcron's namespace, its declaration included.
+                # A file that still declares it was edited by hand (or by xcron): that edit wins as is.
                 document = self._restore(document, default_zone, known)
         self._seen, self._loaded = _digest(data), True
         return document
