@@ -817,7 +817,8 @@ def schedules(draw: st.DrawFn) -> Schedule:
             every=timedelta(seconds=draw(st.integers(1, 2**31 - 1)))
         )
         if draw(st.booleans()):
-            end = start + draw(st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=9999)))
+            # end_time must be after start_time (validate_schedule); an equal end is INVALID_ARGUMENT
+            end = start + draw(st.timedeltas(min_value=timedelta(microseconds=1), max_value=timedelta(days=9999)))
     elif kind == "calendar":
         spec = CalendarSpec(days=draw(st.frozensets(st.integers(1, 7))), time_of_day=draw(st.times()).replace(fold=0))
         if draw(st.booleans()):  # past the first firing, which may be up to eight days later (one weekday, DST)
