@@ -18,7 +18,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from xcron.server.api import reflection
 from xcron.server.api.auth import AuthInterceptor, load_token_table
+from xcron.server.api.connect import ConnectJobService, connect_app
 from xcron.server.api.decode import DecodeGuard
+from xcron.server.api.http import HttpServer, http_app, load_panel
 from xcron.server.api.servicer import Servicer
 from xcron.server.api.tls import TlsConfigError, TlsFiles, check_plaintext_allowed, server_credentials
 from xcron.server.core.clock import Clock, SystemClock
@@ -74,6 +76,8 @@ class ServerConfig:
     reflection_requires_token: bool = False
     limits: Limits = field(default_factory=Limits)
     metrics_listen: str | None = None
+    http_listen: str | None = None
+    """host:port for JobService over Connect/gRPC-Web and the jobs panel; None for no HTTP port."""
     """host:port for Prometheus' /metrics; None for no endpoint (metrics are still kept)."""
     store_dsn: str | None = None
     """A postgresql:// URL: state, history and schedules in PostgreSQL, shared by replicas."""
@@ -115,6 +119,9 @@ class XcronServer:
         self.health = health.aio.HealthServicer()
         self.port = 0
         self._server: grpc.aio.Server | None = None
+        self._http: HttpServer | None = None
+        self._connect: ConnectJobService | None = None
+        self.http_port = 0
         self.manager: JobManager | None = None
 
     async def start(self) -> int:
@@ -125,6 +132,8 @@ class XcronServer:
         credentials = server_credentials(config.tls) if config.tls is not None else None
         if credentials is None:
             check_plaintext_allowed(config.listen, allow_insecure=config.allow_insecure)
+            if config.http_listen is not None:
+                check_plaintext_allowed(config.http_listen, allow_insecure=config.allow_insecure)
         tokens = load_token_table(config.tokens_file) if config.tokens_file is not None else None
         interceptors = (
             []
@@ -186,7 +195,8 @@ class XcronServer:
                 ("grpc.max_send_message_length", 64 * 1024 * 1024),
             ],
         )
-        job_service_pb2_grpc.add_JobServiceServicer_to_server(Servicer(manager), server)
+        servicer = Servicer(manager)
+        job_service_pb2_grpc.add_JobServiceServicer_to_server(servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable(server, (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name))
         if credentials is None:
@@ -201,6 +211,11 @@ class XcronServer:
                 ) from exc
         await server.start()
         self._server = server
+        if config.http_listen is not None:
+            self._connect = ConnectJobService(servicer, tokens)
+            app = http_app(connect_app(self._connect, read_max_bytes=config.limits.max_request_bytes), load_panel())
+            self._http = HttpServer(app, config.http_listen, config.tls)
+            self.http_port = await self._http.start()
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
@@ -213,6 +228,9 @@ class XcronServer:
             config.schedule_file,
             config.time_zone,
         )
+        if self._http is not None:
+            host = (config.http_listen or "").rsplit(":", 1)[0]
+            log.info("jobs panel and Connect API on http%s://%s:%d/", "s" if config.tls else "", host, self.http_port)
         if self.metrics_port is not None:
             log.info("metrics on http://%s:%d/metrics", config.metrics_listen.rsplit(":", 1)[0], self.metrics_port)  # type: ignore[union-attr]
         return self.port
@@ -220,12 +238,16 @@ class XcronServer:
     async def stop(self) -> None:
         """Health NOT_SERVING, no new runs, running jobs asked to cancel within the grace period."""
         await self.health.enter_graceful_shutdown()
+        if self._connect is not None:
+            self._connect.close_streams()  # watch streams end cleanly before uvicorn would cancel them
         if self.manager is not None:
             await self.manager.stop(self.config.shutdown_grace)
         if self.cluster is not None:
             await self.cluster.stop()
         if self._server is not None:
             await self._server.stop(grace=1.0)
+        if self._http is not None:
+            await self._http.stop()
         await self.store.close()
 
     async def wait(self) -> None:
@@ -252,6 +274,8 @@ async def serve(config: ServerConfig) -> None:
     server = XcronServer(config)
     await server.start()
     print(f"xcron listening on {config.listen.rsplit(':', 1)[0]}:{server.port}", flush=True)
+    if config.http_listen is not None:
+        print(f"xcron http on {config.http_listen.rsplit(':', 1)[0]}:{server.http_port}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)

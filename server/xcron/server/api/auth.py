@@ -115,6 +115,8 @@ _ROLE_METHODS: dict[Role, tuple[str, ...]] = {
 }
 METHOD_ROLES: dict[str, Role] = {f"/{_SERVICE}/{name}": role for role, names in _ROLE_METHODS.items() for name in names}
 """Full gRPC method path -> the role it needs."""
+ANY_ROLE_METHODS = frozenset({f"/{_SERVICE}/GetCaller"})
+"""Methods any valid token may call (they reveal only the caller's own name and roles)."""
 
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
 REFLECTION_PREFIXES = ("/grpc.reflection.v1alpha.ServerReflection/", "/grpc.reflection.v1.ServerReflection/")
@@ -372,7 +374,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc
         reflection = method.startswith(REFLECTION_PREFIXES)
         if reflection and not self._reflection_requires_token:
             return handler
-        role = None if reflection else METHOD_ROLES.get(method, Role.ADMIN)
+        role = None if reflection or method in ANY_ROLE_METHODS else METHOD_ROLES.get(method, Role.ADMIN)
         token, problem = bearer_token(handler_call_details.invocation_metadata)
         if token is None:
             return _denying_handler(handler, method, unauthenticated_status(problem))

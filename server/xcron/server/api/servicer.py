@@ -13,6 +13,7 @@ from typing import Any, TypeAlias, TypeVar
 import grpc
 
 from xcron.server.api import convert
+from xcron.server.api.auth import CURRENT_PRINCIPAL, Role
 from xcron.server.api.status import to_status
 from xcron.server.core.errors import InvalidArgument, XcronServerError
 from xcron.server.core.service import JobManager
@@ -147,7 +148,9 @@ class Servicer(pb_grpc.JobServiceServicer):
         self._manager.registry.get(job_id)
         now = self._manager.clock.now()
         schedules = [convert.from_schedule(s, f"schedules[{i}]", now) for i, s in enumerate(request.schedules)]
-        await self._manager.set_schedules(job_id, schedules)
+        checked = await self._manager.set_schedules(job_id, schedules, validate_only=request.validate_only)
+        if request.validate_only:
+            return pb.SetScheduleResponse(job=convert.job(self._manager.preview(job_id, checked)), validated_only=True)
         return pb.SetScheduleResponse(job=convert.job(self._manager.view(job_id)))
 
     @_unary
@@ -192,6 +195,14 @@ class Servicer(pb_grpc.JobServiceServicer):
     async def GetExecution(self, request: pb.GetExecutionRequest, context: Context) -> pb.GetExecutionResponse:
         execution_id = _job_id(request.execution_id, "execution_id")
         return pb.GetExecutionResponse(execution=convert.execution(await self._manager.get_execution(execution_id)))
+
+    @_unary
+    async def GetCaller(self, request: pb.GetCallerRequest, context: Context) -> pb.GetCallerResponse:
+        principal = CURRENT_PRINCIPAL.get()
+        if principal is None:  # no --tokens-file: everyone may do everything
+            return pb.GetCallerResponse(authentication_required=False, roles=[Role.ADMIN.value])
+        roles = sorted(r.value for r in principal.roles)
+        return pb.GetCallerResponse(authentication_required=True, name=principal.name, roles=roles)
 
     async def WatchJobs(self, request: pb.WatchJobsRequest, context: Context) -> AsyncIterator[pb.WatchJobsResponse]:
         try:
