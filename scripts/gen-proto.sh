@@ -35,7 +35,9 @@ for f in "$scratch"/xcron/v1/*_connect.py; do
   sed -e 's/^from \.\([a-z_]*_pb2\) import/from xcron.v1.\1 import/' "$f" > "$connect_out/$(basename "$f")"
 done
 
-# TypeScript for the panel (protoc-gen-es 2: messages and the service descriptor connect-web uses).
-PATH="$venv_bin:$PATH" "$venv_bin/python" -m grpc_tools.protoc -I "$here/protos" \
+# TypeScript for the panel (protoc-gen-es 2: messages and the service descriptor connect-web uses), and
+# google.rpc's error details (from googleapis-common-protos) so it can read BadRequest field violations.
+rpc_root=$("$venv_bin/python" -c 'import pathlib, google.rpc.error_details_pb2 as m; print(pathlib.Path(m.__file__).parents[2])')
+PATH="$venv_bin:$PATH" "$venv_bin/python" -m grpc_tools.protoc -I "$here/protos" -I "$rpc_root" \
   --plugin=protoc-gen-es="$here/node_modules/.bin/protoc-gen-es" \
-  --es_out="$es_out" --es_opt=target=ts,import_extension=none $protos
+  --es_out="$es_out" --es_opt=target=ts,import_extension=none $protos google/rpc/error_details.proto
