@@ -238,6 +238,7 @@ class FakeJobService(pb_grpc.JobServiceServicer):
         return pb.GetExecutionResponse(execution=self.executions[request.execution_id])
 
     async def GetCaller(self, request: pb.GetCallerRequest, context: Any) -> pb.GetCallerResponse:
+        self._record("GetCaller", context)
         return pb.GetCallerResponse(roles=["admin"])
 
 

@@ -273,9 +273,9 @@ async def export_schedules(config: ServerConfig) -> None:
 async def serve(config: ServerConfig) -> None:
     server = XcronServer(config)
     await server.start()
-    print(f"xcron listening on {config.listen.rsplit(':', 1)[0]}:{server.port}", flush=True)
-    if config.http_listen is not None:
+    if config.http_listen is not None:  # first: "listening" is the line that tells it is ready
         print(f"xcron http on {config.http_listen.rsplit(':', 1)[0]}:{server.http_port}", flush=True)
+    print(f"xcron listening on {config.listen.rsplit(':', 1)[0]}:{server.port}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
