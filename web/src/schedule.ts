@@ -139,7 +139,7 @@ function editor(job: Job, index: number, base: Schedule, onChange: () => void, o
   );
   const params = paramFields(job.parameters, base.parameters, `s${index}`);
   const preview = h("ol", { class: "preview", "aria-label": "Next fire times (computed by the server)" });
-  const error = h("p", { class: "field-error", "aria-live": "polite" });
+  const error = h("p", { class: "field-error schedule-error", "aria-live": "polite" });
   inputs.set("interval", amount).set("calendar", time).set("cron", cron).set("time_zone", tz).set("end_time", end);
   inputs.set("start_time", start).set("misfire_policy", misfire).set("overlap_policy", overlap);
   const legend = h("legend", { text: `Schedule ${index + 1}` });
