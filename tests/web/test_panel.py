@@ -101,7 +101,8 @@ def state(driver: WebDriver, job_id: str) -> str:
 
 
 def dialog(driver: WebDriver) -> WebElement:
-    return wait_for(driver, lambda d: d.find_element(By.CSS_SELECTOR, "dialog[open]"))
+    found: WebElement = wait_for(driver, lambda d: d.find_element(By.CSS_SELECTOR, "dialog[open]"))
+    return found
 
 
 def field(driver: WebDriver, name: str) -> WebElement:
