@@ -7,7 +7,10 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import ssl
 import struct
+import subprocess
+import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -17,6 +20,7 @@ from typing import Any
 
 import grpc
 import pytest
+from certs import make_pki
 from connectrpc.code import Code
 from connectrpc.errors import ConnectError
 from connectrpc.protocol import ProtocolType
@@ -369,3 +373,47 @@ def test_validate_only_previews_without_saving(web: ServerProcess) -> None:
         assert client.get_job("example.greet").schedules == ()
         preview = client.set_schedule("example.greet", [], validate_only=True)
         assert preview.schedules == ()
+
+
+# --- transport rules shared with the gRPC port ---------------------------------------------------------------
+
+
+def test_http_port_follows_the_loopback_rule(server_factory: ServerFactory, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "xcron.server", "--http-listen", "0.0.0.0:0", "--data-dir", str(tmp_path / "d")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "0.0.0.0:0" in result.stderr
+    assert "not a loopback address" in result.stderr
+
+
+def test_http_port_serves_tls_with_the_grpc_certificate(server_factory: ServerFactory, tmp_path: Path) -> None:
+    pki = make_pki(tmp_path / "pki")
+    server = server_factory(
+        extra_args=[
+            "--http-listen", "0.0.0.0:0", "--tls-cert", str(pki.server.cert), "--tls-key", str(pki.server.key),
+        ]
+    ).start()  # fmt: skip
+    context = ssl.create_default_context(cafile=str(pki.ca.cert))
+    conn = http.client.HTTPSConnection("localhost", server.http_port, timeout=20, context=context)
+    conn.request("POST", "/xcron.v1.JobService/GetJob", body=b'{"job_id":"example.greet"}',
+                 headers={"content-type": "application/json"})  # fmt: skip
+    response = conn.getresponse()
+    assert response.status == 200
+    assert json.loads(response.read())["job"]["id"] == "example.greet"
+    conn.close()
+    plain = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=20)
+    with pytest.raises((ConnectionError, http.client.HTTPException)):
+        plain.request("GET", "/")
+        plain.getresponse()
+
+
+def test_request_size_limit_is_the_same(server_factory: ServerFactory) -> None:
+    server = _http_server(server_factory, "--max-request-bytes", "2048")
+    status, answer, _ = post_json(
+        server, "RunJob", {"job_id": "example.greet", "parameters": {"name": {"string_value": "x" * 4096}}}
+    )
+    assert answer["code"] == "resource_exhausted", (status, answer)
