@@ -25,7 +25,8 @@ const bearer: Interceptor = (next) => async (req) => {
 
 export const client: Client<typeof JobService> = createClient(
   JobService,
-  createConnectTransport({ baseUrl: location.origin, interceptors: [bearer], useHttpGet: true }),
+  // Binary protobuf: a WatchJobs message with a thousand statuses decodes several times faster than JSON.
+  createConnectTransport({ baseUrl: location.origin, interceptors: [bearer], useHttpGet: true, useBinaryFormat: true }),
 );
 
 export interface ServerError {
