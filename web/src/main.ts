@@ -25,10 +25,13 @@ interface Row {
   cancel: HTMLButtonElement;
   schedules: HTMLButtonElement;
   history: HTMLButtonElement;
+  visible: boolean;
+  painted: number;
 }
 
 const rows = new Map<string, Row>();
-const pending = new Map<string, JobStatus>();
+const byElement = new WeakMap<Element, Row>();
+const dirty = new Set<Row>();
 let roles = new Set<string>();
 let frame = 0;
 let lastSequence = 0n;
@@ -101,10 +104,12 @@ function paintJob(row: Row): void {
   }
 }
 
+/** Takes a job's schedules from a GetJob/SetSchedule/Pause answer; its live state stays the stream's. */
 function replaceJob(job: Job): void {
   const row = rows.get(job.id);
   if (row === undefined) return;
-  row.job = job;
+  row.job.schedules = job.schedules;
+  row.job.schedulesPaused = job.schedulesPaused;
   paintJob(row);
 }
 
@@ -125,8 +130,8 @@ function makeRow(job: Job): Row {
   const statusText = h("span", { class: "status-text" });
   const row: Row = {
     job,
-    tr: h("tr", { "data-job-id": job.id }),
-    schedule: h("td", { class: "schedule", "data-label": "Schedule" }),
+    tr: h("tr", { "data-job-id": job.id, role: "row" }),
+    schedule: h("td", { class: "schedule", "data-label": "Schedule", role: "cell" }),
     badge,
     progress,
     statusText,
@@ -137,21 +142,23 @@ function makeRow(job: Job): Row {
     cancel: button("Cancel", "cancel"),
     schedules: button("Schedule", "schedule"),
     history: button("History", "history"),
+    visible: false,
+    painted: 0,
   };
   row.tr.append(
     h(
       "th",
-      { scope: "row", class: "job" },
+      { scope: "row", class: "job", role: "rowheader" },
       h("span", { class: "name", text: job.name }),
       h("span", { class: "id", text: job.id }),
       h("span", { class: "description", text: job.description }),
     ),
     row.schedule,
-    h("td", { class: "state", "data-label": "State" }, badge, progress, statusText),
-    h("td", { "data-label": "Last start" }, row.lastStart),
-    h("td", { "data-label": "Last finish" }, row.lastFinish),
-    h("td", { "data-label": "Next run" }, row.nextFire),
-    h("td", { class: "actions" }, row.run, row.cancel, row.schedules, row.history),
+    h("td", { class: "state", "data-label": "State", role: "cell" }, badge, progress, statusText),
+    h("td", { "data-label": "Last start", role: "cell" }, row.lastStart),
+    h("td", { "data-label": "Last finish", role: "cell" }, row.lastFinish),
+    h("td", { "data-label": "Next run", role: "cell" }, row.nextFire),
+    h("td", { class: "actions", role: "cell" }, row.run, row.cancel, row.schedules, row.history),
   );
   row.run.addEventListener("click", () => openRun(row.job));
   row.cancel.addEventListener("click", async () => {
@@ -172,6 +179,8 @@ function makeRow(job: Job): Row {
   });
   row.history.addEventListener("click", () => openHistory(row.job));
   paintJob(row);
+  byElement.set(row.tr, row);
+  visibility.observe(row.tr);
   return row;
 }
 
@@ -186,6 +195,8 @@ async function loadJobs(): Promise<void> {
   const tbody = $<HTMLTableElement>("jobs").tBodies[0];
   const fragment = document.createDocumentFragment();
   rows.clear();
+  dirty.clear();
+  visibility.disconnect();
   for (const job of jobs) {
     const row = makeRow(job);
     rows.set(job.id, row);
@@ -198,34 +209,61 @@ async function loadJobs(): Promise<void> {
 }
 
 const FRAME_BUDGET_MS = 8;
+const OFFSCREEN_EVERY_MS = 1000;
+const OFFSCREEN_PER_FRAME = 50;
 
-/** Paints the statuses that arrived, at most FRAME_BUDGET_MS per frame; the rest go in the next frame. */
-function applyPending(): void {
-  frame = 0;
-  const rerun: string[] = [];
-  const began = performance.now();
-  for (const [id, s] of pending) {
-    if (performance.now() - began > FRAME_BUDGET_MS) {
-      frame = requestAnimationFrame(applyPending);
-      break;
-    }
-    pending.delete(id);
-    const row = rows.get(id);
+/** Takes in a WatchJobs message: the jobs' data at once, their rows at the next frame. */
+function takeStatuses(statuses: JobStatus[]): void {
+  for (const s of statuses) {
+    const row = rows.get(s.jobId);
     if (row === undefined) continue;
     const job = row.job;
-    if (s.executionId !== job.executionId || (job.state === JobState.RUNNING) !== (s.state === JobState.RUNNING)) {
-      rerun.push(id); // a run started or ended: its schedules' next fire time may have moved
-    }
+    const rerun =
+      s.executionId !== job.executionId || (job.state === JobState.RUNNING) !== (s.state === JobState.RUNNING);
     job.state = s.state;
     job.progress = s.progress;
     job.statusText = s.statusText;
     job.lastStartTime = s.lastStartTime;
     job.lastFinishTime = s.lastFinishTime;
     job.executionId = s.executionId;
+    dirty.add(row);
+    // A run started or ended: its schedules' next fire time may have moved.
+    if (rerun && job.schedules.length) void refreshJob(job.id);
+  }
+  if (frame === 0) frame = requestAnimationFrame(paintDirty);
+}
+
+/** Paints changed rows. On screen: every frame. Off screen (nothing to see, but screen readers and
+ * find-in-page read them): at most once a second per row and a few rows per frame, since style and
+ * layout of a thousand changing rows would take the main thread for ~100 ms a frame. */
+function paintDirty(): void {
+  frame = 0;
+  const began = performance.now();
+  let offscreen = 0;
+  for (const row of dirty) {
+    if (performance.now() - began > FRAME_BUDGET_MS) break;
+    if (!row.visible) {
+      if (offscreen >= OFFSCREEN_PER_FRAME || began - row.painted < OFFSCREEN_EVERY_MS) continue;
+      offscreen += 1;
+    }
+    dirty.delete(row);
+    row.painted = began;
     paintState(row);
   }
-  for (const id of rerun) if (rows.get(id)?.job.schedules.length) void refreshJob(id);
+  if (dirty.size > 0) frame = requestAnimationFrame(paintDirty);
 }
+
+const visibility = new IntersectionObserver(
+  (entries) => {
+    for (const entry of entries) {
+      const row = byElement.get(entry.target);
+      if (row === undefined) continue;
+      row.visible = entry.isIntersecting;
+      if (row.visible && dirty.has(row) && frame === 0) frame = requestAnimationFrame(paintDirty);
+    }
+  },
+  { rootMargin: "200px 0px" },
+);
 
 function setConnection(text: string, ok: boolean): void {
   const el = $("connection");
@@ -244,9 +282,8 @@ async function watch(): Promise<void> {
       for await (const msg of stream) {
         setConnection("live", true);
         delay = 500;
-        for (const s of msg.statuses) pending.set(s.jobId, s);
+        takeStatuses(msg.statuses);
         lastSequence = msg.sequence;
-        if (frame === 0) frame = requestAnimationFrame(applyPending);
       }
     } catch (err) {
       if (abort.signal.aborted) return;
