@@ -417,3 +417,23 @@ def test_request_size_limit_is_the_same(server_factory: ServerFactory) -> None:
         server, "RunJob", {"job_id": "example.greet", "parameters": {"name": {"string_value": "x" * 4096}}}
     )
     assert answer["code"] == "resource_exhausted", (status, answer)
+
+
+def test_health_over_connect_needs_no_token(server_factory: ServerFactory, tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens.txt"
+    tokens.write_text(f"read-user read {hash_token(TOKENS['read'])}\n")
+    server = _http_server(server_factory, "--tokens-file", str(tokens))
+    request = urllib.request.Request(
+        f"{server.http_url}/grpc.health.v1.Health/Check",
+        data=b'{"service": "xcron.v1.JobService"}',
+        headers={"content-type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=20) as response:
+        assert json.loads(response.read()) == {"status": "SERVING"}
+    request = urllib.request.Request(
+        f"{server.http_url}/grpc.health.v1.Health/Check", data=b'{"service": "nope"}',
+        headers={"content-type": "application/json"},
+    )  # fmt: skip
+    with pytest.raises(urllib.error.HTTPError) as unknown:
+        urllib.request.urlopen(request, timeout=20)
+    assert json.loads(unknown.value.read())["code"] == "not_found"

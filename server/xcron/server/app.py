@@ -18,7 +18,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from xcron.server.api import reflection
 from xcron.server.api.auth import AuthInterceptor, load_token_table
-from xcron.server.api.connect import ConnectJobService, connect_app
+from xcron.server.api.connect import ConnectJobService, HealthASGIApplication, connect_app
 from xcron.server.api.decode import DecodeGuard
 from xcron.server.api.http import HttpServer, http_app, load_panel
 from xcron.server.api.servicer import Servicer
@@ -213,7 +213,11 @@ class XcronServer:
         self._server = server
         if config.http_listen is not None:
             self._connect = ConnectJobService(servicer, tokens)
-            app = http_app(connect_app(self._connect, read_max_bytes=config.limits.max_request_bytes), load_panel())
+            app = http_app(
+                connect_app(self._connect, read_max_bytes=config.limits.max_request_bytes),
+                load_panel(),
+                HealthASGIApplication(self.health),
+            )
             self._http = HttpServer(app, config.http_listen, config.tls)
             self.http_port = await self._http.start()
         for name in ("", SERVICE_NAME):

@@ -19,9 +19,13 @@ from typing import Any, NoReturn, TypeVar
 
 import grpc
 from connectrpc.code import Code
+from connectrpc.compat import google_protobuf_codecs
 from connectrpc.errors import ConnectError
+from connectrpc.method import IdempotencyLevel, MethodInfo, StreamType
 from connectrpc.request import RequestContext
+from connectrpc.server import ConnectASGIApplication, Endpoint
 from google.rpc import status_pb2
+from grpc_health.v1 import health_pb2
 from protobuf.wkt import Any as ConnectAny
 
 from xcron.server.api.auth import (
@@ -68,6 +72,9 @@ class _ConnectContext:
 
     async def abort_with_status(self, status: grpc.Status) -> NoReturn:
         raise connect_error(status)
+
+    async def abort(self, code: grpc.StatusCode, details: str = "") -> NoReturn:
+        raise ConnectError(_CODES.get(code, Code.UNKNOWN), details)
 
     def peer(self) -> str:
         return f"http:{self._ctx.client_address or 'unknown'}"
@@ -187,3 +194,33 @@ class ConnectJobService:
 
 def connect_app(service: ConnectJobService, *, read_max_bytes: int) -> JobServiceASGIApplication:
     return JobServiceASGIApplication(service, read_max_bytes=read_max_bytes)
+
+
+class HealthASGIApplication(ConnectASGIApplication[Any]):
+    """grpc.health.v1.Health/Check over Connect, answered by the gRPC health servicer (always open, as on
+    the gRPC port). The health proto ships no Connect bindings, so this one method is declared here."""
+
+    def __init__(self, health: Any) -> None:
+        async def check(
+            request: health_pb2.HealthCheckRequest, ctx: RequestContext[Any, Any]
+        ) -> health_pb2.HealthCheckResponse:
+            return await health.Check(request, _ConnectContext(ctx))  # type: ignore[no-any-return]
+
+        method = MethodInfo(
+            name="Check",
+            service_name="grpc.health.v1.Health",
+            input=health_pb2.HealthCheckRequest,
+            output=health_pb2.HealthCheckResponse,
+            idempotency_level=IdempotencyLevel.NO_SIDE_EFFECTS,
+            stream_type=StreamType.UNARY,
+        )
+        super().__init__(
+            service=health,
+            endpoints=lambda _: {"/grpc.health.v1.Health/Check": Endpoint.unary(method=method, function=check)},
+            read_max_bytes=64 * 1024,
+            codecs=google_protobuf_codecs(),
+        )
+
+    @property
+    def path(self) -> str:
+        return "/grpc.health.v1.Health"

@@ -2,7 +2,7 @@
 
 One ASGI app served by uvicorn as a task in the server's own event loop (one process, one state):
 
-- `/xcron.v1.JobService/*`: the Connect adapter (xcron.server.api.connect);
+- `/xcron.v1.JobService/*`: the Connect adapter (xcron.server.api.connect); `/grpc.health.v1.Health/Check`;
 - `/` and `/static/*`: the panel, built into the package (xcron/server/web/static), served from memory
   with a strict Content-Security-Policy (no inline script or style, nothing from elsewhere);
 - unsafe calls (anything but GET and HEAD) carrying an `Origin` other than this server's own are refused
@@ -81,7 +81,7 @@ async def _plain(send: Send, status: int, text: str, extra: list[tuple[bytes, by
     await send({"type": "http.response.body", "body": body})
 
 
-def http_app(connect: ASGIApp, panel: dict[str, tuple[bytes, bytes]]) -> ASGIApp:
+def http_app(connect: ASGIApp, panel: dict[str, tuple[bytes, bytes]], health: ASGIApp | None = None) -> ASGIApp:
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return  # no websockets; lifespan is off
@@ -105,6 +105,9 @@ def http_app(connect: ASGIApp, panel: dict[str, tuple[bytes, bytes]]) -> ASGIApp
             return
         if path.startswith("/xcron.v1.JobService/"):
             await connect(scope, receive, send)
+            return
+        if health is not None and path.startswith("/grpc.health.v1.Health/"):
+            await health(scope, receive, send)
             return
         await _plain(send, 404, "not found\n")
 
