@@ -256,6 +256,49 @@ async def _stalled_worker(conn: Connection) -> None:
         conn.send("closed")
 
 
+def storm_watch_worker(conn: Connection) -> None:
+    """Watchers that read everything and count it. ("open", target, streams, per_channel) opens the
+    streams and answers once each has its snapshot; ("close",) answers {"messages", "statuses"}."""
+    asyncio.run(_storm_watch_worker(conn))
+
+
+async def _storm_watch_worker(conn: Connection) -> None:
+    while (message := await _recv(conn)) is not None:
+        _, target, streams, per_channel = message
+        conn.send(await _storm_round(conn, target, streams, per_channel))
+
+
+async def _storm_round(conn: Connection, target: str, streams: int, per_channel: int) -> dict[str, int]:
+    channels = [
+        grpc.aio.insecure_channel(target, options=_OWN_CONNECTION) for _ in range(max(1, streams // per_channel))
+    ]
+    counts = {"messages": 0, "statuses": 0, "snapshots": 0}
+    all_ready = asyncio.Event()
+
+    async def read(stub: pb_grpc.JobServiceAsyncStub) -> None:
+        first = True
+        async for response in stub.WatchJobs(pb.WatchJobsRequest()):
+            if first:
+                first = False
+                counts["snapshots"] += 1
+                if counts["snapshots"] == streams:
+                    all_ready.set()
+                continue
+            counts["messages"] += 1
+            counts["statuses"] += len(response.statuses)
+
+    tasks = [asyncio.create_task(read(async_stub(channels[i % len(channels)]))) for i in range(streams)]
+    await asyncio.wait_for(all_ready.wait(), 120)
+    conn.send("ready")
+    await _recv(conn)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for channel in channels:
+        await channel.close()
+    return counts
+
+
 # -- RunJob to COMPLETED ---------------------------------------------------------------------------
 
 

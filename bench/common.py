@@ -222,7 +222,7 @@ class ServerProcess:
         self.stop()
 
 
-def xcron_server(workdir: Path, *, profile: Path | None = None) -> ServerProcess:
+def xcron_server(workdir: Path, *, profile: Path | None = None, jobs: Sequence[str] = ("bench.jobs",)) -> ServerProcess:
     """The real `python -m xcron.server`, loading the benchmark jobs (bench.jobs) and nothing else.
 
     XCRON_BENCH_SERVER_MODULE names another module to run instead (same arguments), e.g. a wrapper
@@ -240,7 +240,7 @@ def xcron_server(workdir: Path, *, profile: Path | None = None) -> ServerProcess
         "--listen", "127.0.0.1:0",
         "--schedule-file", str(workdir / "xcron.xml"),
         "--data-dir", str(workdir / "data"),
-        "--jobs", "bench.jobs",
+        *(arg for module in jobs for arg in ("--jobs", module)),
         "--no-entry-points",
         "--time-zone", "UTC",
         "--shutdown-grace", "5",

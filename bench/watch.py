@@ -10,7 +10,13 @@ update to every stream.
 Updates come from xcron's own path: 50 running jobs calling ctx.report_progress on a fixed cadence,
 with the publish time (ns) in the status text; the clients (two other processes) compute now - then.
 An update the server coalesced away counts from its estimated publish time; one never received counts
-as infinitely late. Run: `python -m bench.watch [--quick] [--only moderate|heavy]`.
+as infinitely late.
+
+- storm: 1,000 streams reading everything; GetJob p99 (one call in flight, from another process) with
+  no storm, then while a job reports progress 20,000 times in a tight loop, run after run. Target: the
+  p99 during the storm <= 2x the p99 without (progress is coalesced at the source, see core.executor).
+
+Run: `python -m bench.watch [--quick] [--only moderate|heavy|storm]`.
 """
 
 from __future__ import annotations
@@ -42,17 +48,20 @@ from bench.common import (
     xcron_server,
 )
 from bench.jobs import JOB_COUNT, Cadence, job_id
+from bench.storm_jobs import STORM_JOB
 from xcron.client import Client
 
 MODERATE_RATIO = 1.5
 HEAVY_P99 = 0.250
 STALLED_FACTOR, STALLED_SLACK = 1.25, 0.010
 RSS_GROWTH = 10 * 2**20
+STORM_RATIO = 2.0
+STORM_REPORTS = 20_000
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = parser(__doc__ or "")
-    p.add_argument("--only", choices=("moderate", "heavy"), default=None)
+    p.add_argument("--only", choices=("moderate", "heavy", "storm"), default=None)
     p.add_argument("--streams", type=int, default=None, help="watch streams (default 1000)")
     p.add_argument("--measure", type=float, default=None, help="seconds measured per phase (default 8 / 5)")
     p.add_argument("--client-processes", type=int, default=2)
@@ -239,6 +248,59 @@ def summary(kind: str, outcome: Outcome) -> str:
     )
 
 
+def _getjob_phase(rpc: Workers, warmup: float, measure: float) -> list[float]:
+    start = time.time() + 0.2
+    rpc.send_all(("go", 1, start, start + warmup, start + warmup + measure))
+    return [x for answer in rpc.receive(warmup + measure + 60) for x in answer["latencies"]]
+
+
+def storm(args: argparse.Namespace, report: Report, tmp: Path) -> None:
+    """GetJob p99 with 1,000 watchers, without and then during progress storms."""
+    quick = args.quick
+    streams = args.streams or (5 if quick else 1000)
+    warmup, measure = (0.3, args.measure or 0.6) if quick else (1.0, args.measure or 8.0)
+    count = 2_000 if quick else STORM_REPORTS
+    processes = 1 if streams < 50 else args.client_processes
+    server = xcron_server(tmp / "storm-xcron", jobs=("bench.jobs", "bench.storm_jobs"))
+    with (
+        server,
+        Workers(clients.storm_watch_worker, [()] * processes) as watchers,
+        Workers(clients.rpc_worker, [()]) as rpc,
+    ):
+        watchers.send([("open", server.target, n, args.per_channel) for n in split(streams, processes)])
+        watchers.receive(180)
+        rpc.send_all(("prepare", server.target, "GetJob"))
+        rpc.receive(60)
+        quiet = _getjob_phase(rpc, warmup, measure)
+        with Client(server.target, timeout=60) as client:
+            execution = client.run_job(STORM_JOB, {"count": count, "bursts": 1_000_000})
+            try:
+                during = _getjob_phase(rpc, warmup, measure)
+            finally:
+                client.cancel_job(STORM_JOB)
+            deadline = time.monotonic() + 120
+            while not (ended := client.get_execution(execution.id)).finished and time.monotonic() < deadline:
+                time.sleep(0.05)
+        watchers.send_all(("close",))
+        counts = watchers.receive(60)
+    p99_quiet, p99_storm = percentile(quiet, 99), percentile(during, 99)
+    ratio = p99_storm / p99_quiet if p99_quiet else math.inf
+    messages = sum(c["messages"] for c in counts)
+    statuses = sum(c["statuses"] for c in counts)
+    report.row(
+        "storm.getjob",
+        f"GetJob with {streams} watchers: no storm p50 {fmt_ms(percentile(quiet, 50))} p99 {fmt_ms(p99_quiet)} "
+        f"({len(quiet)} calls); during storms p50 {fmt_ms(percentile(during, 50))} p99 {fmt_ms(p99_storm)} "
+        f"({len(during)} calls); storm: bursts of {count} reports until cancelled ({ended.state.name}, "
+        f"{ended.status_text!r}); watchers got {messages} messages ({statuses} statuses) | "
+        f"p99 ratio {ratio:.2f}x (target <= {STORM_RATIO}x)",
+        ratio <= STORM_RATIO,
+        quiet_p99_ms=p99_quiet * 1000,
+        storm_p99_ms=p99_storm * 1000,
+        ratio=ratio,
+    )
+
+
 def bench(args: argparse.Namespace) -> Report:
     report = Report("watch", args.json)
     quick = args.quick
@@ -257,6 +319,8 @@ def bench(args: argparse.Namespace) -> Report:
         Workers(clients.watch_worker, [()] * processes) as watchers,
         Workers(clients.stalled_worker, [()]) as stalled,
     ):
+        if args.only in (None, "storm"):
+            storm(args, report, Path(tmp))
         for scenario in scenarios:
             outcomes: dict[str, Outcome] = {}
             # The bare server's heavy run is a reference only; --quick skips it.

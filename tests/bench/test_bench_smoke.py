@@ -21,7 +21,13 @@ EXPECTED = {
     "xml_file": ["xml.load", "xml.save", "xml.set_schedule_save"],
     "runs": ["runs.throughput"],
     "rpc": ["rpc.GetJob.inflight1", "rpc.ListJobs.inflight1", "rpc.GetJob.inflight4", "rpc.ListJobs.inflight4"],
-    "watch": ["watch.moderate", "watch.heavy.latency", "watch.heavy.stalled", "watch.heavy.rss"],
+    "watch": [
+        "watch.moderate",
+        "watch.heavy.latency",
+        "watch.heavy.stalled",
+        "watch.heavy.rss",
+        "watch.storm.getjob",
+    ],
     "scheduler": ["scheduler.idle", "scheduler.rate10", "scheduler.rate20"],
 }
 

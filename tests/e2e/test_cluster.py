@@ -2,7 +2,8 @@
 from every replica, a killed replica's run ABORTED after its lease.
 
 Needs PostgreSQL on 127.0.0.1:5432 (trust auth, database `test`), or XCRON_TEST_PG_DSN; skipped
-with the reason when none answers. Each test works in a schema of its own."""
+with the reason when none answers (in CI, a failure: tests/support/requires.py). Each test works in a
+schema of its own."""
 
 from __future__ import annotations
 
@@ -14,14 +15,16 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 from lxml import etree
-from server_process import ServerProcess
+from psycopg import sql
+from requires import require
+from server_process import SUPPORT, ServerProcess
 from waiting import eventually
 
 from xcron.client import AbortedError, Client, ExecutionState, JobState, Schedule
@@ -38,7 +41,10 @@ def _reachable() -> str | None:
         return f"PostgreSQL is not reachable at {DSN}: {exc}"
 
 
-pytestmark = pytest.mark.skipif(bool(reason := _reachable()), reason=reason or "")
+@pytest.fixture(autouse=True)
+def _postgres() -> None:
+    reason = _reachable()
+    require(reason is None, f"a reachable PostgreSQL ({reason})")
 
 
 @pytest.fixture
@@ -133,11 +139,24 @@ def test_a_killed_replicas_run_is_aborted_after_the_lease(replicas: Callable[[st
         run = client_b.run_job("test.block")
         follow(client_a, "test.block", lambda s: s.execution_id == run.id and s.status_text == "waiting")
         b.stop(signal.SIGKILL)
+        killed = datetime.now(UTC)
         status = follow(client_a, "test.block", lambda s: s.execution_id == run.id and s.state is JobState.ABORTED)
         assert "replica b stopped" in status.status_text
         execution = client_a.get_execution(run.id)
         assert execution.state is ExecutionState.ABORTED
+        assert execution.finish_time is not None
+        detected = (execution.finish_time - killed).total_seconds()
+        print(f"\nkill -9: run recorded ABORTED {detected:.2f} s after the kill")
         assert client_a.run_and_wait("test.tick", timeout=20).state is ExecutionState.COMPLETED
+
+
+def _tool(*args: str) -> subprocess.CompletedProcess[str]:
+    """`xcron-server` run as a one-off tool; it must exit by itself."""
+    return subprocess.run(
+        [sys.executable, "-m", "xcron.server", "--jobs", "xcron_test_jobs", "--time-zone", "UTC", *args],
+        capture_output=True, text=True, timeout=60,
+        env=dict(os.environ, PYTHONPATH=os.pathsep.join([str(SUPPORT), os.environ.get("PYTHONPATH", "")])),
+    )  # fmt: skip
 
 
 def test_import_and_export_move_schedules_between_file_and_database(
@@ -145,21 +164,57 @@ def test_import_and_export_move_schedules_between_file_and_database(
 ) -> None:
     source = Path(__file__).resolve().parent.parent / "data" / "santedb.sample.xml"
     shutil.copy(source, tmp_path / "in.xml")
-    first = ServerProcess(
-        workdir=tmp_path,
-        extra_args=["--store", DSN, "--store-schema", schema, "--import", str(tmp_path / "in.xml")],
-    ).start()
-    with Client(first.target, timeout=20) as client:
+    imported = _tool("--store", DSN, "--store-schema", schema, "--import", str(tmp_path / "in.xml"))
+    assert imported.returncode == 0, imported.stderr  # imports, then exits: it does not serve
+    assert "xcron listening" not in imported.stdout + imported.stderr
+    server = replicas("a")
+    with Client(server.target, timeout=20) as client:
         assert client.reload_schedules().unknown_entry_count == 3
-    first.stop()
-    result = subprocess.run(
-        [sys.executable, "-m", "xcron.server", "--store", DSN, "--store-schema", schema,
-         "--export", str(tmp_path / "out.xml")],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
+    assert f"schedules from postgresql schema {schema}" in server.log()
+    assert str(server.schedule_file) not in server.log()  # the file is not what is used
+    exported = _tool("--store", DSN, "--store-schema", schema, "--export", str(tmp_path / "out.xml"))
+    assert exported.returncode == 0, exported.stderr
 
     def entries(path: Path) -> list[bytes]:
         return [etree.tostring(e, method="c14n", exclusive=True) for e in etree.parse(str(path)).getroot()]
 
     assert entries(tmp_path / "out.xml") == entries(tmp_path / "in.xml")  # SanteDB's entries, as they were
+    with psycopg.connect(DSN) as conn:  # neither one-off tool left a trace in the replica list
+        rows = conn.execute(sql.SQL("SELECT replica_id FROM {}.replicas").format(sql.Identifier(schema))).fetchall()
+    assert [row[0] for row in rows] == ["a"]
+    both = _tool("--store", DSN, "--store-schema", schema, "--import", "x.xml", "--export", "y.xml")
+    assert both.returncode == 2 and "one at a time" in both.stderr
+
+
+def test_backup_under_the_postgresql_store_dumps_the_schema(
+    replicas: Callable[[str], ServerProcess], tmp_path: Path, schema: str
+) -> None:
+    require(shutil.which("pg_dump") is not None and shutil.which("pg_restore") is not None, "pg_dump and pg_restore")
+    server = replicas("a")
+    folder = tmp_path / "backups"
+    with Client(server.target, timeout=20) as client:
+        client.set_schedule("test.tick", [Schedule.every(timedelta(hours=1))])
+        assert client.run_and_wait("test.tick", timeout=20).state is ExecutionState.COMPLETED
+        done = client.run_and_wait("xcron.backup", {"folder": str(folder)}, timeout=60)
+    assert done.state is ExecutionState.COMPLETED, done.error
+    (backup,) = folder.iterdir()
+    assert b"xcron_test_jobs.TickJob" in (backup / "xcron.xml").read_bytes()  # the stored schedules
+    listing = subprocess.run(
+        ["pg_restore", "--list", str(backup / "state.pgdump")], capture_output=True, text=True, check=True
+    ).stdout
+    for table in ("jobs", "executions", "schedules", "schedule_document"):
+        assert f"TABLE DATA {schema} {table} " in listing
+
+
+def test_backup_without_pg_dump_refuses_rather_than_backing_up_nothing(
+    replicas: Callable[[str], ServerProcess], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "bin").mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))  # the replica finds no pg_dump
+    server = replicas("a")
+    folder = tmp_path / "backups"
+    with Client(server.target, timeout=20) as client:
+        done = client.run_and_wait("xcron.backup", {"folder": str(folder)}, timeout=60)
+    assert done.state is ExecutionState.ABORTED
+    assert "pg_dump is not installed" in done.error and "nothing was backed up" in done.error
+    assert list(folder.iterdir()) == []  # no partial backup left behind

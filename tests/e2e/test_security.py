@@ -113,7 +113,7 @@ def test_tokens_file_errors_name_the_line() -> None:
     for text, message in [
         (f"a read {good}\na read {good}", ":2: duplicate name 'a'"),
         (f"a reader {good}", ":1: unknown role 'reader'"),
-        ("a read sha256$00ff", ":1: HASH must be scrypt$"),
+        ("a read sha256$00ff", ":1: HASH must be hmac-sha256$"),
         (f"a read {good} extra", ":1: expected NAME ROLE[,ROLE...] HASH"),
         ("# only a comment", "no tokens"),
     ]:
@@ -279,5 +279,5 @@ def test_token_cli_makes_lines_without_the_token(tmp_path: Path) -> None:
         timeout=30,
         check=True,
     ).stdout.strip()
-    assert hashed.startswith("scrypt$") and token not in hashed
+    assert hashed.startswith("hmac-sha256$") and token not in hashed
     assert parse_token_lines([f"ci admin {hashed}"]).verify(token) is not None

@@ -21,19 +21,24 @@ from typing import Any, LiteralString
 import psycopg
 import pytest
 from psycopg import sql
+from requires import require
+from tcp_proxy import TcpProxy
 
 from xcron.server.core.errors import Conflict, StoreUnavailable
-from xcron.server.core.model import ExecutionState, JobState, ParameterValue, Trigger
-from xcron.server.stores.postgres import MIGRATIONS, PostgresStateStore, replica_stopped
+from xcron.server.core.model import ExecutionState, IntervalSpec, JobState, ParameterValue, Schedule, Trigger
+from xcron.server.stores.postgres import MIGRATIONS, PostgresStateStore, lease_lost, replica_stopped
+from xcron.server.stores.schedules import PostgresScheduleSource
 from xcron.server.stores.sqlite import SqliteStateStore
 from xcron.server.stores.state import (
     INTERRUPTED,
     ExecutionCursor,
     ExecutionRecord,
     JobRecord,
+    RunFenced,
     ScheduleRecord,
     StateStore,
 )
+from xcron.server.stores.xcron_xml import ScheduleDocument, ScheduleEntry
 
 PG_DSN = os.environ.get("XCRON_TEST_PG_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=test")
 T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -53,8 +58,7 @@ def _pg_unreachable() -> str | None:
 def pg_schema() -> Iterator[str]:
     """A fresh schema name (the store creates the schema itself), dropped after the test."""
     reason = _pg_unreachable()
-    if reason is not None:
-        pytest.skip(reason)
+    require(reason is None, f"a reachable PostgreSQL ({reason})")
     schema = f"xcron_test_{uuid.uuid4().hex}"
     yield schema
     with psycopg.connect(PG_DSN, autocommit=True) as conn:
@@ -623,3 +627,212 @@ def test_pg_rejects_unsafe_schema_names() -> None:
     for bad in ("", "Xcron", "x; DROP TABLE jobs", "1abc", "a" * 57):
         with pytest.raises(ValueError):
             PostgresStateStore(PG_DSN, schema=bad)
+
+
+# -- PostgreSQL: fencing, deadlines, compare-and-swap --------------------------------------------
+
+
+async def _age_lease(schema: str, replica_id: str) -> None:
+    await run_sql(
+        "UPDATE {s}.replicas SET last_seen = now() - interval '1 hour' WHERE replica_id = %s", schema, replica_id
+    )
+
+
+async def test_pg_an_aborted_run_stays_aborted_and_the_job_row_follows_the_newest_run(
+    make_pg: MakeStore, pg_schema: str
+) -> None:
+    a = await make_pg("a")
+    b = await make_pg("b")
+    started = await b.try_start_run(execution("e-b", state=ExecutionState.RUNNING, status_text="starting"))
+    assert started is not None
+    assert (await a.load_jobs())["job.a"].execution_id == "e-b"  # the start points the job row at the run
+    await _age_lease(pg_schema, "b")
+    assert [r.id for r in await a.expire_dead_replicas(timedelta(seconds=30))] == ["e-b"]
+    newer = await a.try_start_run(execution("e-a", state=ExecutionState.RUNNING, start=T0 + timedelta(minutes=1)))
+    assert newer is not None
+
+    # b comes back and reports its run COMPLETED: fenced. What the database holds is returned, and stands.
+    completed = replace(started, state=ExecutionState.COMPLETED, finish_time=T0 + timedelta(minutes=2))
+    with pytest.raises(RunFenced) as fenced:
+        await b.save_execution(completed)
+    assert fenced.value.stored.state is ExecutionState.ABORTED
+    assert fenced.value.stored.error == "interrupted: replica b stopped"
+    stored = await a.get_execution("e-b")
+    assert stored is not None and stored.state is ExecutionState.ABORTED
+    # Nor can b's stale view move the job row back to its older run.
+    await b.save_job(
+        JobRecord(job_id="job.a", state=JobState.COMPLETED, last_start=T0, last_finish=T0, execution_id="e-b")
+    )
+    job = (await a.load_jobs())["job.a"]
+    assert (job.execution_id, job.state) == ("e-a", JobState.RUNNING)
+    # The same record saved twice (a retry after an unknown outcome) is not a conflict.
+    done = replace(newer, state=ExecutionState.COMPLETED, finish_time=T0 + timedelta(minutes=3))
+    await a.save_execution(done)
+    await a.save_execution(done)
+    # A job row never contradicts its run's outcome.
+    await a.save_job(JobRecord(job_id="job.a", state=JobState.RUNNING, execution_id="e-a"))
+    assert (await a.load_jobs())["job.a"].state is JobState.RUNNING  # (the row followed the run: unchanged)
+
+
+async def test_pg_a_lapsed_lease_takes_a_new_epoch_and_aborts_its_runs(make_pg: MakeStore, pg_schema: str) -> None:
+    b = await make_pg("b")
+    first_epoch = b.epoch
+    assert first_epoch > 0
+    assert await b.try_start_run(execution("e-b", state=ExecutionState.RUNNING)) is not None
+    assert await b.heartbeat() == []  # a renewal within the lease changes nothing
+    assert b.epoch == first_epoch
+
+    await _age_lease(pg_schema, "b")  # b was cut off for an hour; nobody noticed
+    assert not await b.claim_occurrence("job.a", "k", T0)  # no claims on a lapsed lease
+    with pytest.raises(StoreUnavailable, match="valid lease"):
+        await b.try_start_run(execution("e-other", job_id="job.other", state=ExecutionState.RUNNING))
+    # Its own late write finds the lease lapsed: renewing records the run ABORTED, and that stands.
+    with pytest.raises(RunFenced) as fenced:
+        await b.save_execution(execution("e-b", state=ExecutionState.COMPLETED))
+    assert fenced.value.stored.state is ExecutionState.ABORTED
+    assert fenced.value.stored.error == lease_lost("b")
+    assert b.epoch > first_epoch
+    assert await b.claim_occurrence("job.a", "k", T0)  # renewed: b works again
+    assert (await b.load_jobs())["job.a"].state is JobState.ABORTED
+
+
+async def test_pg_an_expired_replica_learns_it_on_its_next_heartbeat(make_pg: MakeStore, pg_schema: str) -> None:
+    a = await make_pg("a")
+    b = await make_pg("b")
+    assert await b.try_start_run(execution("e-b", state=ExecutionState.RUNNING)) is not None
+    await _age_lease(pg_schema, "b")
+    await a.expire_dead_replicas(timedelta(seconds=30))
+    epoch = b.epoch
+    assert await b.heartbeat() == []  # already aborted by a: nothing left to abort, but a new epoch
+    assert b.epoch > epoch
+    assert (await b.get_execution("e-b")).state is ExecutionState.ABORTED  # type: ignore[union-attr]
+
+
+async def test_pg_claim_records_the_fire_time_once(make_pg: MakeStore, pg_schema: str) -> None:
+    a = await make_pg("a")
+    b = await make_pg("b")
+    await a.save_schedule_records([ScheduleRecord(job_id="job.a", schedule_key="k", last_fire=T0)])
+    due = datetime.now(UTC).replace(microsecond=0)
+    won = await asyncio.gather(a.claim_occurrence("job.a", "k", due), b.claim_occurrence("job.a", "k", due))
+    assert sorted(won) == [False, True]
+    record = (await a.load_schedule_records())[("job.a", "k")]
+    assert (record.last_fire, record.last_run) == (due, due)
+    # An older view saved later never moves the fire time back.
+    await b.save_schedule_records([ScheduleRecord(job_id="job.a", schedule_key="k", last_fire=T0)])
+    assert (await a.load_schedule_records())[("job.a", "k")].last_fire == due
+
+
+async def test_pg_skip_counters_add_up_across_replicas(make_pg: MakeStore) -> None:
+    a = await make_pg("a")
+    b = await make_pg("b")
+    base = ScheduleRecord(job_id="job.a", schedule_key="k", last_fire=T0)
+    await a.save_schedule_records([base])
+    assert await b.load_schedule_records() == {("job.a", "k"): base}
+    await a.save_schedule_records([replace(base, overlap_skipped=2)])
+    await b.save_schedule_records([replace(base, overlap_skipped=1, misfire_skipped=4)])
+    await a.save_schedule_records([replace(base, overlap_skipped=3)])
+    record = (await a.load_schedule_records())[("job.a", "k")]
+    assert (record.overlap_skipped, record.misfire_skipped) == (4, 4)
+    # b learns what the others counted since it looked (so its GetJob shows the totals too), once.
+    assert await b.refresh_counters() == {("job.a", "k"): (3, 0)}
+    assert await b.refresh_counters() == {}
+    await b.delete_schedule_records("job.a", ["k"])  # a removed schedule forgets its counters too
+    assert await a.load_schedule_records() == {}
+
+
+async def test_pg_schedule_document_compare_and_swap(make_pg: MakeStore) -> None:
+    a = await make_pg("a")
+    assert await a.load_schedule_version() == (None, 0)
+    assert await a.save_schedule_xml(b"<one/>", expected_version=0) == 1
+    assert await a.save_schedule_xml(b"<lost/>", expected_version=0) is None
+    assert await a.save_schedule_xml(b"<two/>", expected_version=1) == 2
+    assert await a.save_schedule_xml(b"<stale/>", expected_version=1) is None
+    assert await a.load_schedule_version() == (b"<two/>", 2)
+    assert await a.save_schedule_xml(b"<forced/>") == 3  # no expectation: an import replaces
+
+
+async def test_pg_calls_to_a_silent_database_end_at_their_deadline(pg_schema: str) -> None:
+    host, port = _pg_address()
+    with TcpProxy(host, port) as proxy:
+        store = PostgresStateStore(
+            psycopg.conninfo.make_conninfo(PG_DSN, host="127.0.0.1", port=proxy.port),
+            schema=pg_schema,
+            call_timeout=1.0,
+        )
+        await store.open()
+        try:
+            proxy.blackhole()
+            # Keepalives cannot see this (the proxy's kernel answers them); only the deadline can.
+            with pytest.raises(StoreUnavailable, match=r"no answer within 1\.0 s"):
+                await asyncio.wait_for(store.load_jobs(), WAIT)
+            proxy.forward()
+            assert await store.load_jobs() == {}  # the cut connection was discarded, a new one works
+        finally:
+            proxy.forward()
+            await store.close()
+
+
+async def test_pg_listener_notices_a_silent_connection_and_listens_again(pg_schema: str) -> None:
+    host, port = _pg_address()
+    with TcpProxy(host, port) as proxy:
+        store = PostgresStateStore(
+            psycopg.conninfo.make_conninfo(PG_DSN, host="127.0.0.1", port=proxy.port),
+            schema=pg_schema,
+            lease=timedelta(seconds=3),
+            call_timeout=1.0,
+        )
+        await store.open()
+        listens: asyncio.Queue[None] = asyncio.Queue()
+        try:
+            async with contextlib.aclosing(store.listen_events(on_listen=lambda: listens.put_nowait(None))) as events:
+                first = asyncio.ensure_future(anext(events))
+                await asyncio.wait_for(listens.get(), WAIT)
+                connections = proxy.connections
+                proxy.blackhole()
+                await asyncio.to_thread(proxy.wait_for_connections, connections + 1, WAIT)  # gave up, redials
+                proxy.forward()
+                await asyncio.wait_for(listens.get(), WAIT)  # listening again
+                await store.publish_event("after the silence")
+                assert await asyncio.wait_for(first, WAIT) == "after the silence"
+        finally:
+            proxy.forward()
+            await store.close()
+
+
+def _pg_address() -> tuple[str, int]:
+    info = psycopg.conninfo.conninfo_to_dict(PG_DSN)
+    return str(info.get("host", "127.0.0.1")), int(str(info.get("port", 5432)))
+
+
+def _entry(type_name: str, seconds: int) -> ScheduleEntry:
+    schedule = Schedule(spec=IntervalSpec(every=timedelta(seconds=seconds)), start=T0)
+    return ScheduleEntry(type_name=type_name, start_type="schedule", schedules=(schedule,))
+
+
+async def test_pg_schedule_sources_on_two_replicas_never_lose_each_others_edits(make_pg: MakeStore) -> None:
+    a = PostgresScheduleSource(await make_pg("a"))
+    b = PostgresScheduleSource(await make_pg("b"))
+    known: Callable[[str], bool] = lambda _: True  # noqa: E731
+    await a.save(ScheduleDocument((_entry("J.One, j", 60), _entry("J.Gone, j", 5))), default_zone="UTC", known=known)
+    base_a = await a.load(default_zone="UTC")
+    base_b = await b.load(default_zone="UTC")
+    # Both edit the same version at once: a changes One and removes Gone, b adds Two.
+    edit_a = ScheduleDocument((_entry("J.One, j", 61),))
+    edit_b = base_b.replace(_entry("J.Two, j", 120))
+    assert base_a == base_b
+    await asyncio.gather(
+        a.save(edit_a, default_zone="UTC", known=known), b.save(edit_b, default_zone="UTC", known=known)
+    )
+    merged = await a.load(default_zone="UTC")
+    assert {e.type_name: e.schedules[0].spec for e in merged.entries} == {
+        "J.One, j": IntervalSpec(every=timedelta(seconds=61)),
+        "J.Two, j": IntervalSpec(every=timedelta(seconds=120)),
+    }
+    # The same job from both at once: the later swap wins, and the document says which.
+    await asyncio.gather(
+        a.save(merged.replace(_entry("J.One, j", 1)), default_zone="UTC", known=known),
+        b.save(merged.replace(_entry("J.One, j", 2)), default_zone="UTC", known=known),
+    )
+    final = await b.load(default_zone="UTC")
+    assert final.find("J.One") in (_entry("J.One, j", 1), _entry("J.One, j", 2))
+    assert final.find("J.Two") == _entry("J.Two, j", 120)

@@ -4,6 +4,9 @@ creates, so the tests synchronise on events, not on sleeps."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import os
 import time
 from pathlib import Path
 
@@ -108,3 +111,61 @@ class SpamJob(Job):
             ctx.report_progress((i + 1) / count, f"step {i + 1}")
             if i % 100 == 0:
                 await asyncio.sleep(0)
+
+
+class RecordJob(Job):
+    id = "test.record"
+    name = "Record"
+    description = (
+        "Appends a start line and an end line (JSON: execution, scheduled time, wall time, pid) to HISTORY; "
+        "runs HOLD seconds, or until RELEASE exists, or until cancelled. For the history checker of the "
+        "cluster fault tests."
+    )
+    parameters = (
+        Parameter("history", ParameterType.STRING, required=True, description="file the lines are appended to"),
+        Parameter("hold", ParameterType.DOUBLE, default=60.0),
+        Parameter("release", ParameterType.STRING, default=""),
+    )
+    can_cancel = True
+
+    def run(self, ctx: JobContext) -> None:
+        history = Path(ctx.get_str("history"))
+        release = Path(ctx.get_str("release")) if ctx.get_str("release") else None
+        scheduled = ctx.scheduled_time.isoformat() if ctx.scheduled_time else None
+
+        def record(event: str, how: str = "") -> None:
+            line = {"event": event, "execution_id": ctx.execution_id, "job_id": ctx.job_id, "scheduled": scheduled,
+                    "t": time.time(), "pid": os.getpid(), "how": how}  # fmt: skip
+            with history.open("a") as out:  # one write per line, O_APPEND: lines never interleave
+                out.write(json.dumps(line) + "\n")
+
+        record("start")
+        ctx.report_progress(0.5, "holding")
+        deadline = time.monotonic() + ctx.get_float("hold")
+        how = "held"
+        while time.monotonic() < deadline:
+            if release is not None and release.exists():
+                how = "released"
+                break
+            if ctx.wait(0.02):
+                how = "cancelled"
+                break
+        record("end", how)
+        ctx.raise_if_cancelled()
+        ctx.report_progress(1.0, how)
+
+
+class SwallowJob(Job):
+    id = "test.swallow"
+    name = "Swallow"
+    description = "An async job that swallows cancellation and ends by itself after TIMEOUT seconds."
+    parameters = (Parameter("timeout", ParameterType.DOUBLE, default=600.0),)
+    can_cancel = True
+
+    async def run(self, ctx: JobContext) -> None:
+        ctx.report_progress(0.5, "swallowing cancellation")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + ctx.get_float("timeout")
+        while loop.time() < deadline:
+            with contextlib.suppress(asyncio.CancelledError):  # the misbehaviour under test
+                await asyncio.sleep(0.05)

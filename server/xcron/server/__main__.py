@@ -9,7 +9,6 @@ import os
 import sys
 import threading
 from pathlib import Path
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from xcron.server import logs
 from xcron.server.api.auth import TokenFileError, hash_token_main, load_token_table
@@ -20,9 +19,11 @@ from xcron.server.api.tls import (
     check_plaintext_allowed,
     read_tls_files,
 )
-from xcron.server.app import ServerConfig, export_schedules, local_zone_name, serve
+from xcron.server.app import ListenError, ServerConfig, export_schedules, import_schedules, local_zone_name, serve
 from xcron.server.core.errors import StoreUnavailable
 from xcron.server.core.limits import Limits
+from xcron.server.core.triggers import is_iana_zone
+from xcron.server.stores.datadir import DataDirLocked
 from xcron.server.stores.xcron_xml import ScheduleFileError
 
 
@@ -59,7 +60,9 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
     cluster.add_argument("--store-schema", default="xcron", help="schema in that database (%(default)s)")
     cluster.add_argument("--replica-id", help="this replica's name (default: host:pid:random); must be unique")
     cluster.add_argument("--lease", type=float, default=15.0, help="seconds before a silent replica's runs are aborted")
-    cluster.add_argument("--import", dest="import_file", type=Path, metavar="XML", help="replace the stored schedules")
+    cluster.add_argument(
+        "--import", dest="import_file", type=Path, metavar="XML", help="replace the stored schedules, exit"
+    )
     cluster.add_argument("--export", dest="export_file", type=Path, metavar="XML", help="write them to a file, exit")
     defaults = Limits()
     limits = parser.add_argument_group("limits (exceeding one is answered RESOURCE_EXHAUSTED or INVALID_ARGUMENT)")
@@ -89,7 +92,7 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
         "--tokens-file",
         type=Path,
         metavar="PATH",
-        help="require bearer tokens; lines 'NAME ROLE[,ROLE...] scrypt$SALT$HASH' (read once at start)",
+        help="require bearer tokens; lines 'NAME ROLE[,ROLE...] hmac-sha256$KEY$MAC' (read once at start)",
     )
     security.add_argument("--reflection-requires-token", action="store_true", help="reflection needs a valid token too")
     security.add_argument(
@@ -98,10 +101,8 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
     args = parser.parse_args(argv)
     if args.hash_token:
         sys.exit(hash_token_main(sys.stdin, sys.stdout, sys.stderr))
-    try:
-        ZoneInfo(args.time_zone)
-    except (ZoneInfoNotFoundError, ValueError):
-        parser.error(f"--time-zone: unknown IANA zone {args.time_zone!r}")
+    if not is_iana_zone(args.time_zone):
+        parser.error(f"--time-zone: unknown IANA zone {args.time_zone!r} (a name such as Europe/Paris or UTC)")
     if args.history_keep_last < 0 or args.history_max_age_days < 0:
         parser.error("history limits must not be negative")
     if args.max_threads < 1:
@@ -113,6 +114,8 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if (args.import_file or args.export_file) and not args.store:
         parser.error("--import and --export move schedules to and from a --store")
+    if args.import_file and args.export_file:
+        parser.error("--import and --export: one at a time (each does its one thing and exits)")
     if args.lease <= 0:
         parser.error("--lease must be positive")
     if args.http_listen is not None and ":" not in args.http_listen:
@@ -181,7 +184,10 @@ def _check_security(parser: argparse.ArgumentParser, args: argparse.Namespace) -
 def main(argv: list[str] | None = None) -> None:
     config = parse_args(argv)
     try:
-        asyncio.run(export_schedules(config) if config.export_file else serve(config))
+        if config.import_file:
+            asyncio.run(import_schedules(config))
+        else:
+            asyncio.run(export_schedules(config) if config.export_file else serve(config))
     except StoreUnavailable as exc:
         print(f"xcron-server: the store is unavailable: {exc.message}", file=sys.stderr)
         sys.exit(2)
@@ -190,6 +196,14 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     except (TlsConfigError, InsecureListenError, TokenFileError) as exc:  # a file changed since the flags were checked
         print(f"xcron-server: refusing to start: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except (DataDirLocked, ListenError) as exc:  # one server per data dir and per port
+        print(f"xcron-server: refusing to start: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as exc:
+        if exc.filename is None:
+            raise
+        print(f"xcron-server: refusing to start: {exc.filename}: {exc.strerror}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         pass

@@ -8,10 +8,10 @@ import gc
 import logging
 import os
 import signal
+import sys
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -30,13 +30,16 @@ from xcron.server.core.executor import Executor
 from xcron.server.core.limits import Limits
 from xcron.server.core.registry import JobRegistry
 from xcron.server.core.service import JobManager
+from xcron.server.core.triggers import is_iana_zone
 from xcron.server.metrics import Metrics
+from xcron.server.stores.datadir import DataDirLock, remove_stale_temp_files
 from xcron.server.stores.postgres import PostgresStateStore
 from xcron.server.stores.schedules import FileScheduleSource, PostgresScheduleSource, ScheduleSource
 from xcron.server.stores.sqlite import SqliteStateStore
 from xcron.server.stores.state import StateStore
 from xcron.v1 import job_service_pb2, job_service_pb2_grpc
 
+WRITTEN_COPY_NAME = "xcron.xml.last-written"  # what xcron last wrote, to restore after a SanteDB re-save
 log = logging.getLogger("xcron.server")
 SERVICE_NAME = job_service_pb2.DESCRIPTOR.services_by_name["JobService"].full_name
 
@@ -47,12 +50,8 @@ def local_zone_name() -> str:
     with contextlib.suppress(OSError, IndexError):
         candidates.append(str(Path("/etc/localtime").resolve()).split("zoneinfo/", 1)[1])
     for name in candidates:
-        if name:
-            try:
-                ZoneInfo(name)
-                return name
-            except (ZoneInfoNotFoundError, ValueError):
-                continue
+        if name and is_iana_zone(name):
+            return name
     return "UTC"
 
 
@@ -85,9 +84,13 @@ class ServerConfig:
     replica_id: str | None = None
     lease_seconds: float = 15.0
     import_file: Path | None = None
-    """With store_dsn: replace the shared schedules with this xcron.xml before starting."""
+    """With store_dsn: replace the shared schedules with this xcron.xml and exit (no serving)."""
     export_file: Path | None = None
     """With store_dsn: write the shared schedules to this file and exit (no serving)."""
+
+
+class ListenError(Exception):
+    """The listen address cannot be bound (in use by another process, or not an address of this host)."""
 
 
 class XcronServer:
@@ -111,7 +114,7 @@ class XcronServer:
         else:
             self.store = SqliteStateStore(config.data_dir / "state.sqlite3")
             self.schedule_source = FileScheduleSource(
-                config.schedule_file, written_copy=config.data_dir / "xcron.xml.last-written"
+                config.schedule_file, written_copy=config.data_dir / WRITTEN_COPY_NAME
             )
         self.bus = EventBus(max_watchers=config.limits.max_watchers)
         self.metrics = Metrics()
@@ -123,9 +126,23 @@ class XcronServer:
         self._connect: ConnectJobService | None = None
         self.http_port = 0
         self.manager: JobManager | None = None
+        self._health_tasks: set[asyncio.Task[None]] = set()
+        # One server per data dir (SQLite state). Replicas on PostgreSQL share nothing on disk.
+        self.data_dir_lock = DataDirLock(config.data_dir) if not config.store_dsn else None
 
     async def start(self) -> int:
-        """Loads jobs and xcron.xml (refusing a bad file), opens the store, binds; returns the port."""
+        """Loads jobs and xcron.xml (refusing a bad file), opens the store, binds; returns the port.
+
+        Raises DataDirLocked when another process owns the data dir, and ListenError when the
+        address is in use: either way before anything is read, opened or run."""
+        try:
+            return await self._start()
+        except BaseException:
+            if self.data_dir_lock is not None:
+                self.data_dir_lock.release()
+            raise
+
+    async def _start(self) -> int:
         config = self.config
         # Security settings first: a bad certificate, tokens file or listen address refuses to start
         # before anything is loaded or opened.
@@ -138,8 +155,25 @@ class XcronServer:
         interceptors = (
             []
             if tokens is None
-            else [AuthInterceptor(tokens, reflection_requires_token=config.reflection_requires_token)]
+            else [
+                AuthInterceptor(
+                    tokens,
+                    reflection_requires_token=config.reflection_requires_token,
+                    on_failure=self.metrics.auth_failed,
+                )
+            ]
         )
+        if tokens is not None and tokens.legacy_names:
+            log.warning(
+                "tokens file: %d line(s) still hashed with scrypt (%s): each costs ~50 ms per unknown token; "
+                "replace them with `xcron-server --hash-token` lines (HMAC-SHA256)",
+                len(tokens.legacy_names),
+                ", ".join(tokens.legacy_names),
+            )
+        if self.data_dir_lock is not None:
+            self.data_dir_lock.acquire()
+            remove_stale_temp_files(config.schedule_file)
+            remove_stale_temp_files(config.data_dir / WRITTEN_COPY_NAME)
         if config.load_entry_points:
             self.registry.load_entry_points()
         for module in config.job_modules:
@@ -169,9 +203,38 @@ class XcronServer:
             executor=executor,
             limits=config.limits,
         )
+        # Counted first, so refused calls count too; DecodeGuard last: it wraps the real handler.
+        server = grpc.aio.server(
+            interceptors=[self.metrics.interceptor(), *interceptors, DecodeGuard()],
+            options=[
+                ("grpc.max_receive_message_length", config.limits.max_request_bytes),
+                ("grpc.max_send_message_length", 64 * 1024 * 1024),
+                # No SO_REUSEPORT: a port another server listens on refuses to start (ListenError),
+                # instead of the kernel spreading calls over both.
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        servicer = Servicer(manager)
+        job_service_pb2_grpc.add_JobServiceServicer_to_server(servicer, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable(server, (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name))
+        # Bound before the store is opened and anything runs: a server that cannot listen changes nothing.
+        if credentials is None:
+            try:
+                self.port = server.add_insecure_port(config.listen)
+            except RuntimeError as exc:
+                raise ListenError(
+                    f"cannot listen on {config.listen}: the address is in use (another server?) or not local"
+                ) from exc
+        else:
+            try:
+                self.port = server.add_secure_port(config.listen, credentials)
+            except RuntimeError as exc:  # gRPC logs the reason (e.g. "Invalid private key") just before
+                raise TlsConfigError(
+                    f"cannot serve TLS on {config.listen}: the key does not belong to the certificate, "
+                    "a PEM file is corrupt, or the address is in use"
+                ) from exc
         await self.store.open()
-        if config.import_file is not None:
-            await manager.import_schedules(config.import_file)
         await manager.load_schedules()
         if self.cluster is not None:
             self.cluster.attach(executor, manager)
@@ -187,28 +250,6 @@ class XcronServer:
         self.metrics.track(running=lambda: executor.running_count, watchers=lambda: self.bus.watcher_count)
         if config.metrics_listen is not None:
             self.metrics_port = self.metrics.serve(config.metrics_listen)
-        # Counted first, so refused calls count too; DecodeGuard last: it wraps the real handler.
-        server = grpc.aio.server(
-            interceptors=[self.metrics.interceptor(), *interceptors, DecodeGuard()],
-            options=[
-                ("grpc.max_receive_message_length", config.limits.max_request_bytes),
-                ("grpc.max_send_message_length", 64 * 1024 * 1024),
-            ],
-        )
-        servicer = Servicer(manager)
-        job_service_pb2_grpc.add_JobServiceServicer_to_server(servicer, server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable(server, (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name))
-        if credentials is None:
-            self.port = server.add_insecure_port(config.listen)
-        else:
-            try:
-                self.port = server.add_secure_port(config.listen, credentials)
-            except RuntimeError as exc:  # gRPC logs the reason (e.g. "Invalid private key") just before
-                raise TlsConfigError(
-                    f"cannot serve TLS on {config.listen}: the key does not belong to the certificate, "
-                    "a PEM file is corrupt, or the address is in use"
-                ) from exc
         await server.start()
         self._server = server
         if config.http_listen is not None:
@@ -222,6 +263,7 @@ class XcronServer:
             self.http_port = await self._http.start()
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        executor.add_health_listener(self._store_health_changed)
         log.info(
             "xcron ready (--listen %s, port %d, %s, %s): %d jobs, schedules from %s, time zone %s",
             config.listen,
@@ -229,7 +271,7 @@ class XcronServer:
             "plaintext" if config.tls is None else "mutual TLS" if config.tls.client_ca else "TLS",
             "no authentication" if tokens is None else f"{len(tokens)} bearer token(s)",
             len(self.registry),
-            config.schedule_file,
+            self.schedule_source.description,
             config.time_zone,
         )
         if self._http is not None:
@@ -238,6 +280,23 @@ class XcronServer:
         if self.metrics_port is not None:
             log.info("metrics on http://%s:%d/metrics", config.metrics_listen.rsplit(":", 1)[0], self.metrics_port)  # type: ignore[union-attr]
         return self.port
+
+    def _store_health_changed(self, healthy: bool) -> None:
+        """NOT_SERVING while an ended run's outcome is kept only in memory (the store refuses it), as a
+        Kubernetes readiness probe would want: send new work elsewhere until the disk has room."""
+        if healthy:
+            log.warning("the state store takes writes again: every outcome is recorded; health SERVING")
+        else:
+            log.error("the state store refuses writes: outcomes kept in memory; health NOT_SERVING until recorded")
+        status = health_pb2.HealthCheckResponse.SERVING if healthy else health_pb2.HealthCheckResponse.NOT_SERVING
+
+        async def apply() -> None:
+            for name in ("", SERVICE_NAME):
+                await self.health.set(name, status)
+
+        task = asyncio.get_running_loop().create_task(apply())
+        self._health_tasks.add(task)
+        task.add_done_callback(self._health_tasks.discard)
 
     async def stop(self) -> None:
         """Health NOT_SERVING, no new runs, running jobs asked to cancel within the grace period."""
@@ -253,17 +312,47 @@ class XcronServer:
         if self._http is not None:
             await self._http.stop()
         await self.store.close()
+        if self.data_dir_lock is not None:
+            self.data_dir_lock.release()
 
     async def wait(self) -> None:
         if self._server is not None:
             await self._server.wait_for_termination()
 
 
+async def import_schedules(config: ServerConfig) -> None:
+    """`--import FILE`: replaces the stored schedules with the file's, checked against the jobs as a reload
+    checks them, then returns. Not a replica: it leaves no row in the replica list."""
+    assert config.store_dsn is not None and config.import_file is not None
+    store = PostgresStateStore(config.store_dsn, schema=config.store_schema, replica_id=config.replica_id)
+    await store.open(register=False)
+    try:
+        registry = JobRegistry()
+        if config.load_entry_points:
+            registry.load_entry_points()
+        for module in config.job_modules:
+            registry.load_module(module)
+        bus, clock = EventBus(), SystemClock()
+        manager = JobManager(
+            registry=registry,
+            store=store,
+            bus=bus,
+            clock=clock,
+            schedule_source=PostgresScheduleSource(store),
+            default_zone=config.time_zone,
+            executor=Executor(registry, store, bus, clock, max_threads=1),
+        )
+        await manager.import_schedules(config.import_file)
+    finally:
+        await store.close()
+
+
 async def export_schedules(config: ServerConfig) -> None:
-    """`--export FILE`: the stored schedules as an xcron.xml file that SanteDB and xcron read."""
+    """`--export FILE`: the stored schedules as an xcron.xml file that SanteDB and xcron read. Not a
+    replica: it leaves no row in the replica list."""
     assert config.store_dsn is not None and config.export_file is not None
     store = PostgresStateStore(config.store_dsn, schema=config.store_schema, replica_id=config.replica_id)
-    await store.open()
+    await store.open(register=False)
     try:
         document = await PostgresScheduleSource(store).load(default_zone=config.time_zone)
         await FileScheduleSource(config.export_file).save(
@@ -277,13 +366,14 @@ async def export_schedules(config: ServerConfig) -> None:
 async def serve(config: ServerConfig) -> None:
     server = XcronServer(config)
     await server.start()
-    if config.http_listen is not None:  # first: "listening" is the line that tells it is ready
-        print(f"xcron http on {config.http_listen.rsplit(':', 1)[0]}:{server.http_port}", flush=True)
-    print(f"xcron listening on {config.listen.rsplit(':', 1)[0]}:{server.port}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
+    # Announced once the signals are handled: a SIGTERM right after this line is a graceful stop.
+    if config.http_listen is not None:  # first: "listening" is the line that tells it is ready
+        print(f"xcron http on {config.http_listen.rsplit(':', 1)[0]}:{server.http_port}", flush=True)
+    print(f"xcron listening on {config.listen.rsplit(':', 1)[0]}:{server.port}", flush=True)
 
     reloads: set[asyncio.Task[None]] = set()
 
@@ -303,3 +393,26 @@ async def serve(config: ServerConfig) -> None:
     log.info("stopping: no new runs; running jobs get %.0fs to finish", config.shutdown_grace)
     await server.stop()
     log.info("stopped")
+    await _exit_if_stuck(EXIT_BOUND)
+
+
+EXIT_BOUND = 2.0
+"""Seconds left tasks get after the stop to end once cancelled, before the process exits regardless."""
+
+
+async def _exit_if_stuck(bound: float) -> None:
+    """An async job that swallows cancellation would keep asyncio.run (and the process) waiting until it
+    ends by itself. Its run is already recorded ABORTED and the store is closed: cancel what is left,
+    give it `bound` seconds, then leave without it."""
+    me = asyncio.current_task()
+    left = [task for task in asyncio.all_tasks() if task is not me and not task.done()]
+    for task in left:
+        task.cancel()
+    if left:
+        _done, stuck = await asyncio.wait(left, timeout=bound)
+        if stuck:
+            names = ", ".join(sorted(task.get_name() for task in stuck))
+            log.warning("exiting with %d task(s) that ignore cancellation: %s", len(stuck), names)
+            logging.shutdown()
+            sys.stdout.flush()
+            os._exit(0)

@@ -54,6 +54,12 @@ class Metrics:
         self.running = Gauge("xcron_running_jobs", "Jobs running now", registry=r)
         self.watchers = Gauge("xcron_watchers", "Connected WatchJobs streams", registry=r)
         self.rpcs = Counter("xcron_rpcs", "RPCs handled", ["method", "code"], registry=r)
+        self.auth_failures = Counter(
+            "xcron_auth_failures", "Calls refused for their token, by peer address", ["peer", "reason"], registry=r
+        )
+
+    def auth_failed(self, peer: str, reason: str) -> None:
+        self.auth_failures.labels(peer, reason).inc()
 
     # -- Observer ---------------------------------------------------------------------------
 

@@ -7,8 +7,8 @@ authentication at all: then rely on the listen address (loopback only) or on mut
 Tokens file: one token per line, fields separated by whitespace, ``#`` starts a comment::
 
     # NAME        ROLE[,ROLE...]   HASH
-    dashboard     read             scrypt$8c1d...$4be0...
-    ci-deploy     read,run         scrypt$19a2...$77f3...
+    dashboard     read             hmac-sha256$8c1d...$4be0...
+    ci-deploy     read,run         hmac-sha256$19a2...$77f3...
     ops           admin            scrypt$e044...$0c5b...
 
 - NAME labels the token in logs and error messages (letters, digits, ``._@-``; unique in the file).
@@ -21,7 +21,13 @@ Tokens file: one token per line, fields separated by whitespace, ``#`` starts a 
   admin      all of the above
   ========== ===============================================================================
 
-- HASH is ``scrypt$<salt hex>$<key hex>``: ``hashlib.scrypt(token, salt=salt, n=2**14, r=8, p=1)``.
+- HASH is ``hmac-sha256$<key hex>$<mac hex>``: HMAC-SHA256 of the token under a random 32-byte key of
+  its own line. Tokens are random and long (``new`` makes 256-bit ones), so a memory-hard password hash
+  buys nothing: a check costs microseconds and is compared in constant time, and a flood of bad tokens
+  costs nothing that valid ones wait for. Lines made before (``scrypt$<salt hex>$<key hex>``,
+  ``hashlib.scrypt(token, salt=salt, n=2**14, r=8, p=1)``) are still accepted: they are tried only when
+  no HMAC line matches, in worker threads, at most two at a time; the server warns about them at start.
+  Migrate by issuing new tokens (or ``hash``-ing the old ones again) and replacing the lines.
   The file never holds a token itself, so reading it does not let anyone call the server.
   ``python -m xcron.server.api.auth new NAME ROLES`` makes a random token and prints its line on stdout
   and the token on stderr; ``xcron-server --hash-token`` (or ``python -m xcron.server.api.auth hash``)
@@ -36,10 +42,9 @@ Failures are rich statuses like the other errors: UNAUTHENTICATED (reason ``UNAU
 missing or unknown token, PERMISSION_DENIED (reason ``PERMISSION_DENIED``, ``ErrorInfo.metadata``
 ``required_role``) for a valid token without the method's role, both in domain ``xcron.dev``.
 
-scrypt costs tens of milliseconds by design, so each token is verified once per process and remembered
-by its SHA-256 (recent unknown tokens too, in a bounded cache). Verification runs in a worker thread,
-at most two at a time, so a flood of bad tokens cannot stall the event loop. The file is read once at
-start: restart the server to add, change or revoke tokens.
+Refused calls (UNAUTHENTICATED, PERMISSION_DENIED) are counted per peer address in
+``xcron_auth_failures_total{peer,reason}`` and logged at most once a minute per peer. The file is read
+once at start: restart the server to add, change or revoke tokens.
 """
 
 from __future__ import annotations
@@ -66,6 +71,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from xcron.server.api.ratelimit import LogThrottle
 from xcron.server.api.status import DOMAIN
 from xcron.v1 import job_service_pb2
 
@@ -83,6 +89,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+HMAC_SCHEME = "hmac-sha256"
+HMAC_KEY_BYTES = 32
 SCRYPT_N = 2**14
 SCRYPT_R = 8
 SCRYPT_P = 1
@@ -159,8 +167,21 @@ def check_token_text(token: str) -> str | None:
     return None
 
 
+def _hmac(token: str, key: bytes) -> bytes:
+    return hmac.new(key, token.encode(), hashlib.sha256).digest()
+
+
 def hash_token(token: str) -> str:
-    """The ``scrypt$salt$key`` line field for ``token``, with a fresh random salt."""
+    """The ``hmac-sha256$key$mac`` line field for ``token``, with a fresh random key."""
+    problem = check_token_text(token)
+    if problem:
+        raise ValueError(problem)
+    key = secrets.token_bytes(HMAC_KEY_BYTES)
+    return f"{HMAC_SCHEME}${key.hex()}${_hmac(token, key).hex()}"
+
+
+def scrypt_hash_token(token: str) -> str:
+    """The older ``scrypt$salt$key`` form (still accepted in tokens files; kept for tests and tools)."""
     problem = check_token_text(token)
     if problem:
         raise ValueError(problem)
@@ -168,17 +189,23 @@ def hash_token(token: str) -> str:
     return f"scrypt${salt.hex()}${_scrypt(token, salt, KEY_BYTES).hex()}"
 
 
-def _parse_hash(text: str) -> tuple[bytes, bytes]:
+def _parse_hash(text: str) -> tuple[str, bytes, bytes]:
+    """(scheme, salt or key, expected digest)."""
     scheme, _, rest = text.partition("$")
     salt_hex, _, key_hex = rest.partition("$")
-    if scheme != "scrypt":
-        raise ValueError("HASH must be scrypt$<salt hex>$<key hex> (make one with `xcron-server --hash-token`)")
+    if scheme not in (HMAC_SCHEME, "scrypt"):
+        raise ValueError(
+            f"HASH must be {HMAC_SCHEME}$<key hex>$<mac hex> (make one with `xcron-server --hash-token`) "
+            "or an older scrypt$<salt hex>$<key hex>"
+        )
     if not _HEX.fullmatch(salt_hex) or not _HEX.fullmatch(key_hex):
         raise ValueError("HASH salt and key must be lowercase hex")
     salt, key = bytes.fromhex(salt_hex), bytes.fromhex(key_hex)
+    if scheme == HMAC_SCHEME and (len(salt) < 16 or len(key) != 32):
+        raise ValueError(f"{HMAC_SCHEME} HASH needs a key of at least 16 bytes and a 32-byte mac")
     if len(salt) < 8 or len(key) < 16:
         raise ValueError("HASH salt needs at least 8 bytes and key at least 16")
-    return salt, key
+    return scheme, salt, key
 
 
 # --- the table ----------------------------------------------------------------------------------------------
@@ -187,11 +214,17 @@ def _parse_hash(text: str) -> tuple[bytes, bytes]:
 @dataclass(frozen=True)
 class _Entry:
     principal: Principal
+    scheme: str
     salt: bytes
     key: bytes
 
+    @property
+    def fast(self) -> bool:
+        return self.scheme == HMAC_SCHEME
+
     def matches(self, token: str) -> bool:
-        return hmac.compare_digest(_scrypt(token, self.salt, len(self.key)), self.key)
+        actual = _hmac(token, self.salt) if self.fast else _scrypt(token, self.salt, len(self.key))
+        return hmac.compare_digest(actual, self.key)
 
 
 class TokenTable:
@@ -199,6 +232,8 @@ class TokenTable:
 
     def __init__(self, entries: Sequence[tuple[Principal, str]]) -> None:
         self._entries = [_Entry(principal, *_parse_hash(hashed)) for principal, hashed in entries]
+        self._fast = [entry for entry in self._entries if entry.fast]
+        self._slow = [entry for entry in self._entries if not entry.fast]
         self._known: dict[bytes, Principal] = {}
         self._unknown: OrderedDict[bytes, None] = OrderedDict()
         self._lock = threading.Lock()  # the caches are read on the event loop and filled in worker threads
@@ -211,6 +246,19 @@ class TokenTable:
     def names(self) -> list[str]:
         return [entry.principal.name for entry in self._entries]
 
+    @property
+    def legacy_names(self) -> list[str]:
+        """Names of the lines still hashed with scrypt (slow to check: worth migrating)."""
+        return [entry.principal.name for entry in self._slow]
+
+    def _check_fast(self, token: str) -> Principal | None:
+        """Every HMAC line, each compared in constant time (microseconds in all)."""
+        found = None
+        for entry in self._fast:
+            if entry.matches(token) and found is None:
+                found = entry.principal
+        return found
+
     def verify(self, token: str) -> Principal | None:
         """The principal of ``token`` or None; blocking (scrypt per line on a cache miss)."""
         if check_token_text(token) is not None:
@@ -219,7 +267,9 @@ class TokenTable:
         hit, principal = self._cached(digest)
         if hit:
             return principal
-        principal = next((entry.principal for entry in self._entries if entry.matches(token)), None)
+        principal = self._check_fast(token) or next(
+            (entry.principal for entry in self._slow if entry.matches(token)), None
+        )
         with self._lock:
             if principal is not None:
                 self._known[digest] = principal
@@ -240,11 +290,15 @@ class TokenTable:
             return False, None
 
     async def authenticate(self, token: str) -> Principal | None:
-        """Like :meth:`verify`, but scrypt runs in a worker thread, a bounded number at a time."""
+        """Like :meth:`verify`: HMAC lines inline (microseconds); scrypt lines, if any, in a worker thread,
+        a bounded number at a time, and only for tokens no HMAC line matches."""
         if check_token_text(token) is not None:
             return None
         hit, principal = self._cached(hashlib.sha256(token.encode()).digest())
         if hit:
+            return principal
+        principal = self._check_fast(token)
+        if principal is not None or not self._slow:
             return principal
         if self._semaphore is None:
             self._semaphore = asyncio.Semaphore(MAX_CONCURRENT_VERIFICATIONS)
@@ -338,12 +392,28 @@ def bearer_token(metadata: Iterable[tuple[str, Any]] | None) -> tuple[str | None
     return token.strip(), ""
 
 
-def _denying_handler(handler: grpc.RpcMethodHandler, method: str, status: grpc.Status) -> grpc.RpcMethodHandler:
+FailureListener = Callable[[str, str], None]
+"""Called with (peer address, reason) for every refused call: the metrics count them."""
+MAX_PEERS = 1000
+"""Distinct peer addresses counted by name; the others count as "other" (bounded metric labels)."""
+
+
+def peer_address(peer: str) -> str:
+    """The address of a gRPC peer string without its port: ``ipv4:10.0.0.7:5123`` -> ``10.0.0.7``."""
+    kind, _, rest = peer.partition(":")
+    if kind in ("ipv4", "ipv6"):
+        return rest.rsplit(":", 1)[0].strip("[]")
+    return kind or "unknown"
+
+
+def _denying_handler(
+    handler: grpc.RpcMethodHandler, method: str, status: grpc.Status, refused: Callable[[str, str, str], None]
+) -> grpc.RpcMethodHandler:
     """A handler of the same shape as ``handler`` that aborts with ``status`` before reading the request
     (no deserializer: unauthenticated bytes are never parsed)."""
 
     async def deny(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-        log.info("denied %s from %s: %s", method, context.peer(), status.details)
+        refused(context.peer(), method, status.details)
         await context.abort_with_status(status)
 
     if handler.request_streaming and handler.response_streaming:
@@ -358,9 +428,31 @@ def _denying_handler(handler: grpc.RpcMethodHandler, method: str, status: grpc.S
 class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc ships no type hints
     """Checks the bearer token and the method's role before the handler runs."""
 
-    def __init__(self, tokens: TokenTable, *, reflection_requires_token: bool = False) -> None:
+    def __init__(
+        self,
+        tokens: TokenTable,
+        *,
+        reflection_requires_token: bool = False,
+        on_failure: FailureListener | None = None,
+        log_interval: float = 60.0,
+    ) -> None:
         self._tokens = tokens
         self._reflection_requires_token = reflection_requires_token
+        self._on_failure = on_failure
+        self._throttle = LogThrottle(log, log_interval)
+        self._peers: set[str] = set()
+
+    def _refuser(self, reason: str) -> Callable[[str, str, str], None]:
+        def refused(peer: str, method: str, details: str) -> None:
+            address = peer_address(peer)
+            if address not in self._peers and len(self._peers) >= MAX_PEERS:
+                address = "other"
+            self._peers.add(address)
+            if self._on_failure is not None:
+                self._on_failure(address, reason)
+            self._throttle.warning(address, "refused %s from %s: %s", method, peer, details)
+
+        return refused
 
     async def intercept_service(
         self,
@@ -377,12 +469,14 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc
         role = None if reflection or method in ANY_ROLE_METHODS else METHOD_ROLES.get(method, Role.ADMIN)
         token, problem = bearer_token(handler_call_details.invocation_metadata)
         if token is None:
-            return _denying_handler(handler, method, unauthenticated_status(problem))
+            return _denying_handler(handler, method, unauthenticated_status(problem), self._refuser("missing_token"))
         principal = await self._tokens.authenticate(token)
         if principal is None:
-            return _denying_handler(handler, method, unauthenticated_status("invalid bearer token"))
+            status = unauthenticated_status("invalid bearer token")
+            return _denying_handler(handler, method, status, self._refuser("invalid_token"))
         if role is not None and not principal.allows(role):
-            return _denying_handler(handler, method, permission_denied_status(method, role, principal))
+            status = permission_denied_status(method, role, principal)
+            return _denying_handler(handler, method, status, self._refuser("permission_denied"))
         CURRENT_PRINCIPAL.set(principal)
         return handler
 

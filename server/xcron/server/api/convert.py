@@ -98,9 +98,23 @@ def duration(value: timedelta) -> Duration:
     return d
 
 
+_MAX_DURATION_SECONDS = 315_576_000_000  # google.protobuf.Duration: ±10,000 years
+
+
 def from_duration(d: Duration, field: str) -> timedelta:
-    if abs(d.seconds) > 10_000 * 366 * 86400 or abs(d.nanos) >= 1_000_000_000:
-        raise InvalidArgument(field, "duration is out of range")
+    """Duration's own rules: |seconds| <= 315,576,000,000, |nanos| < 1e9, both of one sign. xcron keeps
+    microseconds: finer nanos are cut toward zero, so the value never grows past the range."""
+    if (
+        abs(d.seconds) > _MAX_DURATION_SECONDS
+        or abs(d.nanos) >= 1_000_000_000
+        or (d.seconds > 0 and d.nanos < 0)
+        or (d.seconds < 0 and d.nanos > 0)
+    ):
+        raise InvalidArgument(
+            field,
+            f"duration {d.seconds}s {d.nanos}ns is out of range: at most ±315,576,000,000 s, "
+            "nanos below 1e9 and of the same sign",
+        )
     return d.ToTimedelta()
 
 

@@ -2,19 +2,27 @@
 one replica at a time, and every replica's watchers see every replica's changes.
 
 - Scheduling: every replica computes the same fire times; before firing, it claims the occurrence
-  in the database (`claim_occurrence`), and only the claimant runs it. A dead replica's claims are
-  simply never made, so the others fire its occurrences.
+  in the database (`claim_occurrence`), and only the claimant runs it (and records the fire time).
+  A dead replica's claims are simply never made, so the others fire its occurrences.
 - Runs: `try_start_run` inserts the RUNNING execution under a cluster-wide unique index, so RunJob
   on any replica refuses a job running elsewhere (ABORTED) and a repeated request_id returns the
   first execution, wherever it started.
 - Events: local status changes are coalesced per job and sent with NOTIFY (at most every 50 ms);
-  other replicas apply them to their job state and publish them to their own watchers. Sequence
-  numbers stay per replica (see events.py): a watcher that resumes on another replica gets a
-  snapshot.
+  other replicas apply them to their job state and publish them to their own watchers. NOTIFY is
+  not stored, so after every (re)connect of the listener a replica re-reads every job's state from
+  the database and corrects its watchers. Neither a notification nor a re-read moves a job back: to
+  RUNNING for a run that ended, or to an older run (by start time; replica clocks are assumed to
+  agree to well under the time between two runs of a job). Sequence numbers stay per replica.
 - Cancel: CancelJob on any replica flags the execution in the database and notifies its owner.
-- Liveness: each replica heartbeats every lease/3. Runs of a replica not seen for a lease are
-  ABORTED by a live one ("interrupted: replica … stopped"). A replica that cannot heartbeat for a
-  whole lease asks its own runs to cancel, since the others will soon consider them dead.
+- Liveness and fencing (as a lease in Chubby/etcd, or a Kubernetes Lease): each replica renews its
+  lease every lease/3. Every database call has a deadline. A replica's lease is valid until `lease`
+  seconds after it *sent* its last successful renewal, by its own monotonic clock; at that moment,
+  whatever the database does, it stops claiming occurrences and starting runs and asks its runs to
+  cancel. The others abort its runs only after the database has not heard from it for a lease, which
+  is no earlier. Each run is written under its owner's lease epoch; when a replica comes back with a
+  lapsed lease it takes a new epoch, its old runs are recorded ABORTED, and the end of such a run
+  can no longer be written over that (the store's fenced update); the replica adopts what the
+  database says.
 """
 
 from __future__ import annotations
@@ -23,15 +31,14 @@ import asyncio
 import contextlib
 import json
 import logging
-import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Coroutine
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
-from xcron.server.core.errors import FailedPrecondition, XcronServerError
+from xcron.server.core.errors import FailedPrecondition, NotFound, StoreUnavailable, XcronServerError
 from xcron.server.core.events import JobStatus
 from xcron.server.core.model import JobState
-from xcron.server.stores.state import ExecutionRecord
+from xcron.server.stores.state import ExecutionRecord, JobRecord, RunFenced
 
 if TYPE_CHECKING:
     from xcron.server.core.executor import Executor
@@ -40,14 +47,21 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 STATUS_TEXT_LIMIT = 2000  # keeps a NOTIFY payload well under PostgreSQL's 8,000 bytes
 RELAY_INTERVAL = 0.05
+DATABASE = "database"
+"""The origin of a status re-read from the database (after a listener reconnect)."""
 
 
 class ClusterStore(Protocol):
     replica_id: str
+    epoch: int
 
-    async def claim_occurrence(self, job_id: str, schedule_key: str, due: datetime) -> bool: ...
+    async def claim_occurrence(self, job_id: str, schedule_key: str, due: datetime, *, run: bool = True) -> bool: ...
+    async def refresh_counters(self) -> dict[tuple[str, str], tuple[int, int]]: ...
     async def try_start_run(self, record: ExecutionRecord) -> ExecutionRecord | None: ...
-    async def heartbeat(self) -> None: ...
+    async def heartbeat(self) -> list[ExecutionRecord]: ...
+    async def load_jobs(self) -> dict[str, JobRecord]: ...
+    async def save_job(self, record: JobRecord) -> None: ...
+    async def save_execution(self, record: ExecutionRecord) -> None: ...
     async def expire_dead_replicas(self, lease: timedelta) -> list[ExecutionRecord]: ...
     async def request_cancel(self, execution_id: str) -> ExecutionRecord | None: ...
     async def running_execution(self, job_id: str) -> ExecutionRecord | None: ...
@@ -93,6 +107,32 @@ def decode_status(event: dict[str, Any]) -> JobStatus:
     )
 
 
+def _status(record: JobRecord, origin: str) -> JobStatus:
+    return JobStatus(
+        job_id=record.job_id,
+        state=record.state,
+        progress=record.progress,
+        status_text=record.status_text,
+        last_start=record.last_start,
+        last_finish=record.last_finish,
+        execution_id=record.execution_id,
+        origin=origin,
+    )
+
+
+def _job_of(run: ExecutionRecord) -> JobRecord:
+    """The job row that follows a finished run."""
+    return JobRecord(
+        job_id=run.job_id,
+        state=JobState(run.state.value),
+        progress=run.progress,
+        status_text=run.status_text,
+        last_start=run.start_time,
+        last_finish=run.finish_time,
+        execution_id=run.id,
+    )
+
+
 class Cluster:
     def __init__(self, store: ClusterStore, *, lease: timedelta) -> None:
         self.store = store
@@ -103,8 +143,13 @@ class Cluster:
         self._pending: dict[str, JobStatus] = {}
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[Any]] = set()
         self.listening = asyncio.Event()
         """Set once both listeners are in effect (what is published before that is missed)."""
+        self.fenced = False
+        """True while this replica's lease is not known to be valid: it claims nothing and starts nothing."""
+        self._valid_until = 0.0
+        self._fence_timer: asyncio.TimerHandle | None = None
 
     def attach(self, executor: Executor, manager: JobManager) -> None:
         self._executor = executor
@@ -113,6 +158,7 @@ class Cluster:
         manager.bus.add_listener(self._outgoing)
 
     async def start(self) -> None:
+        await self._renew()
         events_ready, cancels_ready = asyncio.Event(), asyncio.Event()
         self._tasks = [
             asyncio.create_task(self._relay_in(events_ready), name="xcron-cluster-in"),
@@ -126,19 +172,163 @@ class Cluster:
 
     async def stop(self) -> None:
         await self._flush()
-        for task in self._tasks:
+        if self._background:
+            await asyncio.wait(set(self._background), timeout=5.0)
+        for task in [*self._tasks, *self._background]:
             task.cancel()
-        for task in self._tasks:
+        for task in [*self._tasks, *self._background]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if self._fence_timer is not None:
+            self._fence_timer.cancel()
+
+    def _spawn(self, coro: Coroutine[Any, Any, object]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # -- the lease -----------------------------------------------------------------------------
+
+    async def _renew(self) -> None:
+        """One renewal. The lease runs from when the request was *sent*: the database's now() for it is
+        no earlier, so the others cannot see it lapse before this replica fences itself."""
+        loop = asyncio.get_running_loop()
+        sent = loop.time()
+        lost = await self.store.heartbeat()
+        self._valid_until = sent + self.lease.total_seconds()
+        if self._fence_timer is not None:
+            self._fence_timer.cancel()
+        self._fence_timer = loop.call_at(self._valid_until, self._fence)
+        if self.fenced:
+            self.fenced = False
+            log.warning("cluster: lease renewed (epoch %d); claiming occurrences again", self.store.epoch)
+        for record in lost:
+            log.error(
+                "cluster: run %s of %s was recorded ABORTED: this replica's lease lapsed",
+                record.id,
+                record.job_id,
+                extra={"job_id": record.job_id, "execution_id": record.id},
+            )
+            self._adopt(record)
+
+    def _fence(self) -> None:
+        if self.fenced or asyncio.get_running_loop().time() < self._valid_until:
+            return
+        self.fenced = True
+        assert self._executor is not None
+        stopped = self._executor.cancel_all_local()
+        log.error(
+            "cluster: lease not renewed for %.1f s (the database did not answer in time): claiming no occurrence"
+            " and starting no run until it is; asked %d local run(s) to cancel (the other replicas may abort and"
+            " restart them)",
+            self.lease.total_seconds(),
+            stopped,
+        )
+
+    async def _heartbeats(self) -> None:
+        assert self._executor is not None
+        interval = self.lease.total_seconds() / 3
+        loop = asyncio.get_running_loop()
+        while True:
+            began = loop.time()
+            try:
+                await self._renew()
+                for record in await self.store.expire_dead_replicas(self.lease):
+                    self._adopt(record)  # local, and relayed to the others (no origin)
+                assert self._manager is not None
+                self._manager.scheduler.adjust_counters(await self.store.refresh_counters())
+            except Exception as exc:
+                log.error("cluster: heartbeat failed: %s", exc)
+            await asyncio.sleep(max(0.0, began + interval - loop.time()))  # the renewal period, not a sync
+
+    def _adopt(self, run: ExecutionRecord) -> None:
+        """A run's outcome decided in the database: memory and watchers follow, if the job still shows it."""
+        assert self._executor is not None
+        try:
+            current = self._executor.job_record(run.job_id)
+        except NotFound:
+            return
+        if current.execution_id == run.id:
+            self._executor.apply_remote(_status(_job_of(run), ""))
 
     # -- hooks used by the executor and the scheduler -----------------------------------------
 
+    def _refuse_if_fenced(self) -> None:
+        if self.fenced:
+            raise StoreUnavailable(
+                f"replica {self.replica_id} has not reached the database for a lease "
+                f"({self.lease.total_seconds():.0f} s); it starts no run until it has (the other replicas can)",
+                reason="LEASE_LOST",
+            )
+
     async def try_start_run(self, record: ExecutionRecord) -> ExecutionRecord | None:
+        self._refuse_if_fenced()
         return await self.store.try_start_run(record)
 
-    async def claim(self, job_id: str, schedule_key: str, due: datetime) -> bool:
-        return await self.store.claim_occurrence(job_id, schedule_key, due)
+    async def claim(self, job_id: str, schedule_key: str, due: datetime, *, run: bool = True) -> bool:
+        if self.fenced:
+            log.warning(
+                "cluster: occurrence %s of %s not claimed here: this replica's lease is not valid",
+                due.isoformat(),
+                job_id,
+            )
+            return False
+        return await self.store.claim_occurrence(job_id, schedule_key, due, run=run)
+
+    async def settle_run(self, record: ExecutionRecord, job: JobRecord) -> tuple[ExecutionRecord, JobRecord]:
+        """Records the end of a local run, fenced: returns what the database holds, which wins (a run that
+        another replica aborted after this one lost its lease stays ABORTED). When the database cannot be
+        reached, returns the local outcome and keeps trying in the background."""
+        try:
+            await self.store.save_execution(record)
+        except RunFenced as fenced:
+            return fenced.stored, await self._fenced(record, fenced.stored)
+        except Exception as exc:
+            log.error(
+                "cluster: could not record the end of the run (%s); retrying",
+                exc,
+                extra={"job_id": record.job_id, "execution_id": record.id},
+            )
+            self._spawn(self._settle_later(record, job))
+            return record, job
+        try:
+            await self.store.save_job(job)
+        except Exception as exc:
+            log.warning("cluster: could not record the state of %s (%s); retrying", job.job_id, exc)
+            self._spawn(self._settle_later(record, job))
+        return record, job
+
+    async def _fenced(self, mine: ExecutionRecord, stored: ExecutionRecord) -> JobRecord:
+        log.error(
+            "cluster: run ended %s here, but the database has it %s (%s); keeping that",
+            mine.state.value.upper(),
+            stored.state.value.upper(),
+            stored.error,
+            extra={"job_id": stored.job_id, "execution_id": stored.id},
+        )
+        with contextlib.suppress(Exception):
+            row = (await self.store.load_jobs()).get(stored.job_id)
+            if row is not None:
+                return row  # it may point at a newer run, started elsewhere meanwhile
+        return _job_of(stored)
+
+    async def _settle_later(self, record: ExecutionRecord, job: JobRecord) -> None:
+        delay = 0.2
+        while True:
+            await asyncio.sleep(delay)  # back-off between attempts, not synchronisation
+            delay = min(delay * 2, 5.0)
+            try:
+                await self.store.save_execution(record)
+                await self.store.save_job(job)
+                return
+            except RunFenced as fenced:
+                row = await self._fenced(record, fenced.stored)
+                assert self._executor is not None
+                if self._executor.job_record(record.job_id).execution_id == record.id:
+                    self._executor.apply_remote(_status(row, ""))
+                return
+            except Exception as exc:
+                log.warning("cluster: still cannot record the end of run %s: %s", record.id, exc)
 
     async def cancel_remote(self, job_id: str, execution_id: str) -> ExecutionRecord | None:
         running = await self.store.running_execution(job_id)
@@ -182,15 +372,62 @@ class Cluster:
                 log.exception("cluster: listening for events failed; listening again")
             await asyncio.sleep(1.0)  # back-off before listening again
 
+    def _listening(self, ready: asyncio.Event) -> None:
+        """LISTEN is in effect (again): what was notified before is lost, so re-read the state."""
+        ready.set()
+        self._spawn(self._resync())
+
+    async def _resync(self) -> None:
+        """Every job's state and the schedules, as the database has them now; watchers get corrections."""
+        assert self._executor is not None and self._manager is not None
+        delay = 0.2
+        for _ in range(8):
+            try:
+                stored = await self.store.load_jobs()
+                corrected = 0
+                for job_id, record in stored.items():
+                    try:
+                        current = self._executor.job_record(job_id)
+                    except NotFound:
+                        continue
+                    status = _status(record, DATABASE)
+                    if record != current and self._executor.running(job_id) is None and not self._stale(status):
+                        self._executor.apply_remote(status)
+                        corrected += 1
+                await self._manager.reload()
+                if corrected:
+                    log.info("cluster: %d job state(s) corrected from the database after listening again", corrected)
+                return
+            except XcronServerError as exc:
+                log.warning("cluster: could not re-read the state after listening again (%s); retrying", exc)
+            await asyncio.sleep(delay)  # back-off between attempts, not synchronisation
+            delay = min(delay * 2, 5.0)
+
+    def _stale(self, status: JobStatus) -> bool:
+        """A change that would move a job back (a notification overtaken by a re-read, or a re-read overtaken
+        by a notification): its run already ended here yet it says RUNNING, or it is about an older run."""
+        assert self._executor is not None
+        try:
+            current = self._executor.job_record(status.job_id)
+        except NotFound:
+            return True
+        if current.execution_id == status.execution_id:
+            return current.state is not JobState.RUNNING and status.state is JobState.RUNNING
+        return (
+            current.last_start is not None and status.last_start is not None and status.last_start < current.last_start
+        )
+
     async def _listen_events(self, ready: asyncio.Event) -> None:
         assert self._executor is not None and self._manager is not None
-        async for payload in self.store.listen_events(on_listen=ready.set):
+        async for payload in self.store.listen_events(on_listen=lambda: self._listening(ready)):
             try:
                 event = json.loads(payload)
                 if event.get("origin") == self.replica_id:
                     continue
                 if event.get("kind") == "status":
-                    self._executor.apply_remote(decode_status(event))
+                    status = decode_status(event)
+                    if not self._stale(status):
+                        self._executor.apply_remote(status)
                 elif event.get("kind") == "schedules":
                     await self._manager.reload()
             except XcronServerError as exc:
@@ -208,30 +445,3 @@ class Cluster:
             except Exception:
                 log.exception("cluster: listening for cancel requests failed; listening again")
             await asyncio.sleep(1.0)  # back-off before listening again
-
-    async def _heartbeats(self) -> None:
-        assert self._executor is not None
-        interval = self.lease.total_seconds() / 3
-        last_ok = time.monotonic()
-        while True:
-            try:
-                await self.store.heartbeat()
-                last_ok = time.monotonic()
-                for record in await self.store.expire_dead_replicas(self.lease):
-                    status = JobStatus(
-                        job_id=record.job_id,
-                        state=JobState.ABORTED,
-                        status_text=record.error,
-                        last_start=record.start_time,
-                        last_finish=record.finish_time,
-                        execution_id=record.id,
-                        progress=record.progress,
-                    )
-                    self._executor.apply_remote(status)  # local, and relayed to the others (no origin)
-            except Exception as exc:
-                log.error("cluster: heartbeat failed: %s", exc)
-                if time.monotonic() - last_ok > self.lease.total_seconds():
-                    stopped = self._executor.cancel_all_local()
-                    if stopped:
-                        log.error("cluster: no heartbeat for a lease; asked %d local run(s) to cancel", stopped)
-            await asyncio.sleep(interval)

@@ -4,7 +4,10 @@ in the store and published on the event bus at every change."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import threading
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -20,7 +23,7 @@ from xcron.server.core.jobs import JobCancelled, JobContext
 from xcron.server.core.model import ExecutionState, JobState, ParameterValue, Trigger
 from xcron.server.core.observe import NullObserver, Observer
 from xcron.server.core.registry import JobRegistry
-from xcron.server.stores.state import INTERRUPTED, ExecutionRecord, JobRecord, StateStore
+from xcron.server.stores.state import INTERRUPTED, ExecutionRecord, JobRecord, RunFenced, StateStore
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +35,25 @@ _JOB_STATE = {
 }
 
 FinishListener = Callable[[ExecutionRecord], None]
+HealthListener = Callable[[bool], None]
+
+PROGRESS_INTERVAL = 0.05
+"""Progress is coalesced at the source: the latest report per job, published at most once per this many
+seconds. A report costs a dict write whatever the number of watchers; a quiet job's report goes at once."""
+STORM_INTERVAL = 1.0
+"""A job whose reports come faster than PROGRESS_INTERVAL (some had to wait) is in a progress storm: its
+latest report is published once per this many seconds, until it has been calmer than that for as long.
+Every publish costs a message to each watcher, so a storm with 1,000 watchers costs 1,000 messages a
+second, not 20 or 20,000."""
+RETRY_MAX_DELAY = 5.0
+"""Back-off cap between attempts to record an outcome the store refused (disk full, locked)."""
 
 
 class ClusterHooks(Protocol):
     async def try_start_run(self, record: ExecutionRecord) -> ExecutionRecord | None: ...
     async def cancel_remote(self, job_id: str, execution_id: str) -> ExecutionRecord | None: ...
-    async def claim(self, job_id: str, schedule_key: str, due: datetime) -> bool: ...
+    async def claim(self, job_id: str, schedule_key: str, due: datetime, *, run: bool = True) -> bool: ...
+    async def settle_run(self, record: ExecutionRecord, job: JobRecord) -> tuple[ExecutionRecord, JobRecord]: ...
 
 
 def _ids(record: ExecutionRecord) -> dict[str, str]:
@@ -80,6 +96,20 @@ class Executor:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.observer: Observer = observer or NullObserver()
         self._persisting: set[asyncio.Task[None]] = set()
+        # Outcomes (and undone starts) the store has not taken yet, by execution id: the truth until
+        # written. GetExecution and ListExecutions read them first, so they never disagree with GetJob.
+        self._unrecorded: dict[str, tuple[ExecutionRecord | None, JobRecord | None]] = {}
+        self._health_listeners: list[HealthListener] = []
+        self._failing: set[str] = set()  # of those, the ones the store has refused at least once
+        self._starts = 0  # runs between "accepted" and "task created"; shutdown waits for them
+        self._starts_settled = asyncio.Event()
+        self._starts_settled.set()
+        self._progress_lock = threading.Lock()  # job threads write reports; the loop publishes them
+        self._progress_pending: dict[str, tuple[str, float, str | None]] = {}
+        self._progress_flush: asyncio.Handle | asyncio.TimerHandle | None = None
+        self._progress_flush_requested = False
+        self._progress_sent: dict[str, float] = {}
+        self._storming: set[str] = set()
         self.cluster: ClusterHooks | None = None
         """Set when replicas share a PostgreSQL store: cluster-wide single run, remote cancels."""
 
@@ -96,6 +126,26 @@ class Executor:
 
     def add_finish_listener(self, listener: FinishListener) -> None:
         self._listeners.append(listener)
+
+    def add_health_listener(self, listener: HealthListener) -> None:
+        """Called with False when an outcome cannot be recorded (store full or failing), True once all are."""
+        self._health_listeners.append(listener)
+
+    @property
+    def healthy(self) -> bool:
+        """False while some ended run's outcome is kept only in memory, waiting for the store."""
+        return not self._failing
+
+    def overlay(self, records: list[ExecutionRecord]) -> list[ExecutionRecord]:
+        """Stored executions with what memory knows better: running runs and unrecorded outcomes."""
+        running = {entry.record.id: entry.record for entry in self._running.values()}
+        out = []
+        for record in records:
+            known = running.get(record.id)
+            if known is None and record.id in self._unrecorded:
+                known = self._unrecorded[record.id][0]
+            out.append(known or record)
+        return out
 
     def job_record(self, job_id: str) -> JobRecord:
         self._registry.get(job_id)
@@ -166,7 +216,11 @@ class Executor:
         if request_id:
             self._remember_request(job_id, request_id, record.id)
         before = self._jobs[job_id]
-        saved = False
+        saved = job_saved = False
+        # From here a shutdown waits for this start to settle: it runs, or it is refused and undone
+        # (execution ABORTED, job row back to its previous state), never left half-done.
+        self._starts += 1
+        self._starts_settled.clear()
         try:
             job_record = JobRecord(
                 job_id=job_id,
@@ -178,11 +232,22 @@ class Executor:
                 execution_id=record.id,
             )
             if self.cluster is None:
-                # Queued together, so the store commits both in one transaction.
-                outcomes = await asyncio.gather(
-                    self._store.save_execution(record), self._store.save_job(job_record), return_exceptions=True
+                # Queued together, so the store commits both in one transaction. Shielded: if the
+                # caller is cancelled meanwhile, the rows may land anyway, so wait to know and undo them.
+                writes = asyncio.ensure_future(
+                    asyncio.gather(
+                        self._store.save_execution(record), self._store.save_job(job_record), return_exceptions=True
+                    )
                 )
+                try:
+                    outcomes = await asyncio.shield(writes)
+                except asyncio.CancelledError:
+                    outcomes = await writes
+                    saved = not isinstance(outcomes[0], BaseException)
+                    job_saved = not isinstance(outcomes[1], BaseException)
+                    raise
                 saved = not isinstance(outcomes[0], BaseException)
+                job_saved = not isinstance(outcomes[1], BaseException)
                 for outcome in outcomes:
                     if isinstance(outcome, BaseException):
                         raise outcome
@@ -197,22 +262,27 @@ class Executor:
                     self._running.pop(job_id, None)
                     self._request_ids[(job_id, request_id)] = winner.id
                     return winner
-                saved = True
+                saved = job_saved = True
             if not self._accepting or self._running.get(job_id) is not entry:
                 raise FailedPrecondition("the server is shutting down; no new runs are started", reason="SHUTTING_DOWN")
             await self._set_job(job_record, persist=self.cluster is not None)
         except BaseException:
-            # The run never started: put the job back as it was and leave no RUNNING row behind.
+            # The run never started: put the job back as it was, in memory and in the store (retried
+            # until written, like an outcome), and leave no RUNNING row behind.
             if self._running.get(job_id) is entry:
                 del self._running[job_id]
             self._request_ids.pop((job_id, request_id), None)
             if self._jobs[job_id] is not before and self._jobs[job_id].execution_id == record.id:
                 self._jobs[job_id] = before
                 self._bus.publish(self._status(before))
-            if saved:
+            if saved or job_saved:
                 failed = replace(record, state=ExecutionState.ABORTED, finish_time=now, error="the run could not start")
-                self._spawn_persist(failed, None)
+                self._record_later(failed if saved else None, before, record.id, refused=False)
             raise
+        finally:
+            self._starts -= 1
+            if not self._starts:
+                self._starts_settled.set()
         entry.task = asyncio.create_task(self._execute(job, entry), name=f"xcron-run-{job_id}-{record.id}")
         self.observer.run_started(record)
         log.info("run started (%s)", trigger.value, extra=_ids(record))
@@ -289,6 +359,9 @@ class Executor:
         for entry in self._running.values():
             if entry.record.id == execution_id:
                 return entry.record
+        unrecorded = self._unrecorded.get(execution_id)
+        if unrecorded is not None and unrecorded[0] is not None:
+            return unrecorded[0]
         record = await self._store.get_execution(execution_id)
         if record is None:
             raise NotFound(f"no execution with id {execution_id!r}")
@@ -333,6 +406,9 @@ class Executor:
         job_id = entry.record.job_id
         if self._running.get(job_id) is not entry:
             return  # already recorded (e.g. by shutdown)
+        self._apply_pending_progress(job_id)  # the last report counts, even if not yet published
+        self._progress_sent.pop(job_id, None)
+        self._storming.discard(job_id)
         now = self._clock.now()
         status = {
             ExecutionState.COMPLETED: entry.record.status_text if entry.record.progress >= 1 else "completed",
@@ -354,14 +430,21 @@ class Executor:
             last_finish=now,
             execution_id=record.id,
         )
-        await self._set_job(job, persist=False)
-        try:
-            await asyncio.gather(self._store.save_execution(record), self._store.save_job(job))
-        except Exception as exc:
-            # Memory is right; the store must catch up, or the job would look RUNNING after a restart
-            # (and, in a cluster, stay locked). Keep trying in the background.
-            log.error("could not record the end of the run (%s); retrying", exc, extra=_ids(record))
-            self._spawn_persist(record, job)
+        if self.cluster is not None:
+            # Fenced: what the database holds wins (another replica may have aborted the run meanwhile).
+            record, job = await self.cluster.settle_run(record, job)
+            entry.record = record
+            if self._jobs[job_id].execution_id == record.id:  # no newer local run started meanwhile
+                await self._set_job(job, persist=False)
+        else:
+            await self._set_job(job, persist=False)
+            try:
+                await asyncio.gather(self._store.save_execution(record), self._store.save_job(job))
+            except Exception as exc:
+                # Memory is right and stays the truth; the store must catch up, or the job would look
+                # RUNNING after a restart. Keep trying while we live.
+                log.error("could not record the end of the run (%s); kept in memory, retrying", exc, extra=_ids(record))
+                self._record_later(record, job, record.id, refused=True)
         self.observer.run_finished(record)
         log.info("run ended %s", state.value.upper(), extra=_ids(record))
         for listener in list(self._listeners):
@@ -370,40 +453,140 @@ class Executor:
             except Exception:
                 log.exception("finish listener failed")
 
-    def _spawn_persist(self, record: ExecutionRecord, job: JobRecord | None) -> None:
-        task = asyncio.create_task(self._persist_with_retries(record, job), name=f"xcron-persist-{record.id}")
+    def _record_later(
+        self, record: ExecutionRecord | None, job: JobRecord | None, execution_id: str, *, refused: bool
+    ) -> None:
+        """Keeps an outcome (or an undone start) in memory and writes it with back-off until the store
+        takes it. Health is degraded while the store refuses it (`refused`: it did already)."""
+        self._unrecorded[execution_id] = (record, job)
+        if refused:
+            self._mark_failing(execution_id)
+        task = asyncio.create_task(self._persist_with_retries(execution_id), name=f"xcron-persist-{execution_id}")
         self._persisting.add(task)
         task.add_done_callback(self._persisting.discard)
 
-    async def _persist_with_retries(self, record: ExecutionRecord, job: JobRecord | None, attempts: int = 8) -> None:
-        delay = 0.1
-        for attempt in range(attempts):
+    def _mark_failing(self, execution_id: str) -> None:
+        was_healthy = self.healthy
+        self._failing.add(execution_id)
+        if was_healthy:
+            self._notify_health(False)
+
+    def _notify_health(self, healthy: bool) -> None:
+        for listener in list(self._health_listeners):
             try:
-                await self._store.save_execution(record)
+                listener(healthy)
+            except Exception:
+                log.exception("health listener failed")
+
+    async def _persist_with_retries(self, execution_id: str) -> None:
+        delay = 0.1
+        attempt = 0
+        while execution_id in self._unrecorded:
+            record, job = self._unrecorded[execution_id]
+            job_id = record.job_id if record is not None else job.job_id if job is not None else ""
+            try:
+                if record is not None:
+                    await self._store.save_execution(record)
+                # Only while it is still the job's current state: a later run's own saves supersede it.
                 if job is not None and self._jobs.get(job.job_id) == job:
                     await self._store.save_job(job)
-                return
+            except RunFenced:
+                pass  # the store holds another outcome (a cluster fenced this write): it stands
             except Exception as exc:
-                if attempt == attempts - 1:
-                    log.error("gave up recording the run's end: %s", exc, extra=_ids(record))
-                    return
+                attempt += 1
+                self._mark_failing(execution_id)
+                if attempt in (1, 10) or attempt % 100 == 0:
+                    log.error(
+                        "still cannot record a run's end (attempt %d): %s; it stays in memory, retrying",
+                        attempt,
+                        exc,
+                        extra={"job_id": job_id, "execution_id": execution_id},
+                    )
                 await asyncio.sleep(delay)  # back-off between attempts, not synchronisation
-                delay = min(delay * 2, 5.0)
+                delay = min(delay * 2, RETRY_MAX_DELAY)
+                continue
+            if self._unrecorded.get(execution_id) == (record, job):
+                del self._unrecorded[execution_id]
+                if attempt:
+                    log.info(
+                        "recorded the run's end after %d failed attempt(s)",
+                        attempt,
+                        extra={"job_id": job_id, "execution_id": execution_id},
+                    )
+                if execution_id in self._failing:
+                    self._failing.discard(execution_id)
+                    if self.healthy:
+                        self._notify_health(True)
 
     def _progress_threadsafe(self, job_id: str, execution_id: str, progress: float, status: str | None) -> None:
+        """A report from the job (any thread): kept as the job's latest; published by the loop, at most
+        once per PROGRESS_INTERVAL per job. Costs the same whatever the number of watchers."""
         loop = self._loop
         if loop is None:
             return
+        with self._progress_lock:
+            earlier = self._progress_pending.get(job_id)
+            if status is None and earlier is not None and earlier[0] == execution_id:
+                status = earlier[2]  # None keeps the text; an unpublished text is still the latest
+            self._progress_pending[job_id] = (execution_id, progress, status)
+            if self._progress_flush_requested:
+                return
+            self._progress_flush_requested = True
         try:
             on_loop = asyncio.get_running_loop() is loop
         except RuntimeError:  # a job thread: no loop runs here
             on_loop = False
         if on_loop:
-            self._on_progress(job_id, execution_id, progress, status)
+            loop.call_soon(self._flush_progress)
         elif not loop.is_closed():
-            loop.call_soon_threadsafe(self._on_progress, job_id, execution_id, progress, status)
+            with contextlib.suppress(RuntimeError):  # closed meanwhile: the server is gone
+                loop.call_soon_threadsafe(self._flush_progress)
 
-    def _on_progress(self, job_id: str, execution_id: str, progress: float, status: str | None) -> None:
+    def _flush_progress(self) -> None:
+        """On the loop: applies and publishes pending reports of jobs not published within the interval;
+        the others wait for a timer (one for all jobs)."""
+        now = time.monotonic()
+        with self._progress_lock:
+            self._progress_flush_requested = False
+            pending, self._progress_pending = self._progress_pending, {}
+        later: dict[str, tuple[str, float, str | None]] = {}
+        next_due = float("inf")
+        for job_id, report in pending.items():
+            sent = self._progress_sent.get(job_id, float("-inf"))
+            if job_id in self._storming and now - sent > 2 * STORM_INTERVAL:
+                self._storming.discard(job_id)  # calm again
+            due = sent + (STORM_INTERVAL if job_id in self._storming else PROGRESS_INTERVAL)
+            if due > now:
+                self._storming.add(job_id)
+                later[job_id] = report
+                next_due = min(next_due, sent + STORM_INTERVAL)
+                continue
+            self._progress_sent[job_id] = now
+            self._on_progress(job_id, *report)
+        if not later:
+            return
+        with self._progress_lock:
+            for job_id, (execution_id, progress, status) in later.items():
+                newer = self._progress_pending.get(job_id)
+                if newer is None:
+                    self._progress_pending[job_id] = (execution_id, progress, status)
+                elif newer[2] is None and newer[0] == execution_id:
+                    self._progress_pending[job_id] = (execution_id, newer[1], status)
+            if self._progress_flush_requested:
+                return
+            self._progress_flush_requested = True
+        assert self._loop is not None
+        self._loop.call_later(max(0.0, next_due - now), self._flush_progress)
+
+    def _apply_pending_progress(self, job_id: str) -> None:
+        with self._progress_lock:
+            report = self._progress_pending.pop(job_id, None)
+        if report is not None:
+            self._on_progress(job_id, *report, publish=False)
+
+    def _on_progress(
+        self, job_id: str, execution_id: str, progress: float, status: str | None, *, publish: bool = True
+    ) -> None:
         entry = self._running.get(job_id)
         if entry is None or entry.record.id != execution_id:
             return  # a late report from a run that already ended
@@ -411,7 +594,8 @@ class Executor:
         entry.record = replace(entry.record, progress=progress, status_text=text)
         job = replace(self._jobs[job_id], progress=progress, status_text=text)
         self._jobs[job_id] = job
-        self._bus.publish(self._status(job))
+        if publish:
+            self._bus.publish(self._status(job))
 
     async def _set_job(self, record: JobRecord, *, persist: bool) -> None:
         self._jobs[record.job_id] = record
@@ -432,9 +616,14 @@ class Executor:
         )
 
     async def shutdown(self, grace: float) -> None:
-        """Refuses new runs, asks running ones to cancel, waits up to `grace` seconds, then records
-        whatever is still running as ABORTED (interrupted) so the state on disk is final."""
+        """Refuses new runs, lets accepted starts settle, asks running ones to cancel, waits up to `grace`
+        seconds, then records whatever is still running as ABORTED (interrupted) so the state on disk is
+        final. Outcomes the store still refuses get one more `grace` (at least 1 s)."""
         self._accepting = False
+        try:
+            await asyncio.wait_for(self._starts_settled.wait(), max(grace, 1.0))
+        except TimeoutError:
+            log.error("%d run start(s) still waiting for the store at shutdown", self._starts)
         entries = list(self._running.values())
         for entry in entries:
             entry.context.request_cancel()
@@ -442,9 +631,15 @@ class Executor:
         if tasks:
             await asyncio.wait(tasks, timeout=grace)
         for entry in list(self._running.values()):
-            if entry.task is not None:
-                entry.task.cancel()
+            if entry.task is None:
+                continue  # a start still in the store's hands: it undoes itself
+            entry.task.cancel()
             await self._finish(entry, ExecutionState.ABORTED, INTERRUPTED)
         if self._persisting:
             await asyncio.wait(set(self._persisting), timeout=grace or 1.0)
+        for task in list(self._persisting):
+            task.cancel()  # nothing may touch the store once it is closed
+        if self._unrecorded:
+            lost = ", ".join(sorted(self._unrecorded))
+            log.error("exiting with %d outcome(s) the store never took: %s", len(self._unrecorded), lost)
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_DOWN, Decimal, InvalidOperation
 
 from xcron.server.core.errors import InvalidArgument
 from xcron.server.core.limits import Limits
@@ -18,6 +19,11 @@ _PYTHON_TYPES: dict[ParameterType, str] = {
     ParameterType.TIMESTAMP: "timestamp",
     ParameterType.DURATION: "duration",
 }
+
+
+MAX_DURATION = timedelta(seconds=315_576_000_000, microseconds=999_999)
+"""google.protobuf.Duration's range (±10,000 years) at xcron's microsecond precision."""
+_MICROSECOND = timedelta(microseconds=1)
 
 
 def type_of(value: ParameterValue) -> ParameterType:
@@ -43,8 +49,19 @@ def coerce(spec: ParameterSpec, value: ParameterValue, field: str) -> ParameterV
     if actual is spec.type:
         if isinstance(value, float) and not math.isfinite(value):
             raise InvalidArgument(field, f"parameter {spec.name!r} must be a finite number")
-        if isinstance(value, datetime) and value.tzinfo is None:
-            raise InvalidArgument(field, f"parameter {spec.name!r} needs a time zone")
+        if isinstance(value, datetime):
+            if value.tzinfo is None:
+                raise InvalidArgument(field, f"parameter {spec.name!r} needs a time zone")
+            try:
+                value.astimezone(UTC)
+            except OverflowError:
+                raise InvalidArgument(
+                    field, f"parameter {spec.name!r} is outside 0001-01-01 … 9999-12-31 UTC (Timestamp's range)"
+                ) from None
+        if isinstance(value, timedelta) and abs(value) > MAX_DURATION:
+            raise InvalidArgument(
+                field, f"parameter {spec.name!r} is outside ±315,576,000,000 seconds (Duration's range)"
+            )
         return value
     if spec.type is ParameterType.DOUBLE and isinstance(value, int):
         return float(value)  # widening is safe; the reverse would lose data
@@ -117,8 +134,12 @@ def parse_text(kind: ParameterType, text: str, field: str) -> ParameterValue:
                     raise ValueError("no time zone")
                 return parsed
             case ParameterType.DURATION:
-                return timedelta(seconds=float(text))
-    except ValueError as exc:
+                amount = Decimal(text.strip())
+                if not amount.is_finite():
+                    raise ValueError("not a finite number")
+                micros = (amount * 1_000_000).to_integral_value(rounding=ROUND_DOWN)
+                return timedelta(microseconds=int(micros))
+    except (ValueError, ArithmeticError, InvalidOperation) as exc:
         raise InvalidArgument(field, f"{text!r} is not a valid {kind.value}: {exc}") from exc
     raise AssertionError(kind)  # pragma: no cover
 
@@ -129,7 +150,10 @@ def format_text(value: ParameterValue) -> str:
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, timedelta):
-        return repr(value.total_seconds())
+        # Exact (a float loses microseconds from about 285 years on): seconds and six decimals.
+        micros = value // _MICROSECOND
+        whole, fraction = divmod(abs(micros), 1_000_000)
+        return f"{'-' if micros < 0 else ''}{whole}.{fraction:06d}"
     return str(value) if not isinstance(value, float) else repr(value)
 
 

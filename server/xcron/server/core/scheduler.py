@@ -88,9 +88,11 @@ class Scheduler:
         self._starting: set[str] = set()
         self._idle = False
         self._version = 0
+        self._stopped = False
         executor.add_finish_listener(self._on_run_finished)
 
     async def start(self, schedules: dict[str, JobSchedules]) -> None:
+        self._stopped = False
         self._records = await self._store.load_schedule_records()
         for job_id, job_schedules in schedules.items():
             await self.set_job_schedules(job_id, job_schedules)
@@ -98,6 +100,8 @@ class Scheduler:
         self._task.add_done_callback(_report_death)
 
     async def stop(self) -> None:
+        """Stops firing; runs that end afterwards start nothing and save nothing (the store closes next)."""
+        self._stopped = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -264,7 +268,9 @@ class Scheduler:
                 to_fire.append((entry, chosen))
         # Not awaited: the store commits in call order, so these fire times are durable no later than
         # the RUNNING records of the runs started below (a crash never makes a started run look missed).
-        self._spawn(self._save_records([e.record for e in due]))
+        # In a cluster the replica that claims an occurrence records its fire time with the claim.
+        firing = {id(e) for e, _ in to_fire} if self._executor.cluster is not None else set()
+        self._spawn(self._save_records([e.record for e in due if id(e) not in firing]))
         for handled, times in to_fire:
             # Fire through the schedule as it is now (same key: same occurrences), or not at all.
             target = next(
@@ -301,6 +307,10 @@ class Scheduler:
         else:
             run_late = late
         dropped = late_total - len(run_late)
+        if dropped and self._executor.cluster is not None:
+            # Every replica sees the same misses: the one that claims them counts them.
+            self._spawn(self._count_missed_if_claimed(entry.job_id, schedule, missed[-1], dropped))
+            dropped = 0
         if dropped:
             self._executor.observer.misfired(entry.job_id, schedule.misfire_policy.value, dropped)
         chosen = run_late + on_time
@@ -334,10 +344,13 @@ class Scheduler:
             return
         policy = entry.schedule.overlap_policy
         if policy is OverlapPolicy.SKIP or (policy is OverlapPolicy.BUFFER_ONE and entry.pending):
+            if self._executor.cluster is not None:  # the replica that claims the occurrence counts it
+                self._spawn(self._skip_if_claimed(entry, due))
+                return
             self._count_skipped(entry, 1)
             self._spawn(self._save_records([entry.record]))
             self._executor.observer.overlap_skipped(job_id, policy.value)
-            log.info("job %s is still running: occurrence %s skipped", job_id, due.isoformat())
+            self._log_skip(job_id, due)
             return
         if policy is OverlapPolicy.CANCEL_OTHER:
             # The newest occurrence supersedes one still waiting for the cancelled run to end.
@@ -349,6 +362,66 @@ class Scheduler:
             self._executor.cancel_for_overlap(job_id)
         entry.pending.append(due)
         self._drain(job_id)
+
+    async def _skip_if_claimed(self, entry: _Entry, due: datetime) -> None:
+        cluster = self._executor.cluster
+        assert cluster is not None
+        try:
+            if not await cluster.claim(entry.job_id, entry.schedule.key, due, run=False):
+                return  # another replica handles (runs or counts) this occurrence
+        except Exception as exc:
+            log.warning("job %s: occurrence %s neither run nor counted: %s", entry.job_id, due.isoformat(), exc)
+            return
+        self._bump(entry.job_id, entry.schedule.key, overlap=1)
+        self._executor.observer.overlap_skipped(entry.job_id, entry.schedule.overlap_policy.value)
+        self._log_skip(entry.job_id, due)
+
+    async def _count_missed_if_claimed(self, job_id: str, schedule: Schedule, newest: datetime, count: int) -> None:
+        cluster = self._executor.cluster
+        assert cluster is not None
+        try:
+            if not await cluster.claim(job_id, schedule.key + "#missed", newest, run=False):
+                return
+        except Exception as exc:
+            log.warning("job %s: %d missed occurrence(s) not counted: %s", job_id, count, exc)
+            return
+        self._bump(job_id, schedule.key, misfire=count)
+        self._executor.observer.misfired(job_id, schedule.misfire_policy.value, count)
+
+    def _log_skip(self, job_id: str, due: datetime) -> None:
+        if self._executor.running(job_id) is not None:
+            log.info("job %s is still running: occurrence %s skipped", job_id, due.isoformat())
+        else:  # the previous occurrence's start still waits on the store (a claim, or the run's record)
+            log.info("job %s is still being started (waiting on the store): occurrence %s skipped", job_id,
+                     due.isoformat())  # fmt: skip
+
+    def _bump(self, job_id: str, key: str, *, overlap: int = 0, misfire: int = 0) -> None:
+        """Adds to a schedule's skip counters and saves them."""
+        record = self._add_counts(job_id, key, overlap, misfire)
+        if record is not None:
+            self._spawn(self._save_records([record]))
+
+    def adjust_counters(self, deltas: dict[tuple[str, str], tuple[int, int]]) -> None:
+        """What other replicas counted since this one last looked (cluster): GetJob shows cluster totals."""
+        for (job_id, key), (overlap, misfire) in deltas.items():
+            self._add_counts(job_id, key, overlap, misfire)
+
+    def _add_counts(self, job_id: str, key: str, overlap: int, misfire: int) -> ScheduleRecord | None:
+        record = self._records.get((job_id, key))
+        if record is None:
+            return None
+        self._version += 1
+        record = replace(
+            record,
+            overlap_skipped=record.overlap_skipped + overlap,
+            misfire_skipped=record.misfire_skipped + misfire,
+        )
+        self._records[(job_id, key)] = record
+        for entry in self._entries.get(job_id, []):
+            if entry.schedule.key == key:
+                entry.record = replace(entry.record, overlap_skipped=record.overlap_skipped,
+                                       misfire_skipped=record.misfire_skipped)  # fmt: skip
+        return record
 
     def _busy(self, job_id: str) -> bool:
         return job_id in self._starting or self._executor.running(job_id) is not None
@@ -380,7 +453,7 @@ class Scheduler:
             await self._executor.run(entry.job_id, parameters, trigger=Trigger.SCHEDULE, scheduled_time=due)
         except Conflict as exc:  # running on another replica: the overlap policy degrades to SKIP there
             self._executor.observer.overlap_skipped(entry.job_id, entry.schedule.overlap_policy.value)
-            self._count_skipped(entry, 1)
+            self._bump(entry.job_id, entry.schedule.key, overlap=1)  # counted (and saved) by the claimant
             log.info("scheduled run of %s at %s skipped: %s", entry.job_id, due.isoformat(), exc.message)
         except Exception as exc:
             log.warning("scheduled run of %s at %s not started: %s", entry.job_id, due.isoformat(), exc)
@@ -389,6 +462,9 @@ class Scheduler:
             self._drain(entry.job_id)  # what waits behind it goes on (a no-op when the run started)
 
     def _spawn(self, coro: Coroutine[Any, Any, object]) -> None:
+        if self._stopped:
+            coro.close()
+            return
         task = asyncio.ensure_future(coro)
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)

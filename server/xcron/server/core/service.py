@@ -148,7 +148,9 @@ class JobManager:
                 return await self._reload_locked()
             except ScheduleFileError as exc:
                 log.error("reload rejected, running schedules kept: %s", exc)
-                raise InvalidArgument("", f"xcron.xml was not reloaded: {exc}", reason="SCHEDULE_FILE_INVALID") from exc
+                raise InvalidArgument(
+                    "", f"xcron.xml was not reloaded: {_without_path(exc)}", reason="SCHEDULE_FILE_INVALID"
+                ) from exc
 
     async def _reload_locked(self) -> tuple[int, int]:
         document = await self.schedules_source.load(default_zone=self.default_zone, known=self._known)
@@ -161,7 +163,12 @@ class JobManager:
                 await self.scheduler.set_job_schedules(job.id, new)
         self._schedules = schedules
         unknown = sum(1 for e in document.entries if not self._known(e.type_name))
-        log.info("xcron.xml reloaded: %d scheduled jobs, %d unknown entries", len(schedules), unknown)
+        log.info(
+            "%s reloaded: %d scheduled jobs, %d unknown entries",
+            self.schedules_source.description,
+            len(schedules),
+            unknown,
+        )
         return sum(1 for s in schedules.values() if s.schedules), unknown
 
     # -- queries -----------------------------------------------------------------------------
@@ -188,7 +195,7 @@ class JobManager:
         self, job_id: str, *, limit: int, before: ExecutionCursor | None
     ) -> list[ExecutionRecord]:
         self.registry.get(job_id)
-        return await self.store.list_executions(job_id, limit=limit, before=before)
+        return self.executor.overlay(await self.store.list_executions(job_id, limit=limit, before=before))
 
     async def get_execution(self, execution_id: str) -> ExecutionRecord:
         return await self.executor.get_execution(execution_id)
@@ -316,10 +323,11 @@ class JobManager:
         try:
             document = await self.schedules_source.save(document, default_zone=self.default_zone, known=self._known)
         except ValueError as exc:
-            raise InvalidArgument("schedules", f"cannot be written to xcron.xml: {exc}") from exc
+            message = _without_path(exc) if isinstance(exc, ScheduleFileError) else str(exc)
+            raise InvalidArgument("schedules", f"cannot be written to xcron.xml: {message}") from exc
         except OSError as exc:
             where = self.schedules_source.description
-            log.error("could not save %s: %s", where, exc)
+            log.error("could not save %s: %s", where, exc)  # the path goes to the log, never to clients
             raise StoreUnavailable(
                 f"the schedule was not saved: cannot write {self.schedules_source.label}: "
                 f"{exc.strerror or exc}; nothing was changed",
@@ -335,6 +343,11 @@ class JobManager:
             self._disabled.pop(job.id, None)
         self._schedules[job.id] = new
         await self.scheduler.set_job_schedules(job.id, new)  # cannot fail: its own saves are best effort
+
+
+def _without_path(exc: ScheduleFileError) -> str:
+    """What a client may read of a schedule file error: line and reason, not the server's path."""
+    return f"line {exc.line}: {exc.reason}" if exc.line is not None else exc.reason
 
 
 def _check_overlap(job: type[Job], schedule: Schedule, field: str) -> None:

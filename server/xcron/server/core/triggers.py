@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from typing import NamedTuple
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from croniter import CroniterError, croniter
 
@@ -95,12 +95,34 @@ class ScheduleValueError(ValueError):
 # Zones
 
 
+MAX_INTERVAL = timedelta(seconds=2**31 - 1)
+"""The longest interval: SanteDB's xcron.xml keeps it in a 32-bit number of seconds."""
+MAX_MISFIRE_GRACE = timedelta(seconds=10**9)
+"""The longest misfire grace period (about 31 years); xc:misfireGrace is read back up to this."""
+_NOT_IANA = frozenset({"localtime", "posixrules", "Factory"})
+
+
+@lru_cache(maxsize=1)
+def _iana_zone_names() -> frozenset[str]:
+    return frozenset(available_timezones()) - _NOT_IANA
+
+
+def is_iana_zone(name: str) -> bool:
+    """Whether `name` is an IANA time zone (or link) name such as 'Europe/Paris' or 'UTC'; not a
+    file of the zone folder that is no zone ('localtime', 'posixrules', 'Factory', 'posix/…')."""
+    if name in _NOT_IANA or name.startswith(("posix/", "right/")):
+        return False
+    return name in _iana_zone_names()
+
+
 @lru_cache(maxsize=512)
 def _zone(name: str) -> ZoneInfo:
+    if not is_iana_zone(name):
+        raise ValueError(f"unknown time zone {name!r}: use an IANA name such as 'Europe/Paris' or 'UTC'")
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):
-        raise ValueError(f"unknown time zone {name!r}") from None
+        raise ValueError(f"unknown time zone {name!r}: use an IANA name such as 'Europe/Paris' or 'UTC'") from None
 
 
 def resolve_zone(name: str, default_zone: str) -> ZoneInfo:
@@ -612,6 +634,12 @@ def validate_schedule(schedule: Schedule) -> None:
             raise ScheduleValueError("interval.interval", "interval must be at least 1 second")
         if spec.every % timedelta(seconds=1):
             raise ScheduleValueError("interval.interval", "interval must be a whole number of seconds")
+        if spec.every > MAX_INTERVAL:
+            raise ScheduleValueError(
+                "interval.interval",
+                f"interval must be at most {MAX_INTERVAL // timedelta(seconds=1):,} seconds (about 68 years; "
+                f"SanteDB keeps it as a 32-bit number), got {spec.every // timedelta(seconds=1):,}",
+            )
     elif isinstance(spec, CalendarSpec):
         bad = sorted(d for d in spec.days if not 1 <= d <= 7)
         if bad:
@@ -632,8 +660,18 @@ def validate_schedule(schedule: Schedule) -> None:
             raise ScheduleValueError("time_zone", str(exc)) from None
     if schedule.max_catchup_runs < 0:
         raise ScheduleValueError("max_catchup_runs", "max_catchup_runs must not be negative")
-    if schedule.misfire_grace is not None and schedule.misfire_grace < timedelta(0):
-        raise ScheduleValueError("misfire_grace_period", "misfire_grace_period must not be negative")
+    if schedule.misfire_grace is not None:
+        grace = schedule.misfire_grace
+        if grace < timedelta(0):
+            raise ScheduleValueError("misfire_grace_period", "misfire_grace_period must not be negative")
+        if grace % timedelta(seconds=1):
+            raise ScheduleValueError("misfire_grace_period", "misfire_grace_period must be a whole number of seconds")
+        if grace > MAX_MISFIRE_GRACE:
+            raise ScheduleValueError(
+                "misfire_grace_period",
+                f"misfire_grace_period must be at most {MAX_MISFIRE_GRACE // timedelta(seconds=1):,} seconds, "
+                f"got {grace // timedelta(seconds=1):,}",
+            )
 
 
 def _naive_utc(dt: datetime) -> datetime:

@@ -3,38 +3,55 @@
 Single-node behaviour is the SQLite store's. On top of it, for a cluster of replicas on one schema:
 
 Guarantees
-- **Exactly one claim per occurrence.** `claim_occurrence(job, schedule, due)` returns True for exactly one
-  caller across all replicas (a primary key on the occurrence, `INSERT ... ON CONFLICT DO NOTHING`). Claims
+- **Every call has a deadline** (`call_timeout`, default lease/2 within 1-10 s), measured by the caller: at
+  the deadline the connection's socket is closed and the call raises StoreUnavailable, whatever the network
+  or the server does. Connections also carry connect_timeout, statement_timeout,
+  idle_in_transaction_session_timeout, TCP keepalives and tcp_user_timeout; listeners ping their connection
+  when it has been quiet for lease/3 and reconnect when the ping gets no answer in time.
+- **Leases with epochs.** `heartbeat()` renews this replica's lease (database clock). Each process start,
+  and each renewal after the lease lapsed or was expired by another replica, takes a new epoch from a
+  sequence; a lapse also records ABORTED every run still RUNNING under an older epoch.
+- **Exactly one claim per occurrence**, and only under a valid lease: `claim_occurrence(job, schedule, due)`
+  returns True for exactly one caller across all replicas (a primary key on the occurrence). The claimant
+  records the schedule's fire time in the same transaction, so there is one write per occurrence. Claims
   are pruned `claim_retention` after their due time, so that must exceed any misfire grace period.
 - **At most one RUNNING execution per job, cluster-wide.** A partial unique index
-  `executions(job_id) WHERE state = 'running'` enforces it: `try_start_run` returns None when another run
-  holds the job, and a plain `save_execution` of a second RUNNING run raises `Conflict(JOB_ALREADY_RUNNING)`.
+  `executions(job_id) WHERE state = 'running'` enforces it: `try_start_run` (only under a valid lease)
+  returns None when another run holds the job, and a plain `save_execution` of a second RUNNING run raises
+  `Conflict(JOB_ALREADY_RUNNING)`. `try_start_run` points the job row at the new run in the same transaction.
+- **Fenced run writes.** Replacing an execution checks, in the UPDATE, that it is still RUNNING, owned by
+  this replica under the epoch it was started with, and that this lease is valid; otherwise `RunFenced`
+  carries what the database holds. An ABORTED run stays ABORTED. Job rows never move back to an older run
+  nor contradict their run's outcome.
 - **Idempotent requests, cluster-wide.** `(job_id, request_id)` is unique; `try_start_run` with a used
   request id returns the first execution instead of starting another.
-- **Lease-based recovery.** Each replica `heartbeat()`s `replicas.last_seen`. Runs owned by a replica not seen
-  within the lease are ABORTED by `expire_dead_replicas` (and by `abort_interrupted` on start). All lease
-  arithmetic uses the database clock (`now()`), so replica clocks may drift.
+- **Lease-based recovery.** Runs owned by a replica not seen within the lease are ABORTED by
+  `expire_dead_replicas` (and by `abort_interrupted` on start), which also ends that replica's epoch. All
+  lease arithmetic uses the database clock (`now()`), so replica clocks may drift.
 - **Cancel requests reach the owner.** `request_cancel` sets a sticky `cancel_requested` flag and notifies;
   `listen_cancels` yields the ids for this replica, and after every (re)connect first yields the flags already
   set, so a request made while the listener was disconnected is not lost.
+- **Schedule document edits are compare-and-swap** on a version (`save_schedule_xml(expected_version=…)`).
+- **Schedule records are cluster-safe**: saved in one lock order (no deadlocks), fire times only move
+  forward, skip counters are one row per replica and their sums are the totals (`refresh_counters`).
 
 Not guaranteed
-- A run on a replica partitioned from the database keeps running until that replica notices (nothing here
-  stops it: the caller's heartbeat loop should cancel local runs once heartbeats have failed for a lease);
-  meanwhile another replica may expire it and start the job again, so for a while two runs of one job execute.
-  Jobs that must never overlap need their own fencing (e.g. a lock in the target system). When the
-  partitioned replica comes back, its final `save_execution` overwrites the ABORTED record.
+- A replica cut off from the database must stop its runs itself (see core/cluster.py: it does so when its
+  own monotonic clock says the lease ran out, no later than the others can expire it); a run that ignores
+  cancellation keeps running, and a frozen process (SIGSTOP, a long GC pause) cannot act until it thaws.
+  The fenced writes make sure the database never takes such a run's late outcome.
 - Events (`publish_event`/`listen_events`) are best-effort: NOTIFY is not stored, so a listener misses what
-  is published while it reconnects, and a listener that falls more than 10,000 payloads behind drops the
-  oldest. Listeners receive their own replica's events too.
+  is published while it reconnects (`on_listen` tells it to re-read), and a listener that falls more than
+  10,000 payloads behind drops the oldest. Listeners receive their own replica's events too.
 - `replica_id` must be unique among live replicas. With the default (host, pid, random suffix), a restarted
   process is a new replica and its previous runs are recovered once the old id's lease has expired; pass a
   stable id (e.g. the pod name) for immediate recovery on restart.
 
 Connections: a small fixed pool (`pool_size`, default 4) of lazily opened autocommit connections handed out
 to one task at a time (psycopg_pool is not a dependency), plus one dedicated connection per active listener.
-A connection that broke or was interrupted mid-transaction is closed, never reused; an idle one the server
-ended (restart, terminated backend) is noticed without a round trip and replaced before anyone uses it.
+A connection that broke, was cut off at its deadline, or was interrupted mid-transaction is closed, never
+reused; an idle one the server ended (restart, terminated backend) is noticed without a round trip and
+replaced before anyone uses it. Each shows as `xcron/<schema>/<replica>` in pg_stat_activity.
 """
 
 from __future__ import annotations
@@ -69,6 +86,7 @@ from xcron.server.stores.state import (
     ExecutionCursor,
     ExecutionRecord,
     JobRecord,
+    RunFenced,
     ScheduleRecord,
 )
 
@@ -127,16 +145,48 @@ MIGRATIONS: tuple[LiteralString, ...] = (
         updated_by text NOT NULL
     );
     """,
+    # 4: fencing. A replica's lease has an epoch (new at every start and after every lapse); each run records
+    # the epoch it was started under, and its owner may change it only under that same, still valid, lease.
+    # The schedule document gets a version for compare-and-swap edits.
+    """
+    CREATE SEQUENCE {s}.lease_epochs;
+    ALTER TABLE {s}.replicas ADD COLUMN epoch bigint NOT NULL DEFAULT 0;
+    ALTER TABLE {s}.executions ADD COLUMN epoch bigint NOT NULL DEFAULT 0;
+    ALTER TABLE {s}.schedule_document ADD COLUMN version bigint NOT NULL DEFAULT 1;
+    """,
+    # 5: skip counters, one row per schedule and replica (each replica writes only its own; totals are sums),
+    # replacing the counter columns of schedules, which stay at 0.
+    """
+    CREATE TABLE {s}.schedule_counters (
+        job_id text NOT NULL, schedule_key text NOT NULL, replica_id text NOT NULL,
+        overlap_skipped integer NOT NULL, misfire_skipped integer NOT NULL,
+        PRIMARY KEY (job_id, schedule_key, replica_id)
+    );
+    INSERT INTO {s}.schedule_counters SELECT job_id, schedule_key, '', overlap_skipped, misfire_skipped
+        FROM {s}.schedules WHERE overlap_skipped <> 0 OR misfire_skipped <> 0;
+    UPDATE {s}.schedules SET overlap_skipped = 0, misfire_skipped = 0;
+    """,
 )
 
 _EXECUTION_COLUMNS: LiteralString = (
     "id, job_id, parameters, trigger, state, start_time, finish_time, error, progress, status_text,"
-    " scheduled_time, request_id, cancel_requested, owner"
+    " scheduled_time, request_id, cancel_requested, owner, epoch"
 )
 _EXECUTION_VALUES: LiteralString = (
     "%(id)s, %(job_id)s, %(parameters)s, %(trigger)s, %(state)s, %(start_time)s, %(finish_time)s, %(error)s,"
-    " %(progress)s, %(status_text)s, %(scheduled_time)s, %(request_id)s, %(cancel_requested)s, %(owner)s"
+    " %(progress)s, %(status_text)s, %(scheduled_time)s, %(request_id)s, %(cancel_requested)s, %(owner)s, %(epoch)s"
 )
+# A job row changes only to follow its run, never back to an older run, never against its run's outcome.
+_JOB_ROW_GUARD: LiteralString = """(
+    (jobs.execution_id = EXCLUDED.execution_id AND NOT EXISTS (
+       SELECT 1 FROM {s}.executions x WHERE x.id = EXCLUDED.execution_id
+       AND x.state <> 'running' AND x.state <> EXCLUDED.state))
+    OR (jobs.execution_id <> EXCLUDED.execution_id AND NOT EXISTS (
+       SELECT 1 FROM {s}.executions cur WHERE cur.id = jobs.execution_id
+       AND (cur.state = 'running' OR cur.start_time > coalesce(EXCLUDED.last_start, '-infinity')))))"""
+# True while this replica (%(me)s) holds the lease of epoch %(epoch)s, by the database clock.
+_LEASE_HELD: LiteralString = """EXISTS (SELECT 1 FROM {s}.replicas lease WHERE lease.replica_id = %(me)s
+    AND lease.epoch = %(epoch)s AND lease.epoch <> 0 AND lease.last_seen >= now() - %(lease)s)"""
 
 
 def default_replica_id() -> str:
@@ -146,6 +196,10 @@ def default_replica_id() -> str:
 
 def replica_stopped(replica_id: str) -> str:
     return f"interrupted: replica {replica_id} stopped"
+
+
+def lease_lost(replica_id: str) -> str:
+    return f"interrupted: replica {replica_id} lost its lease (no heartbeat reached the database in time)"
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -171,7 +225,7 @@ def _execution(row: Mapping[str, Any]) -> ExecutionRecord:
     )
 
 
-def _execution_params(record: ExecutionRecord, owner: str) -> dict[str, Any]:
+def _execution_params(record: ExecutionRecord, owner: str, epoch: int) -> dict[str, Any]:
     return {
         "id": record.id,
         "job_id": record.job_id,
@@ -187,13 +241,71 @@ def _execution_params(record: ExecutionRecord, owner: str) -> dict[str, Any]:
         "request_id": record.request_id,
         "cancel_requested": record.cancel_requested,
         "owner": owner,
+        "epoch": epoch,
     }
 
 
-async def _connect(dsn: str) -> Connection:
-    conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True, row_factory=dict_row)
+async def _connect(dsn: str, deadline: float, application_name: str = "xcron") -> Connection:
+    """A connection whose every part has a deadline: connecting, each statement (on the server), and TCP
+    (keepalives while idle; tcp_user_timeout while data goes unacknowledged). The client-side deadline
+    in `PostgresStateStore._conn` covers what none of these sees (a peer that accepts but never answers)."""
+    seconds = max(1, round(deadline))
+    conn = await psycopg.AsyncConnection.connect(
+        dsn,
+        autocommit=True,
+        row_factory=dict_row,
+        connect_timeout=max(2, seconds),  # libpq's minimum
+        keepalives=1,
+        keepalives_idle=seconds,
+        keepalives_interval=1,
+        keepalives_count=3,
+        tcp_user_timeout=int(deadline * 1000),
+        application_name=application_name[:63],
+    )
     await conn.execute("SET TIME ZONE 'UTC'")
+    await conn.execute(sql.SQL("SET statement_timeout = {}").format(sql.Literal(int(deadline * 1000))))
+    await conn.execute(
+        sql.SQL("SET idle_in_transaction_session_timeout = {}").format(sql.Literal(int(deadline * 2000)))
+    )
     return conn
+
+
+class _Deadline:
+    """Cuts a call off after `seconds`. With a connection, its socket is shut down: the call then fails at
+    once with "connection closed", and the pool discards the connection (no polite cancel request: a server
+    that does not answer would not answer that either; and the descriptor stays open until the connection
+    is closed, so no new socket can take its number under a waiting reader). Without one (waiting for a
+    pool slot, or connecting), the calling task is cancelled."""
+
+    def __init__(self, seconds: float) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.seconds = seconds
+        self.expired = False
+        self.conn: Connection | None = None
+        self._task = task
+        self._cancelled = False
+        self._timer = asyncio.get_running_loop().call_later(seconds, self._expire)
+
+    def _expire(self) -> None:
+        self.expired = True
+        if self.conn is not None and not self.conn.closed:
+            try:
+                with socket.fromfd(self.conn.fileno(), socket.AF_INET, socket.SOCK_STREAM) as sock:  # a dup
+                    sock.shutdown(socket.SHUT_RDWR)
+                return
+            except (OSError, psycopg.Error):
+                pass
+        self._cancelled = True
+        self._task.cancel()
+
+    def end(self) -> bool:
+        """Stops the timer; True if it had fired (the caller then reports the timeout)."""
+        self._timer.cancel()
+        if self._cancelled:
+            self._cancelled = False
+            self._task.uncancel()
+        return self.expired
 
 
 def _has_input(conn: Connection) -> bool:
@@ -204,10 +316,12 @@ def _has_input(conn: Connection) -> bool:
 class _ConnectionPool:
     """A fixed number of lazily opened autocommit connections, each used by one task at a time."""
 
-    def __init__(self, dsn: str, size: int) -> None:
+    def __init__(self, dsn: str, size: int, deadline: float, application_name: str) -> None:
         if size < 1:
             raise ValueError("pool_size must be at least 1")
         self._dsn = dsn
+        self._deadline = deadline
+        self._application_name = application_name
         self._size = size
         self._slots: asyncio.Queue[Connection | None] | None = None
         self._connections: set[Connection] = set()
@@ -234,7 +348,7 @@ class _ConnectionPool:
                     await conn.close()
             if conn is None or conn.closed:
                 conn = None
-                conn = await _connect(self._dsn)
+                conn = await _connect(self._dsn, self._deadline, self._application_name)
                 self._connections.add(conn)
             yield conn
         finally:
@@ -264,6 +378,7 @@ class PostgresStateStore:
         lease: timedelta = timedelta(seconds=30),
         pool_size: int = 4,
         claim_retention: timedelta = timedelta(days=7),
+        call_timeout: float | None = None,
     ) -> None:
         if not _SCHEMA_NAME.fullmatch(schema):
             raise ValueError(f"schema {schema!r}: use 1-56 characters of lower-case letters, digits and '_'")
@@ -271,14 +386,27 @@ class PostgresStateStore:
         self.replica_id = replica_id or default_replica_id()
         self.lease = lease
         self.claim_retention = claim_retention
+        self.call_timeout = call_timeout or min(10.0, max(1.0, lease.total_seconds() / 2))
+        """Deadline of every database call (connect included), measured here, whatever the network does."""
+        self.epoch = 0
+        """This replica's lease epoch (0: none yet). Runs are started under it; only it may change them."""
         self.events_channel = f"{schema}.events"
         self.cancel_channel = f"{schema}.cancel"
         self._dsn = dsn
         self._schema_ident = sql.Identifier(schema)
-        self._pool = _ConnectionPool(dsn, pool_size)
+        self.application_name = f"xcron/{schema}/{self.replica_id}"[:63]
+        """Shown in pg_stat_activity: which replica of which schema holds a connection."""
+        self._pool = _ConnectionPool(dsn, pool_size, self.call_timeout, self.application_name)
         self._closed = True
         self._readers: set[asyncio.Task[None]] = set()
         self._last_prune = float("-inf")
+        self._others: dict[tuple[str, str], tuple[int, int]] = {}
+        """Per schedule, the other replicas' skip counters when this one last loaded or refreshed them."""
+
+    @property
+    def dsn(self) -> str:
+        """The connection string (for tools such as pg_dump that connect on their own)."""
+        return self._dsn
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -286,27 +414,42 @@ class PostgresStateStore:
         return sql.SQL(text).format(s=self._schema_ident)
 
     @contextlib.asynccontextmanager
-    async def _conn(self) -> AsyncIterator[Connection]:
-        """A pooled connection; losing the database surfaces as StoreUnavailable, as with SQLite's I/O errors."""
+    async def _conn(self, limit: float | None = None) -> AsyncIterator[Connection]:
+        """A pooled connection for one call, which must end within `limit` (default `call_timeout`) seconds:
+        losing the database, or not hearing from it in time, surfaces as StoreUnavailable (as SQLite's I/O
+        errors do). At the deadline the connection's socket is closed, not cancelled politely: a cancel
+        request to a server that does not answer would hang as well."""
         if self._closed:
             raise StoreUnavailable("the state store is closed")
+        deadline = _Deadline(limit or self.call_timeout)
         try:
             async with self._pool.connection() as conn:
+                deadline.conn = conn  # at the deadline its socket is closed; the pool then discards it
                 yield conn
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            raise StoreUnavailable(f"state store (PostgreSQL schema {self.schema}): {exc}") from exc
+        except BaseException as exc:
+            if deadline.end():  # whatever the cut-off call raised (cancelled, or "connection closed")
+                raise StoreUnavailable(
+                    f"state store (PostgreSQL schema {self.schema}): no answer within {deadline.seconds:.1f} s"
+                ) from None
+            if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+                raise StoreUnavailable(f"state store (PostgreSQL schema {self.schema}): {exc}") from exc
+            raise
+        finally:
+            deadline.end()
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    async def open(self) -> None:
-        """Connects, creates or migrates the schema, and registers this replica (heartbeat)."""
+    async def open(self, *, register: bool = True) -> None:
+        """Connects, creates or migrates the schema, and registers this replica (heartbeat: its first lease
+        epoch). `register=False` for one-off tools (--import, --export): no row in the replica list."""
         if not self._closed:
             return
         self._pool.open()
         self._closed = False
         try:
             await self._migrate()
-            await self.heartbeat()
+            if register:
+                await self.heartbeat()
         except BaseException:
             await self.close()
             raise
@@ -375,7 +518,9 @@ class PostgresStateStore:
                        VALUES (%s, %s, %s, %s, %s, %s, %s)
                        ON CONFLICT (job_id) DO UPDATE SET state = EXCLUDED.state, progress = EXCLUDED.progress,
                          status_text = EXCLUDED.status_text, last_start = EXCLUDED.last_start,
-                         last_finish = EXCLUDED.last_finish, execution_id = EXCLUDED.execution_id"""
+                         last_finish = EXCLUDED.last_finish, execution_id = EXCLUDED.execution_id
+                       WHERE """
+                    + _JOB_ROW_GUARD
                 ),
                 (
                     record.job_id,
@@ -389,8 +534,11 @@ class PostgresStateStore:
             )
 
     async def save_execution(self, record: ExecutionRecord) -> None:
-        """Inserts or replaces by id. A new row is owned by this replica; a replace keeps the owner, and
-        `cancel_requested` is sticky (a replica's stale copy never clears another replica's request).
+        """Inserts or replaces by id. A new row is owned by this replica under its lease epoch. A replace is
+        fenced: it happens only while the stored run is RUNNING, owned by this replica, under the lease epoch
+        it was started with, and that lease is still valid by the database clock. Otherwise the stored
+        outcome stands and RunFenced says what it is (a run another replica recorded ABORTED stays ABORTED;
+        a run of this replica's lapsed lease is recorded ABORTED first). `cancel_requested` is sticky.
 
         Raises Conflict when the row would be a second RUNNING execution of the job, or reuse a request id.
         """
@@ -401,11 +549,16 @@ class PostgresStateStore:
                  finish_time = EXCLUDED.finish_time, error = EXCLUDED.error, progress = EXCLUDED.progress,
                  status_text = EXCLUDED.status_text, scheduled_time = EXCLUDED.scheduled_time,
                  request_id = EXCLUDED.request_id,
-                 cancel_requested = EXCLUDED.cancel_requested OR executions.cancel_requested"""
+                 cancel_requested = EXCLUDED.cancel_requested OR executions.cancel_requested
+               WHERE executions.state = %(running)s AND executions.owner = %(me)s
+                 AND executions.epoch = %(epoch)s AND """ + _LEASE_HELD + " RETURNING id"
         )
+        params = _execution_params(record, self.replica_id, self.epoch)
+        params.update(running=RUNNING, me=self.replica_id, lease=self.lease)
         async with self._conn() as conn:
             try:
-                await conn.execute(query, _execution_params(record, self.replica_id))
+                cur = await conn.execute(query, params)
+                written = await cur.fetchone() is not None
             except psycopg.errors.UniqueViolation as exc:
                 if exc.diag.constraint_name == "executions_one_running":
                     raise Conflict(
@@ -417,6 +570,24 @@ class PostgresStateStore:
                         reason="DUPLICATE_REQUEST",
                     ) from exc
                 raise
+        if not written:
+            await self._fenced(record)
+
+    async def _fenced(self, record: ExecutionRecord) -> None:
+        """A fenced replace wrote nothing: returns if the store already holds this outcome (a retry),
+        else raises RunFenced with what it holds."""
+        stored = await self.get_execution(record.id)
+        if stored is None:
+            raise StoreUnavailable(f"execution {record.id} vanished while it was being recorded")
+        if (stored.state, stored.finish_time) == (record.state, _utc(record.finish_time)):
+            return
+        if stored.state is ExecutionState.RUNNING:
+            # Ours, but our lease lapsed and nobody has noticed yet: renewing records it ABORTED.
+            await self.heartbeat()
+            stored = await self.get_execution(record.id) or stored
+            if stored.state is ExecutionState.RUNNING:
+                raise StoreUnavailable(f"execution {record.id}: its end could not be recorded yet (lease renewed)")
+        raise RunFenced(stored)
 
     async def get_execution(self, execution_id: str) -> ExecutionRecord | None:
         async with self._conn() as conn:
@@ -537,70 +708,151 @@ class PostgresStateStore:
         return deleted
 
     async def load_schedule_records(self) -> dict[tuple[str, str], ScheduleRecord]:
+        """Each schedule's record; its skip counters are the totals over all replicas."""
         async with self._conn() as conn:
-            cur = await conn.execute(self._sql("SELECT * FROM {s}.schedules"))
-            return {
-                (r["job_id"], r["schedule_key"]): ScheduleRecord(
-                    job_id=r["job_id"],
-                    schedule_key=r["schedule_key"],
-                    last_fire=_utc(r["last_fire"]),
-                    last_run=_utc(r["last_run"]),
-                    overlap_skipped=r["overlap_skipped"],
-                    misfire_skipped=r["misfire_skipped"],
-                )
-                for r in await cur.fetchall()
-            }
+            cur = await conn.execute(
+                self._sql(
+                    """SELECT s.job_id, s.schedule_key, s.last_fire, s.last_run,
+                         coalesce(sum(c.overlap_skipped), 0) AS overlap, coalesce(sum(c.misfire_skipped), 0) AS misfire,
+                         coalesce(sum(c.overlap_skipped) FILTER (WHERE c.replica_id = %(me)s), 0) AS own_overlap,
+                         coalesce(sum(c.misfire_skipped) FILTER (WHERE c.replica_id = %(me)s), 0) AS own_misfire
+                       FROM {s}.schedules s LEFT JOIN {s}.schedule_counters c
+                         ON c.job_id = s.job_id AND c.schedule_key = s.schedule_key
+                       GROUP BY s.job_id, s.schedule_key, s.last_fire, s.last_run"""
+                ),
+                {"me": self.replica_id},
+            )
+            rows = await cur.fetchall()
+        records = {}
+        for r in rows:
+            key = (r["job_id"], r["schedule_key"])
+            records[key] = ScheduleRecord(
+                job_id=r["job_id"],
+                schedule_key=r["schedule_key"],
+                last_fire=_utc(r["last_fire"]),
+                last_run=_utc(r["last_run"]),
+                overlap_skipped=int(r["overlap"]),
+                misfire_skipped=int(r["misfire"]),
+            )
+            self._others[key] = (int(r["overlap"] - r["own_overlap"]), int(r["misfire"] - r["own_misfire"]))
+        return records
+
+    async def refresh_counters(self) -> dict[tuple[str, str], tuple[int, int]]:
+        """How much the other replicas' skip counters grew since this replica last loaded or refreshed them,
+        per schedule (only the ones that changed)."""
+        async with self._conn() as conn:
+            cur = await conn.execute(
+                self._sql(
+                    """SELECT job_id, schedule_key, sum(overlap_skipped) AS overlap, sum(misfire_skipped) AS misfire
+                       FROM {s}.schedule_counters WHERE replica_id <> %s GROUP BY job_id, schedule_key"""
+                ),
+                (self.replica_id,),
+            )
+            rows = await cur.fetchall()
+        deltas = {}
+        for r in rows:
+            key = (r["job_id"], r["schedule_key"])
+            now = (int(r["overlap"]), int(r["misfire"]))
+            before = self._others.get(key, (0, 0))
+            if now != before:
+                deltas[key] = (now[0] - before[0], now[1] - before[1])
+                self._others[key] = now
+        return deltas
 
     async def delete_schedule_records(self, job_id: str, schedule_keys: Sequence[str]) -> None:
-        async with self._conn() as conn:
-            await conn.execute(
-                self._sql("DELETE FROM {s}.schedules WHERE job_id = %s AND schedule_key = ANY(%s)"),
-                (job_id, list(schedule_keys)),
-            )
+        async with self._conn() as conn, conn.transaction():
+            for table in ("schedules", "schedule_counters"):
+                await conn.execute(
+                    sql.SQL("DELETE FROM {}.{} WHERE job_id = %s AND schedule_key = ANY(%s)").format(
+                        self._schema_ident, sql.Identifier(table)
+                    ),
+                    (job_id, list(schedule_keys)),
+                )
+        for key in schedule_keys:
+            self._others.pop((job_id, key), None)
 
     async def save_schedule_records(self, records: Sequence[ScheduleRecord]) -> None:
+        """Upserts, cluster-safe: rows are locked in one order (job, schedule key), so replicas saving
+        together never deadlock; fire times only move forward (a replica's older view never undoes a
+        newer one). Skip counters: this replica's own row holds what it counted (the record's totals minus
+        what the others had counted when it last looked), so totals are sums over replicas."""
         if not records:
             return
+        latest = {(r.job_id, r.schedule_key): r for r in records}
+        keys = sorted(latest)
+        schedules, counters = [], []
+        for key in keys:
+            r = latest[key]
+            others = self._others.get(key, (0, 0))
+            schedules.append((r.job_id, r.schedule_key, _utc(r.last_fire), _utc(r.last_run)))
+            own = (max(0, r.overlap_skipped - others[0]), max(0, r.misfire_skipped - others[1]))
+            if own != (0, 0):
+                counters.append((r.job_id, r.schedule_key, self.replica_id, *own))
         async with self._conn() as conn, conn.transaction(), conn.cursor() as cur:
             await cur.executemany(
                 self._sql(
-                    """INSERT INTO {s}.schedules
+                    """INSERT INTO {s}.schedules AS t
                          (job_id, schedule_key, last_fire, last_run, overlap_skipped, misfire_skipped)
-                       VALUES (%s, %s, %s, %s, %s, %s)
-                       ON CONFLICT (job_id, schedule_key) DO UPDATE SET last_fire = EXCLUDED.last_fire,
-                         last_run = EXCLUDED.last_run, overlap_skipped = EXCLUDED.overlap_skipped,
-                         misfire_skipped = EXCLUDED.misfire_skipped"""
+                       VALUES (%s, %s, %s, %s, 0, 0)
+                       ON CONFLICT (job_id, schedule_key) DO UPDATE SET
+                         last_fire = greatest(t.last_fire, EXCLUDED.last_fire),
+                         last_run = greatest(t.last_run, EXCLUDED.last_run)"""
                 ),
-                [
-                    (
-                        r.job_id,
-                        r.schedule_key,
-                        _utc(r.last_fire),
-                        _utc(r.last_run),
-                        r.overlap_skipped,
-                        r.misfire_skipped,
-                    )
-                    for r in records
-                ],
+                schedules,
             )
+            if counters:
+                await cur.executemany(
+                    self._sql(
+                        """INSERT INTO {s}.schedule_counters AS c
+                             (job_id, schedule_key, replica_id, overlap_skipped, misfire_skipped)
+                           VALUES (%s, %s, %s, %s, %s)
+                           ON CONFLICT (job_id, schedule_key, replica_id) DO UPDATE SET
+                             overlap_skipped = greatest(c.overlap_skipped, EXCLUDED.overlap_skipped),
+                             misfire_skipped = greatest(c.misfire_skipped, EXCLUDED.misfire_skipped)"""
+                    ),
+                    counters,
+                )
 
     # -- cluster primitives --------------------------------------------------------------------
 
-    async def claim_occurrence(self, job_id: str, schedule_key: str, due: datetime) -> bool:
+    async def claim_occurrence(self, job_id: str, schedule_key: str, due: datetime, *, run: bool = True) -> bool:
         """True for exactly one caller, across all replicas, per (job, schedule, due time): the one that
-        should run it. Claims older than `claim_retention` are pruned about once an hour per replica."""
+        should run it (or, `run=False`, count it skipped), and only while this replica holds a valid lease.
+        The claimant alone records the schedule's fire time (and, running it, its last run), in the same
+        transaction: one write per occurrence, whoever else is up.
+        Claims older than `claim_retention` are pruned about once an hour per replica."""
         prune = time.monotonic() - self._last_prune >= _PRUNE_EVERY
         if prune:
             self._last_prune = time.monotonic()
+        params = {
+            "job": job_id,
+            "key": schedule_key,
+            "due": _utc(due),
+            "me": self.replica_id,
+            "epoch": self.epoch,
+            "lease": self.lease,
+            "run": run,
+        }
         async with self._conn() as conn, conn.transaction():
             cur = await conn.execute(
                 self._sql(
                     """INSERT INTO {s}.occurrence_claims (job_id, schedule_key, due, replica_id)
-                       VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING replica_id"""
+                       SELECT %(job)s, %(key)s, %(due)s, %(me)s WHERE """
+                    + _LEASE_HELD
+                    + " ON CONFLICT DO NOTHING RETURNING replica_id"
                 ),
-                (job_id, schedule_key, _utc(due), self.replica_id),
+                params,
             )
             claimed = await cur.fetchone() is not None
+            if claimed:
+                await conn.execute(
+                    self._sql(
+                        """UPDATE {s}.schedules SET last_fire = greatest(last_fire, %(due)s),
+                             last_run = CASE WHEN %(run)s THEN greatest(last_run, %(due)s) ELSE last_run END
+                           WHERE job_id = %(job)s AND schedule_key = %(key)s"""
+                    ),
+                    params,
+                )
             if prune:
                 await conn.execute(
                     self._sql("DELETE FROM {s}.occurrence_claims WHERE due < now() - %s"), (self.claim_retention,)
@@ -608,12 +860,17 @@ class PostgresStateStore:
         return claimed
 
     async def try_start_run(self, record: ExecutionRecord) -> ExecutionRecord | None:
-        """Inserts the execution as RUNNING, owned by this replica, unless the job already runs anywhere
-        (returns None). If (job_id, request_id) was used before, returns that execution instead."""
+        """Inserts the execution as RUNNING, owned by this replica under its lease epoch, and points the job
+        row at it (one transaction), unless the job already runs anywhere (returns None). If (job_id,
+        request_id) was used before, returns that execution instead. Raises StoreUnavailable when this
+        replica's lease is not valid (the database clock decides)."""
         record = replace(record, state=ExecutionState.RUNNING, finish_time=None)
+        params = _execution_params(record, self.replica_id, self.epoch)
+        params.update(me=self.replica_id, lease=self.lease)
         insert = self._sql(
-            "INSERT INTO {s}.executions (" + _EXECUTION_COLUMNS + ") VALUES (" + _EXECUTION_VALUES + ") RETURNING *"
-        )
+            "INSERT INTO {s}.executions (" + _EXECUTION_COLUMNS + ") SELECT " + _EXECUTION_VALUES
+            + " WHERE " + _LEASE_HELD + " RETURNING *"
+        )  # fmt: skip
         async with self._conn() as conn, conn.transaction():
             if record.request_id:
                 earlier = await self._find_request(conn, record.job_id, record.request_id)
@@ -621,7 +878,7 @@ class PostgresStateStore:
                     return earlier
             try:
                 async with conn.transaction():  # a savepoint: the violation must not end the outer one
-                    cur = await conn.execute(insert, _execution_params(record, self.replica_id))
+                    cur = await conn.execute(insert, params)
                     row = await cur.fetchone()
             except psycopg.errors.UniqueViolation as exc:
                 if exc.diag.constraint_name not in ("executions_one_running", "executions_by_request"):
@@ -631,35 +888,124 @@ class PostgresStateStore:
                 if record.request_id:
                     return await self._find_request(conn, record.job_id, record.request_id)
                 return None
-            assert row is not None
-            return _execution(row)
-
-    async def heartbeat(self) -> None:
-        """Renews this replica's lease (database clock)."""
-        async with self._conn() as conn:
+            if row is None:
+                raise StoreUnavailable(
+                    f"replica {self.replica_id} does not hold a valid lease (its heartbeats did not reach the "
+                    "database in time); it starts no run until it has renewed it",
+                    reason="LEASE_LOST",
+                )
             await conn.execute(
                 self._sql(
-                    """INSERT INTO {s}.replicas (replica_id, last_seen) VALUES (%s, now())
-                       ON CONFLICT (replica_id) DO UPDATE SET last_seen = now()"""
+                    """INSERT INTO {s}.jobs
+                         (job_id, state, progress, status_text, last_start, last_finish, execution_id)
+                       VALUES (%(job_id)s, 'running', 0, %(status_text)s, %(start_time)s, NULL, %(id)s)
+                       ON CONFLICT (job_id) DO UPDATE SET state = 'running', progress = 0,
+                         status_text = EXCLUDED.status_text, last_start = EXCLUDED.last_start,
+                         execution_id = EXCLUDED.execution_id"""
                 ),
-                (self.replica_id,),
+                params,
             )
+            return _execution(row)
+
+    async def heartbeat(self) -> list[ExecutionRecord]:
+        """Renews this replica's lease (database clock). The first call of a process takes a new lease
+        epoch. If the lease lapsed meanwhile (not renewed within `lease`, or expired by another replica),
+        this takes a new epoch and records ABORTED every run still RUNNING under an older one, returning
+        them: that replica's runs were, or could have been, taken over."""
+        params = {"me": self.replica_id, "lease": self.lease, "epoch": self.epoch}
+        async with self._conn() as conn, conn.transaction():
+            cur = await conn.execute(
+                self._sql(
+                    """SELECT epoch, last_seen >= now() - %(lease)s AS valid FROM {s}.replicas
+                       WHERE replica_id = %(me)s FOR UPDATE"""
+                ),
+                params,
+            )
+            row = await cur.fetchone()
+            if row is not None and self.epoch != 0 and row["epoch"] == self.epoch and row["valid"]:
+                await conn.execute(
+                    self._sql("UPDATE {s}.replicas SET last_seen = now() WHERE replica_id = %(me)s"), params
+                )
+                return []
+            cur = await conn.execute(self._sql("SELECT nextval('{s}.lease_epochs') AS epoch"))
+            epoch_row = await cur.fetchone()
+            assert epoch_row is not None
+            new_epoch = int(epoch_row["epoch"])
+            await conn.execute(
+                self._sql(
+                    """INSERT INTO {s}.replicas (replica_id, last_seen, epoch) VALUES (%(me)s, now(), %(new)s)
+                       ON CONFLICT (replica_id) DO UPDATE SET last_seen = now(), epoch = EXCLUDED.epoch"""
+                ),
+                {**params, "new": new_epoch},
+            )
+            aborted: list[ExecutionRecord] = []
+            if self.epoch != 0:  # a lapse, not a start: on start, abort_interrupted deals with the past
+                cur = await conn.execute(
+                    self._sql(
+                        """UPDATE {s}.executions SET state = %(aborted)s, finish_time = now(),
+                             error = %(why)s, status_text = %(why)s
+                           WHERE owner = %(me)s AND state = %(running)s AND epoch <> %(new)s
+                           RETURNING *"""
+                    ),
+                    {
+                        **params,
+                        "new": new_epoch,
+                        "aborted": ExecutionState.ABORTED.value,
+                        "running": RUNNING,
+                        "why": lease_lost(self.replica_id),
+                    },
+                )
+                aborted = [_execution(r) for r in await cur.fetchall()]
+                await self._abort_jobs(conn, aborted)
+        if self.epoch != 0:
+            log.error(
+                "replica %s lost its lease (epoch %d); renewed as epoch %d; %d run(s) recorded ABORTED",
+                self.replica_id,
+                self.epoch,
+                new_epoch,
+                len(aborted),
+            )
+        self.epoch = new_epoch
+        return aborted
 
     async def expire_dead_replicas(self, lease: timedelta) -> list[ExecutionRecord]:
         """ABORTs the RUNNING executions (and their job rows) of every other replica not seen within `lease`
-        by the database clock, or never registered. Returns them. Replica rows unseen for a week go."""
+        by the database clock, or never registered, and ends those replicas' lease epochs (their next
+        heartbeat learns it). Returns the aborted runs. Replica rows unseen for a week go.
+
+        The lapsed replicas' rows are locked first, in replica id order, so a late heartbeat either
+        commits before (and its runs are left alone) or waits and finds its epoch ended."""
+        params = {
+            "aborted": ExecutionState.ABORTED.value,
+            "running": RUNNING,
+            "me": self.replica_id,
+            "lease": lease,
+        }
         async with self._conn() as conn, conn.transaction():
+            cur = await conn.execute(
+                self._sql(
+                    """SELECT replica_id FROM {s}.replicas
+                       WHERE replica_id <> %(me)s AND last_seen < now() - %(lease)s
+                       ORDER BY replica_id FOR UPDATE"""
+                ),
+                params,
+            )
+            dead = [r["replica_id"] for r in await cur.fetchall()]
+            if dead:
+                await conn.execute(
+                    self._sql("UPDATE {s}.replicas SET epoch = 0 WHERE replica_id = ANY(%(dead)s) AND epoch <> 0"),
+                    {**params, "dead": dead},
+                )
             cur = await conn.execute(
                 self._sql(
                     """UPDATE {s}.executions e SET state = %(aborted)s, finish_time = now(),
                          error = 'interrupted: replica ' || e.owner || ' stopped',
                          status_text = 'interrupted: replica ' || e.owner || ' stopped'
-                       WHERE e.state = %(running)s AND e.owner <> %(me)s AND NOT EXISTS (
-                         SELECT 1 FROM {s}.replicas r
-                         WHERE r.replica_id = e.owner AND r.last_seen >= now() - %(lease)s)
+                       WHERE e.state = %(running)s AND e.owner <> %(me)s AND (e.owner = ANY(%(dead)s)
+                         OR NOT EXISTS (SELECT 1 FROM {s}.replicas r WHERE r.replica_id = e.owner))
                        RETURNING e.*"""
                 ),
-                {"aborted": ExecutionState.ABORTED.value, "running": RUNNING, "me": self.replica_id, "lease": lease},
+                {**params, "dead": dead},
             )
             aborted = [_execution(r) for r in await cur.fetchall()]
             await self._abort_jobs(conn, aborted)
@@ -703,24 +1049,39 @@ class PostgresStateStore:
 
     async def load_schedule_xml(self) -> bytes | None:
         """The shared schedule document (xcron.xml's bytes), None before the first save or import."""
-        async with self._conn() as conn:
-            cur = await conn.execute(self._sql("SELECT xml FROM {s}.schedule_document WHERE id = 1"))
-            row = await cur.fetchone()
-            return bytes(row["xml"]) if row is not None else None
+        return (await self.load_schedule_version())[0]
 
-    async def save_schedule_xml(self, data: bytes) -> None:
-        """Replaces the shared schedule document and tells every replica (an event of kind "schedules")."""
+    async def load_schedule_version(self) -> tuple[bytes | None, int]:
+        """The shared schedule document and its version (0 before the first save or import)."""
+        async with self._conn() as conn:
+            cur = await conn.execute(self._sql("SELECT xml, version FROM {s}.schedule_document WHERE id = 1"))
+            row = await cur.fetchone()
+            return (bytes(row["xml"]), int(row["version"])) if row is not None else (None, 0)
+
+    async def save_schedule_xml(self, data: bytes, *, expected_version: int | None = None) -> int | None:
+        """Replaces the shared schedule document and tells every replica (an event of kind "schedules").
+        With `expected_version`, only if the stored version is still that one (compare-and-swap; 0: none
+        stored yet): returns the new version, or None when another replica saved in between."""
         payload = json.dumps({"kind": "schedules", "origin": self.replica_id})
+        params = {"xml": data, "me": self.replica_id, "expected": expected_version}
         async with self._conn() as conn, conn.transaction():
-            await conn.execute(
-                self._sql(
-                    "INSERT INTO {s}.schedule_document (id, xml, updated_at, updated_by) VALUES (1, %s, now(), %s)"
-                    " ON CONFLICT (id) DO UPDATE SET xml = EXCLUDED.xml, updated_at = now(),"
-                    " updated_by = EXCLUDED.updated_by"
-                ),
-                (data, self.replica_id),
-            )
+            query: LiteralString
+            if expected_version == 0:
+                query = """INSERT INTO {s}.schedule_document (id, xml, updated_at, updated_by, version)
+                           VALUES (1, %(xml)s, now(), %(me)s, 1) ON CONFLICT (id) DO NOTHING RETURNING version"""
+            else:
+                query = """INSERT INTO {s}.schedule_document (id, xml, updated_at, updated_by, version)
+                           VALUES (1, %(xml)s, now(), %(me)s, 1)
+                           ON CONFLICT (id) DO UPDATE SET xml = EXCLUDED.xml, updated_at = now(),
+                             updated_by = EXCLUDED.updated_by, version = schedule_document.version + 1
+                           WHERE %(expected)s::bigint IS NULL OR schedule_document.version = %(expected)s
+                           RETURNING version"""
+            cur = await conn.execute(self._sql(query), params)
+            row = await cur.fetchone()
+            if row is None:
+                return None
             await conn.execute("SELECT pg_notify(%s, %s)", (self.events_channel, payload))  # sent on commit
+            return int(row["version"])
 
     async def running_execution(self, job_id: str) -> ExecutionRecord | None:
         """The job's RUNNING execution on any replica, if there is one."""
@@ -796,6 +1157,7 @@ class PostgresStateStore:
         with exponential back-off (0.1 s to 5 s)."""
         delay = 0.1
         dropped = 0
+        ping_every = max(0.5, self.lease.total_seconds() / 3)
 
         def offer(item: str) -> None:
             nonlocal dropped
@@ -810,19 +1172,33 @@ class PostgresStateStore:
             while not self._closed:
                 conn: Connection | None = None
                 try:
-                    conn = await _connect(self._dsn)
-                    await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
-                    if catch_up is not None:
-                        for item in await catch_up(conn):
-                            offer(item)
+                    deadline = _Deadline(self.call_timeout * 2)
+                    try:
+                        conn = deadline.conn = await _connect(self._dsn, self.call_timeout, self.application_name)
+                        await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+                        if catch_up is not None:
+                            for item in await catch_up(conn):
+                                offer(item)
+                    finally:
+                        if deadline.end():
+                            raise TimeoutError(f"no answer within {deadline.seconds:.1f} s")
                     delay = 0.1
                     if on_listen is not None:
                         on_listen()
-                    async for notice in conn.notifies():
-                        accepted = accept(notice.payload)
-                        if accepted is not None:
-                            offer(accepted)
-                except psycopg.Error as exc:
+                    while True:
+                        async for notice in conn.notifies(timeout=ping_every):
+                            accepted = accept(notice.payload)
+                            if accepted is not None:
+                                offer(accepted)
+                        # A quiet connection may be a dead one (a cut cable, a peer that stopped answering):
+                        # ask, with a deadline, rather than wait for notifications that can never come.
+                        deadline = _Deadline(self.call_timeout)
+                        try:
+                            await conn.execute("SELECT 1")
+                        finally:
+                            if deadline.end():
+                                raise TimeoutError(f"no answer within {deadline.seconds:.1f} s")
+                except (psycopg.Error, TimeoutError) as exc:
                     if self._closed:
                         break
                     log.warning("listening on %s failed (%s); reconnecting in %.1f s", channel, exc, delay)

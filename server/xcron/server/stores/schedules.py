@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from xcron.server.core.errors import StoreUnavailable
 from xcron.server.stores.xcron_xml import (
     MAX_FILE_BYTES,
     ScheduleDocument,
@@ -145,25 +146,64 @@ class FileScheduleSource:
 
 
 class PostgresScheduleSource:
-    """The document in PostgreSQL: SanteDB cannot re-save it, so nothing needs restoring."""
+    """The document in one row, shared by the replicas (SanteDB cannot re-save it, so nothing needs
+    restoring). Saves are compare-and-swap on the row's version: when another replica saved in between,
+    the entries this save changes (against the version it was based on) are re-applied to the newer
+    document and the swap is tried again. So edits of different jobs on different replicas never lose
+    each other, and of two edits of one job the later swap wins, everywhere (each replica reloads when
+    told of a save)."""
+
+    _ATTEMPTS = 50
 
     def __init__(self, store: PostgresStateStore) -> None:
         self.store = store
         self.description = f"postgresql schema {store.schema}"
         self.label = "xcron.xml"
+        self._base: tuple[int, ScheduleDocument] | None = None
+        """The version last loaded or saved here, and its document: what an edit is relative to."""
 
     async def load(self, *, default_zone: str, known: Known | None = None) -> ScheduleDocument:
-        data = await self.store.load_schedule_xml()
+        data, version = await self.store.load_schedule_version()
+        document = self._parse(data, default_zone, known)
+        self._base = (version, document)
+        return document
+
+    def _parse(self, data: bytes | None, default_zone: str, known: Known | None) -> ScheduleDocument:
         if data is None:
             return ScheduleDocument(entries=())
         return parse_schedule_xml(data, source=self.description, default_zone=default_zone, known=known)
 
     async def save(self, document: ScheduleDocument, *, default_zone: str, known: Known) -> ScheduleDocument:
-        data = render_schedule_xml(document, default_zone=default_zone, known=known)
-        # Never store what cannot be read.
-        written = parse_schedule_xml(data, source=self.description, default_zone=default_zone, known=known)
-        await self.store.save_schedule_xml(data)
-        return written
+        base = self._base
+        for _ in range(self._ATTEMPTS):
+            data = render_schedule_xml(document, default_zone=default_zone, known=known)
+            # Never store what cannot be read back.
+            written = parse_schedule_xml(data, source=self.description, default_zone=default_zone, known=known)
+            version = await self.store.save_schedule_xml(data, expected_version=None if base is None else base[0])
+            if version is not None:
+                self._base = (version, written)
+                return written
+            assert base is not None
+            data_now, version_now = await self.store.load_schedule_version()
+            current = self._parse(data_now, default_zone, known)
+            document = reapply(base[1], document, current)
+            base = (version_now, current)
+        raise StoreUnavailable(
+            f"the schedules in {self.description} kept changing under this save ({self._ATTEMPTS} attempts)",
+            reason="SCHEDULE_CONTENDED",
+        )
 
 
-__all__ = ["FileScheduleSource", "PostgresScheduleSource", "ScheduleSource", "ScheduleSourceChanged"]
+def reapply(base: ScheduleDocument, edited: ScheduleDocument, current: ScheduleDocument) -> ScheduleDocument:
+    """`current` with the entries that `edited` changed, added or removed relative to `base` (by job type)."""
+    result = current
+    for entry in edited.entries:
+        if base.find(entry.type_name) != entry:
+            result = result.replace(entry)
+    for entry in base.entries:
+        if edited.find(entry.type_name) is None and result.find(entry.type_name) is not None:
+            result = result.remove(entry.type_name)
+    return result
+
+
+__all__ = ["FileScheduleSource", "PostgresScheduleSource", "ScheduleSource", "ScheduleSourceChanged", "reapply"]

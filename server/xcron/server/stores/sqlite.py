@@ -114,7 +114,7 @@ class SqliteStateStore:
         def settle(task: asyncio.Future[list[Outcome]]) -> None:
             outcomes: list[Outcome]
             if task.cancelled() or task.exception() is not None:
-                error = StoreUnavailable(f"state store {self.path}: {task.exception() or 'cancelled'}")
+                error = StoreUnavailable(f"state store: {task.exception() or 'cancelled'}")
                 outcomes = [(False, error)] * len(batch)
             else:
                 outcomes = task.result()
@@ -125,7 +125,7 @@ class SqliteStateStore:
                     future.set_result(value)
                 else:
                     future.set_exception(value)
-            if self._queue and not self._closed:
+            if self._queue:  # calls made before close() began still run; close() waits for them
                 self._submit(loop)
             else:
                 self._busy = False
@@ -144,19 +144,26 @@ class SqliteStateStore:
             for fn in fns:
                 conn.execute("SAVEPOINT call")
                 try:
-                    outcomes.append((True, fn(conn)))
+                    value = fn(conn)
+                    if isinstance(value, sqlite3.Cursor):
+                        # A write's cursor must die here, on the store thread: finalised later on the event
+                        # loop, it resets a cached statement this thread may be using at that moment
+                        # (SQLite "bad parameter or other API misuse" on a busy server).
+                        value.close()
+                        value = None
+                    outcomes.append((True, value))
                     conn.execute("RELEASE call")
                 except Exception as exc:
                     conn.execute("ROLLBACK TO call")
                     conn.execute("RELEASE call")
                     if isinstance(exc, sqlite3.DatabaseError):
-                        exc = StoreUnavailable(f"state store {self.path}: {exc}")
+                        exc = StoreUnavailable(f"state store: {exc}")
                     outcomes.append((False, exc))
             conn.execute("COMMIT")
         except sqlite3.DatabaseError as exc:  # locked, disk full, corrupt file …: the whole batch failed
             with contextlib.suppress(sqlite3.DatabaseError):
                 conn.execute("ROLLBACK")
-            return [(False, StoreUnavailable(f"state store {self.path}: {exc}"))] * len(fns)
+            return [(False, StoreUnavailable(f"state store: {exc}"))] * len(fns)
         return outcomes
 
     async def open(self) -> None:
@@ -176,11 +183,12 @@ class SqliteStateStore:
         await asyncio.get_running_loop().run_in_executor(self._thread, connect)
 
     async def close(self) -> None:
+        """Calls made before run to completion; calls made after fail at once (StoreUnavailable)."""
         if self._closed:
             return
-        if self._busy and self._idle is not None:
-            await self._idle.wait()  # let the calls already made finish
         self._closed = True
+        while self._busy and self._idle is not None:
+            await self._idle.wait()  # let the calls already made finish
 
         def disconnect() -> None:
             if self._conn is not None:

@@ -100,3 +100,12 @@ class StateStore(Protocol):
     async def delete_schedule_records(self, job_id: str, schedule_keys: Sequence[str]) -> None:
         """Forgets removed schedules, so one put back later starts afresh."""
         ...
+
+
+class RunFenced(Exception):
+    """The end of a run could not be recorded because the store holds another outcome for it: another
+    replica recorded it ABORTED after this one lost its lease. `stored` is what the store has; it wins."""
+
+    def __init__(self, stored: ExecutionRecord) -> None:
+        super().__init__(f"execution {stored.id} is {stored.state.value} in the store: {stored.error}")
+        self.stored = stored

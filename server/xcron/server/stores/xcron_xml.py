@@ -989,13 +989,18 @@ def save_schedule_file(
     return written
 
 
+def temp_prefix(target: Path) -> str:
+    """Prefix of the temp files of atomic saves of `target` (start-up removes stale ones: stores.datadir)."""
+    return f".{target.name}."
+
+
 def write_atomically(path: Path, data: bytes) -> None:
     target = Path(os.path.realpath(path))
     try:
         status: os.stat_result | None = target.stat()
     except FileNotFoundError:
         status = None
-    temp = tempfile.NamedTemporaryFile(dir=target.parent, delete=False, prefix=f".{target.name}.")  # noqa: SIM115
+    temp = tempfile.NamedTemporaryFile(dir=target.parent, delete=False, prefix=temp_prefix(target))  # noqa: SIM115
     try:
         with temp:
             temp.write(data)

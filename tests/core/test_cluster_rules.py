@@ -1,0 +1,69 @@
+"""The cluster's rules for changes learnt from other replicas or re-read from the database: never move a
+job back (to RUNNING for a run that ended, or to an older run). The fault tests exercise them end to end."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+import pytest
+
+from xcron.server.core.cluster import Cluster
+from xcron.server.core.errors import NotFound
+from xcron.server.core.events import JobStatus
+from xcron.server.core.model import JobState
+from xcron.server.stores.state import JobRecord
+
+T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+
+
+class _Store:
+    replica_id = "me"
+    epoch = 1
+
+
+class _Executor:
+    def __init__(self, record: JobRecord) -> None:
+        self.record = record
+
+    def job_record(self, job_id: str) -> JobRecord:
+        if job_id != self.record.job_id:
+            raise NotFound(job_id)
+        return self.record
+
+
+def _cluster(current: JobRecord) -> Cluster:
+    cluster = Cluster(cast(Any, _Store()), lease=timedelta(seconds=3))
+    cluster._executor = cast(Any, _Executor(current))
+    return cluster
+
+
+def _status(execution_id: str, state: JobState, start: datetime, job_id: str = "j") -> JobStatus:
+    return JobStatus(job_id=job_id, state=state, execution_id=execution_id, last_start=start, origin="other")
+
+
+@pytest.mark.parametrize(
+    ("current", "incoming", "stale"),
+    [
+        # The same run: it may end, never start again.
+        ((JobState.COMPLETED, "e1", T0), ("e1", JobState.RUNNING, T0), True),
+        ((JobState.ABORTED, "e1", T0), ("e1", JobState.RUNNING, T0), True),
+        ((JobState.RUNNING, "e1", T0), ("e1", JobState.ABORTED, T0), False),
+        ((JobState.ABORTED, "e1", T0), ("e1", JobState.COMPLETED, T0), False),  # the database decides that one
+        # Another run: only a newer one may take the job's place.
+        ((JobState.RUNNING, "e2", T0 + timedelta(seconds=5)), ("e1", JobState.ABORTED, T0), True),
+        ((JobState.ABORTED, "e1", T0), ("e2", JobState.RUNNING, T0 + timedelta(seconds=5)), False),
+        ((JobState.NOT_YET_RUN, "", None), ("e1", JobState.RUNNING, T0), False),
+    ],
+)
+def test_changes_never_move_a_job_back(
+    current: tuple[JobState, str, datetime | None], incoming: tuple[str, JobState, datetime], stale: bool
+) -> None:
+    state, execution_id, start = current
+    cluster = _cluster(JobRecord(job_id="j", state=state, execution_id=execution_id, last_start=start))
+    assert cluster._stale(_status(*incoming)) is stale
+
+
+def test_changes_of_unknown_jobs_are_ignored() -> None:
+    cluster = _cluster(JobRecord(job_id="j"))
+    assert cluster._stale(_status("e1", JobState.RUNNING, T0, job_id="other"))
