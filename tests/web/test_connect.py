@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import signal
 import ssl
 import struct
 import subprocess
@@ -437,3 +438,12 @@ def test_health_over_connect_needs_no_token(server_factory: ServerFactory, tmp_p
     with pytest.raises(urllib.error.HTTPError) as unknown:
         urllib.request.urlopen(request, timeout=20)
     assert json.loads(unknown.value.read())["code"] == "not_found"
+
+
+def test_shutdown_ends_watch_streams_cleanly(web: ServerProcess) -> None:
+    frames = watch_frames(web, {})
+    assert next(frames)["kind"] == "WATCH_EVENT_KIND_SNAPSHOT"
+    assert web.process is not None
+    web.process.send_signal(signal.SIGTERM)
+    assert next(frames) == {"end": {}}  # the end-of-stream message, not a reset or an error
+    assert web.process.wait(30) == 0
