@@ -59,6 +59,7 @@ def browser() -> Iterator[WebDriver]:
         "--window-size=1280,900",
     ):
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     service = Service(str(CHROMEDRIVER), env={**os.environ, "TZ": "UTC"})
     driver = webdriver.Chrome(service=service, options=options)
     try:
@@ -411,10 +412,13 @@ def test_screenshot(browser: WebDriver, web: ServerProcess, tmp_path: Path) -> N
         client.run_and_wait("test.fail", timeout=20)
         client.run_job("test.block", {"release": str(tmp_path / "go")})
         browser.set_window_size(1280, 1400)
+        browser.get_log("browser")  # drop what earlier tests logged (their refused calls)
         open_panel(browser, web)
         wait_for(browser, lambda b: state(b, "test.block") == "RUNNING")
         target = ROOT / "docs" / "panel.png" if os.environ.get("XCRON_UPDATE_SCREENSHOT") else tmp_path / "panel.png"
         browser.save_screenshot(str(target))
+        problems = [e["message"] for e in browser.get_log("browser") if e["level"] in ("SEVERE", "WARNING")]
+        assert problems == [], problems  # no script error, no Content-Security-Policy violation
         browser.set_window_size(1280, 900)
         assert target.read_bytes().startswith(b"\x89PNG")
         (tmp_path / "go").touch()

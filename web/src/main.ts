@@ -339,6 +339,9 @@ async function start(): Promise<void> {
       $("signin-error").textContent = hasToken() ? e.message : "";
       setToken(null);
       $<HTMLInputElement>("signin-token").focus();
+    } else if (e.code === Code.PermissionDenied) {
+      setConnection("signed in", false);
+      announce(`Your token may not read the jobs: ${e.message}`, true);
     } else {
       setConnection(`cannot reach the server: ${e.message}`, false);
     }
