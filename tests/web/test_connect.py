@@ -15,6 +15,7 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -447,3 +448,17 @@ def test_shutdown_ends_watch_streams_cleanly(web: ServerProcess) -> None:
     web.process.send_signal(signal.SIGTERM)
     assert next(frames) == {"end": {}}  # the end-of-stream message, not a reset or an error
     assert web.process.wait(30) == 0
+
+
+def test_the_server_wheel_carries_the_built_panel(tmp_path: Path) -> None:
+    """A pip-installed server serves the panel without npm: the built files are package data."""
+    root = Path(__file__).resolve().parents[2]
+    pip = [sys.executable, "-m", "pip", "wheel", str(root), "--no-deps", "--no-build-isolation", "-q"]
+    subprocess.run([*pip, "-w", str(tmp_path)], check=True, capture_output=True, cwd=tmp_path)
+    (wheel,) = tmp_path.glob("xcron_server-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        static = root / "server/xcron/server/web/static"
+        for name in ("index.html", "app.js", "app.css"):
+            assert archive.read(f"xcron/server/web/static/{name}") == (static / name).read_bytes()
+    assert "xcron/server/api/connect_gen/job_service_connect.py" in names

@@ -31,9 +31,9 @@ try:
     from selenium import webdriver
     from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.chrome.webdriver import WebDriver
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
-    from selenium.webdriver.remote.webdriver import WebDriver
     from selenium.webdriver.remote.webelement import WebElement
     from selenium.webdriver.support.ui import Select, WebDriverWait
 except ImportError:  # pragma: no cover - selenium is a dev dependency
@@ -108,6 +108,11 @@ def dialog(driver: WebDriver) -> WebElement:
 
 def field(driver: WebDriver, name: str) -> WebElement:
     return dialog(driver).find_element(By.CSS_SELECTOR, f'input[data-param="{name}"]')
+
+
+def console(driver: WebDriver) -> list[dict[str, Any]]:
+    """The browser console's entries since the last call."""
+    return list(driver.get_log("browser"))  # type: ignore[no-untyped-call]  # selenium leaves it unannotated
 
 
 def record_row_changes(driver: WebDriver, job_id: str) -> None:
@@ -412,12 +417,12 @@ def test_screenshot(browser: WebDriver, web: ServerProcess, tmp_path: Path) -> N
         client.run_and_wait("test.fail", timeout=20)
         client.run_job("test.block", {"release": str(tmp_path / "go")})
         browser.set_window_size(1280, 1400)
-        browser.get_log("browser")  # drop what earlier tests logged (their refused calls)
+        console(browser)  # drop what earlier tests logged (their refused calls)
         open_panel(browser, web)
         wait_for(browser, lambda b: state(b, "test.block") == "RUNNING")
         target = ROOT / "docs" / "panel.png" if os.environ.get("XCRON_UPDATE_SCREENSHOT") else tmp_path / "panel.png"
         browser.save_screenshot(str(target))
-        problems = [e["message"] for e in browser.get_log("browser") if e["level"] in ("SEVERE", "WARNING")]
+        problems = [e["message"] for e in console(browser) if e["level"] in ("SEVERE", "WARNING")]
         assert problems == [], problems  # no script error, no Content-Security-Policy violation
         browser.set_window_size(1280, 900)
         assert target.read_bytes().startswith(b"\x89PNG")
