@@ -275,6 +275,42 @@ def test_calendar_schedule_with_server_preview_then_saved(browser: WebDriver, we
         assert saved.spec.days == {DayOfWeek.MONDAY, DayOfWeek.FRIDAY}  # type: ignore[union-attr]
 
 
+def test_several_schedules_with_policies_and_an_end(browser: WebDriver, web: ServerProcess) -> None:
+    open_panel(browser, web)
+    row(browser, "example.countdown").find_element(By.CSS_SELECTOR, "button.schedule").click()
+    d = dialog(browser)
+    add = d.find_element(By.XPATH, ".//button[text()='Add a schedule']")
+    add.click()
+    add.click()
+    first, second = d.find_elements(By.CSS_SELECTOR, "fieldset.schedule-editor")
+    every = first.find_element(By.NAME, "every")
+    every.clear()
+    every.send_keys("2")
+    Select(first.find_element(By.NAME, "unit")).select_by_visible_text("hours")
+    Select(first.find_element(By.NAME, "overlap")).select_by_visible_text("run once it ends")
+    Select(second.find_element(By.NAME, "kind")).select_by_value("cron")
+    zone = second.find_element(By.NAME, "time_zone")
+    zone.clear()
+    zone.send_keys("America/New_York")
+    Select(second.find_element(By.NAME, "misfire")).select_by_visible_text("skip")
+    browser.execute_script("arguments[0].value = '2099-12-31T23:00'", second.find_element(By.NAME, "end"))
+    second.find_element(By.NAME, "end").send_keys(Keys.TAB)
+    previews = [e.find_element(By.CSS_SELECTOR, "ol.preview") for e in (first, second)]
+    wait_for(browser, lambda b: [len(p.find_elements(By.TAG_NAME, "li")) for p in previews] == [5, 5])
+    d.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait_for(browser, lambda b: not b.find_elements(By.CSS_SELECTOR, "dialog[open]"))
+    summary = row(browser, "example.countdown").find_element(By.CSS_SELECTOR, "td.schedule")
+    wait_for(browser, lambda b: summary.text == "every 2 h; 0 3 * * * America/New_York")
+    with Client(web.target, timeout=20) as client:
+        interval, cron = client.get_job("example.countdown").schedules
+    assert interval.spec.every == timedelta(hours=2)  # type: ignore[union-attr]
+    assert interval.overlap_policy.name == "BUFFER_ONE"
+    assert cron.misfire_policy.name == "SKIP" and cron.time_zone == "America/New_York"
+    assert cron.end_time is not None and cron.end_time.year == 2100  # 23:00 in New York, Dec 31 2099 = 04:00 UTC
+    xml = web.schedule_file.read_text()
+    assert 'interval="7200"' in xml and 'expression="0 3 * * *"' in xml
+
+
 def test_a_bad_cron_expression_is_flagged_while_typing(browser: WebDriver, web: ServerProcess) -> None:
     open_panel(browser, web)
     row(browser, "example.countdown").find_element(By.CSS_SELECTOR, "button.schedule").click()
