@@ -12,7 +12,7 @@ from xcron.server.core.cluster import Cluster
 from xcron.server.core.errors import NotFound
 from xcron.server.core.events import JobStatus
 from xcron.server.core.model import JobState
-from xcron.server.stores.state import JobRecord
+from xcron.server.core.ports import JobRecord
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 
@@ -39,7 +39,8 @@ def _cluster(current: JobRecord) -> Cluster:
 
 
 def _status(execution_id: str, state: JobState, start: datetime, job_id: str = "j") -> JobStatus:
-    return JobStatus(job_id=job_id, state=state, execution_id=execution_id, last_start=start, origin="other")
+    record = JobRecord(job_id=job_id, state=state, execution_id=execution_id, last_start=start)
+    return JobStatus(record, origin="other")
 
 
 @pytest.mark.parametrize(

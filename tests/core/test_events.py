@@ -9,10 +9,11 @@ import pytest
 from xcron.server.core.errors import LimitExceeded
 from xcron.server.core.events import MAX_SAFE_INTEGER, BatchKind, EventBus, JobStatus
 from xcron.server.core.model import JobState
+from xcron.server.core.ports import JobRecord
 
 
 def status(job_id: str, progress: float = 0.0, state: JobState = JobState.RUNNING) -> JobStatus:
-    return JobStatus(job_id=job_id, state=state, progress=progress)
+    return JobStatus(JobRecord(job_id=job_id, state=state, progress=progress))
 
 
 def seeded(replay_size: int = 100) -> EventBus:
@@ -38,7 +39,7 @@ async def test_changes_are_numbered_increasingly_and_filtered() -> None:
     published = bus.publish(status("a", 0.2))
     batch = await watcher.next_batch()
     assert batch.kind is BatchKind.CHANGES
-    assert [(s.job_id, s.progress) for s in batch.statuses] == [("a", 0.2)]
+    assert [(s.job_id, s.record.progress) for s in batch.statuses] == [("a", 0.2)]
     assert batch.sequence == published.sequence > snapshot.sequence
 
 
@@ -50,7 +51,7 @@ async def test_slow_watcher_gets_the_latest_state_per_job_and_bounded_memory() -
         bus.publish(status("a", i / 1000))
         bus.publish(status("b", i / 1000))
     batch = await watcher.next_batch()  # one batch, one status per job: nothing piles up
-    assert [(s.job_id, s.progress) for s in batch.statuses] == [("a", 0.999), ("b", 0.999)]
+    assert [(s.job_id, s.record.progress) for s in batch.statuses] == [("a", 0.999), ("b", 0.999)]
     assert watcher.coalesced == 1998
 
 
@@ -73,7 +74,7 @@ async def test_resume_replays_what_was_missed() -> None:
     bus.publish(status("b", 0.3))
     resumed = await bus.subscribe(after_sequence=seen).next_batch()
     assert resumed.kind is BatchKind.CHANGES
-    assert [(s.job_id, s.progress) for s in resumed.statuses] == [("a", 0.2), ("b", 0.3)]
+    assert [(s.job_id, s.record.progress) for s in resumed.statuses] == [("a", 0.2), ("b", 0.3)]
 
 
 async def test_resume_too_far_back_or_from_another_process_gets_a_fresh_snapshot() -> None:
@@ -122,7 +123,7 @@ async def test_resume_at_the_latest_sequence_sends_nothing_until_a_change() -> N
     assert not pending.done()
     bus.publish(status("b", 0.5))
     batch = await asyncio.wait_for(pending, 5)
-    assert batch.kind is BatchKind.CHANGES and [(s.job_id, s.progress) for s in batch.statuses] == [("b", 0.5)]
+    assert batch.kind is BatchKind.CHANGES and [(s.job_id, s.record.progress) for s in batch.statuses] == [("b", 0.5)]
     fresh = seeded()  # no change yet: the snapshot's number is the boot number, and resumes as well
     snapshot = await fresh.subscribe().next_batch()
     quiet = asyncio.create_task(fresh.subscribe(after_sequence=snapshot.sequence).next_batch())

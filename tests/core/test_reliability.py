@@ -16,8 +16,8 @@ from xcron.server.core.errors import FailedPrecondition, StoreUnavailable
 from xcron.server.core.events import JobStatus
 from xcron.server.core.jobs import Job, JobContext, Parameter, ParameterType
 from xcron.server.core.model import ExecutionState, JobState
+from xcron.server.core.ports import JobRecord
 from xcron.server.stores.sqlite import SqliteStateStore
-from xcron.server.stores.state import JobRecord
 
 WRITES = ("save_execution", "save_job", "save_schedule_records", "delete_schedule_records")
 
@@ -196,7 +196,7 @@ async def test_a_progress_storm_is_coalesced_at_the_source(storm_harness: Harnes
         1.0,
         "step 19999" if job_id == "t.async-storm" else "step 20000",
     )
-    assert published[-1].state is JobState.COMPLETED and published[-1].status_text == finished.status_text
+    assert published[-1].record.state is JobState.COMPLETED and published[-1].record.status_text == finished.status_text
     # 20,000 reports, a bounded number of changes published (each one a message to every watcher).
     assert len(published) < 200, len(published)
     for watcher in watchers:
@@ -266,7 +266,7 @@ async def test_no_cursor_leaves_the_store_thread(tmp_path: Path) -> None:
             return outcomes
 
         store._run_batch = spy  # type: ignore[method-assign]
-        from xcron.server.stores.state import ScheduleRecord
+        from xcron.server.core.ports import ScheduleRecord
 
         await store.save_schedule_records([ScheduleRecord(job_id="j", schedule_key="k")])
         await store.delete_schedule_records("j", ["k"])

@@ -101,7 +101,7 @@ async def test_a_failed_start_leaves_no_running_job_behind(harness: Harness, mon
     assert manager.executor.running("t.tick") is None
     record = manager.view("t.tick").record
     assert record.state is JobState.NOT_YET_RUN and record.execution_id == ""
-    await asyncio.gather(*manager.executor._persisting)
+    await manager.executor.outcomes.settled()
     (stored,) = await manager.list_executions("t.tick", limit=10, before=None)
     assert stored.state is ExecutionState.ABORTED and stored.error == "the run could not start"
     assert (await manager.run("t.tick", {})).state is ExecutionState.RUNNING  # and the job can run again

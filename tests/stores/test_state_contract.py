@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import os
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -20,16 +17,13 @@ from typing import Any, LiteralString
 
 import psycopg
 import pytest
+from postgres_db import PG_DSN
 from psycopg import sql
-from requires import require
 from tcp_proxy import TcpProxy
 
 from xcron.server.core.errors import Conflict, StoreUnavailable
 from xcron.server.core.model import ExecutionState, IntervalSpec, JobState, ParameterValue, Schedule, Trigger
-from xcron.server.stores.postgres import MIGRATIONS, PostgresStateStore, lease_lost, replica_stopped
-from xcron.server.stores.schedules import PostgresScheduleSource
-from xcron.server.stores.sqlite import SqliteStateStore
-from xcron.server.stores.state import (
+from xcron.server.core.ports import (
     INTERRUPTED,
     ExecutionCursor,
     ExecutionRecord,
@@ -38,31 +32,13 @@ from xcron.server.stores.state import (
     ScheduleRecord,
     StateStore,
 )
+from xcron.server.stores.postgres import MIGRATIONS, PostgresStateStore, lease_lost, replica_stopped
+from xcron.server.stores.schedules import PostgresScheduleSource
+from xcron.server.stores.sqlite import SqliteStateStore
 from xcron.server.stores.xcron_xml import ScheduleDocument, ScheduleEntry
 
-PG_DSN = os.environ.get("XCRON_TEST_PG_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=test")
 T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 WAIT = 10.0  # seconds: an upper bound for anything awaited, never a synchronisation delay
-
-
-@functools.cache
-def _pg_unreachable() -> str | None:
-    try:
-        with psycopg.connect(PG_DSN, connect_timeout=3):
-            return None
-    except psycopg.Error as exc:
-        return f"PostgreSQL is not reachable at {PG_DSN!r} (set XCRON_TEST_PG_DSN): {str(exc).strip()}"
-
-
-@pytest.fixture
-def pg_schema() -> Iterator[str]:
-    """A fresh schema name (the store creates the schema itself), dropped after the test."""
-    reason = _pg_unreachable()
-    require(reason is None, f"a reachable PostgreSQL ({reason})")
-    schema = f"xcron_test_{uuid.uuid4().hex}"
-    yield schema
-    with psycopg.connect(PG_DSN, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

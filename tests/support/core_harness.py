@@ -7,14 +7,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from xcron.server.app import ServerConfig
+from xcron.server.assembly import build_core
 from xcron.server.core.clock import FakeClock
-from xcron.server.core.events import EventBus
-from xcron.server.core.executor import Executor
 from xcron.server.core.jobs import Job, JobContext, Parameter, ParameterType
+from xcron.server.core.manager import JobManager
+from xcron.server.core.ports import ExecutionRecord
 from xcron.server.core.registry import JobRegistry
-from xcron.server.core.service import JobManager
+from xcron.server.stores.schedules import FileScheduleSource
 from xcron.server.stores.sqlite import SqliteStateStore
-from xcron.server.stores.state import ExecutionRecord
 
 START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)  # a Monday
 
@@ -99,21 +100,17 @@ class Harness:
         Gate.gate = asyncio.Event()
         Gate.started = asyncio.Event()
         Stuck.release = asyncio.Event()
-        registry = JobRegistry(self.jobs)
-        self.store = SqliteStateStore(self.tmp / "data" / "state.sqlite3")
-        bus = EventBus()
-        executor = Executor(registry, self.store, bus, self.clock)
-        self.recorder = Recorder()
-        executor.add_finish_listener(self.recorder)
-        manager = JobManager(
-            registry=registry,
-            store=self.store,
-            bus=bus,
-            clock=self.clock,
-            schedule_file=self.schedule_file,
-            default_zone=zone,
-            executor=executor,
+        config = ServerConfig(
+            schedule_file=self.schedule_file, data_dir=self.tmp / "data", time_zone=zone, load_entry_points=False
         )
+        # The schedule file alone, without the copy of what xcron last wrote (tests edit it by hand).
+        source = FileScheduleSource(self.schedule_file)
+        core = build_core(config, clock=self.clock, registry=JobRegistry(self.jobs), schedule_source=source)
+        assert isinstance(core.store, SqliteStateStore)
+        self.store = core.store
+        self.recorder = Recorder()
+        core.executor.add_finish_listener(self.recorder)
+        manager = core.manager
         await manager.load_schedules()
         await self.store.open()
         await manager.start()

@@ -26,12 +26,12 @@ from certs import make_pki
 from connectrpc.code import Code
 from connectrpc.errors import ConnectError
 from connectrpc.protocol import ProtocolType
-from google.rpc import error_details_pb2
+from google.rpc import error_details_pb2, status_pb2
 from server_process import ServerProcess
 
 from xcron.client import Client, XcronError
 from xcron.server.api.auth import hash_token
-from xcron.server.api.connect import connect_error
+from xcron.server.api.connect import connect_error, rich_connect_error
 from xcron.server.api.connect_gen.job_service_connect import JobServiceClient
 from xcron.server.api.status import to_status
 from xcron.server.core.errors import (
@@ -40,7 +40,9 @@ from xcron.server.core.errors import (
     InvalidArgument,
     LimitExceeded,
     NotFound,
+    PermissionDenied,
     StoreUnavailable,
+    Unauthenticated,
 )
 from xcron.v1 import job_service_pb2 as pb
 
@@ -274,7 +276,8 @@ def test_limits_are_the_same(server_factory: ServerFactory) -> None:
 
 
 def test_error_mapping_covers_every_code() -> None:
-    """The one mapping from the servicer's rich gRPC status to a ConnectError keeps code, message and details."""
+    """The one mapping from xcron's errors to a ConnectError (via status.to_rpc_status, the builder the gRPC
+    servicer uses too) keeps the code, message and details."""
     for error, code in [
         (NotFound("gone"), Code.NOT_FOUND),
         (InvalidArgument("f", "bad"), Code.INVALID_ARGUMENT),
@@ -282,10 +285,12 @@ def test_error_mapping_covers_every_code() -> None:
         (Conflict("busy"), Code.ABORTED),
         (LimitExceeded("too many"), Code.RESOURCE_EXHAUSTED),
         (StoreUnavailable("disk"), Code.UNAVAILABLE),
+        (Unauthenticated("who?"), Code.UNAUTHENTICATED),
+        (PermissionDenied("no"), Code.PERMISSION_DENIED),
     ]:
-        mapped = connect_error(to_status(error))
+        mapped = connect_error(error)
         assert mapped.code is code
-        assert mapped.message == error.message
+        assert mapped.message == error.message == to_status(error).details
         kinds = [d.type_name for d in mapped.details]
         assert kinds[0] == "google.rpc.ErrorInfo"
         assert ("google.rpc.BadRequest" in kinds) == isinstance(error, InvalidArgument)
@@ -293,15 +298,8 @@ def test_error_mapping_covers_every_code() -> None:
         assert (info.reason, info.domain) == (error.reason, "xcron.dev")
     for status_code in grpc.StatusCode:
         if status_code is not grpc.StatusCode.OK:
-            plain = connect_error(_PlainStatus(status_code))
+            plain = rich_connect_error(status_pb2.Status(code=status_code.value[0], message="plain"))
             assert plain.code.name == status_code.name.replace("CANCELLED", "CANCELED")
-
-
-class _PlainStatus(grpc.Status):  # type: ignore[misc]
-    def __init__(self, code: grpc.StatusCode) -> None:
-        self.code = code
-        self.details = "plain"
-        self.trailing_metadata = ()
 
 
 # --- roles and origins -------------------------------------------------------------------------------------

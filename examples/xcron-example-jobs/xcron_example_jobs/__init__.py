@@ -1,6 +1,6 @@
 """An example job package: how another team adds jobs to xcron.
 
-1. Subclass `xcron.server.core.jobs.Job`, declare id, name, description, parameters, can_cancel.
+1. Subclass `xcron.server.Job`, declare id, name, description, parameters, can_cancel.
 2. Implement `run(ctx)`: `async def` runs on the server's loop, plain `def` in its thread pool.
 3. Register the module under the `xcron.jobs` entry point in pyproject.toml, install the package
    next to xcron-server, restart it: the jobs show up in ListJobs.
@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from xcron.server.core.jobs import Job, JobContext, Parameter, ParameterType
+from xcron.server import Job, JobContext, Parameter, ParameterType
 
 
 class GreetJob(Job):

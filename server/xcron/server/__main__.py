@@ -22,12 +22,24 @@ from xcron.server.api.tls import (
 from xcron.server.app import ListenError, ServerConfig, export_schedules, import_schedules, local_zone_name, serve
 from xcron.server.core.errors import StoreUnavailable
 from xcron.server.core.limits import Limits
-from xcron.server.core.triggers import is_iana_zone
+from xcron.server.core.zones import is_iana_zone
 from xcron.server.stores.datadir import DataDirLocked
 from xcron.server.stores.xcron_xml import ScheduleFileError
 
 
 def parse_args(argv: list[str] | None = None) -> ServerConfig:
+    """The command line as a checked ServerConfig (exits with usage on a bad one); `--hash-token` runs and exits."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.hash_token:
+        sys.exit(hash_token_main(sys.stdin, sys.stdout, sys.stderr))
+    tls = _check_args(parser, args)
+    logs.configure(args.log_level, args.log_format)
+    return _config(args, tls)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The options (an argument table; checks live in _check_args)."""
     parser = argparse.ArgumentParser(prog="xcron-server", description="Run the xcron job service.")
     parser.add_argument("--listen", default="127.0.0.1:50051", help="address to serve gRPC on (port 0: any free)")
     parser.add_argument(
@@ -98,9 +110,11 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
     security.add_argument(
         "--hash-token", action="store_true", help="print the tokens-file HASH of the token read from stdin, and exit"
     )
-    args = parser.parse_args(argv)
-    if args.hash_token:
-        sys.exit(hash_token_main(sys.stdin, sys.stdout, sys.stderr))
+    return parser
+
+
+def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> TlsFiles | None:
+    """What the options' types cannot say; parser.error() (exit 2) on the first problem. Returns the TLS files."""
     if not is_iana_zone(args.time_zone):
         parser.error(f"--time-zone: unknown IANA zone {args.time_zone!r} (a name such as Europe/Paris or UTC)")
     if args.history_keep_last < 0 or args.history_max_age_days < 0:
@@ -122,7 +136,10 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
         parser.error("--http-listen takes HOST:PORT")
     if args.metrics_listen is not None and ":" not in args.metrics_listen:
         parser.error("--metrics-listen takes HOST:PORT")
-    logs.configure(args.log_level, args.log_format)
+    return tls
+
+
+def _config(args: argparse.Namespace, tls: TlsFiles | None) -> ServerConfig:
     return ServerConfig(
         limits=Limits(
             max_request_bytes=args.max_request_bytes,

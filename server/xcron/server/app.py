@@ -10,36 +10,32 @@ import os
 import signal
 import sys
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from xcron.server.api import reflection
-from xcron.server.api.auth import AuthInterceptor, load_token_table
+from xcron.server.api.auth import AuthInterceptor, Authorizer, TokenTable, load_token_table
 from xcron.server.api.connect import ConnectJobService, HealthASGIApplication, connect_app
 from xcron.server.api.decode import DecodeGuard
 from xcron.server.api.http import HttpServer, http_app, load_panel
 from xcron.server.api.servicer import Servicer
 from xcron.server.api.tls import TlsConfigError, TlsFiles, check_plaintext_allowed, server_credentials
+from xcron.server.assembly import WRITTEN_COPY_NAME, build_core
 from xcron.server.core.clock import Clock, SystemClock
-from xcron.server.core.cluster import Cluster
 from xcron.server.core.events import EventBus
 from xcron.server.core.executor import Executor
 from xcron.server.core.limits import Limits
+from xcron.server.core.manager import JobManager
 from xcron.server.core.registry import JobRegistry
-from xcron.server.core.service import JobManager
-from xcron.server.core.triggers import is_iana_zone
+from xcron.server.core.zones import is_iana_zone
 from xcron.server.metrics import Metrics
 from xcron.server.stores.datadir import DataDirLock, remove_stale_temp_files
 from xcron.server.stores.postgres import PostgresStateStore
-from xcron.server.stores.schedules import FileScheduleSource, PostgresScheduleSource, ScheduleSource
-from xcron.server.stores.sqlite import SqliteStateStore
-from xcron.server.stores.state import StateStore
+from xcron.server.stores.schedules import FileScheduleSource, PostgresScheduleSource
 from xcron.v1 import job_service_pb2, job_service_pb2_grpc
 
-WRITTEN_COPY_NAME = "xcron.xml.last-written"  # what xcron last wrote, to restore after a SanteDB re-save
 log = logging.getLogger("xcron.server")
 SERVICE_NAME = job_service_pb2.DESCRIPTOR.services_by_name["JobService"].full_name
 
@@ -96,32 +92,19 @@ class ListenError(Exception):
 class XcronServer:
     def __init__(self, config: ServerConfig, *, clock: Clock | None = None) -> None:
         self.config = config
-        self.clock = clock or SystemClock()
-        self.registry = JobRegistry()
-        self.store: StateStore
-        self.schedule_source: ScheduleSource
-        self.cluster: Cluster | None = None
-        if config.store_dsn:
-            postgres = PostgresStateStore(
-                config.store_dsn,
-                schema=config.store_schema,
-                replica_id=config.replica_id,
-                lease=timedelta(seconds=config.lease_seconds),
-            )
-            self.store = postgres
-            self.schedule_source = PostgresScheduleSource(postgres)
-            self.cluster = Cluster(postgres, lease=timedelta(seconds=config.lease_seconds))
-        else:
-            self.store = SqliteStateStore(config.data_dir / "state.sqlite3")
-            self.schedule_source = FileScheduleSource(
-                config.schedule_file, written_copy=config.data_dir / WRITTEN_COPY_NAME
-            )
-        self.bus = EventBus(max_watchers=config.limits.max_watchers)
         self.metrics = Metrics()
+        self.core = build_core(config, clock=clock, observer=self.metrics)
+        self.clock = self.core.clock
+        self.registry = self.core.registry
+        self.store = self.core.store
+        self.schedule_source = self.core.schedule_source
+        self.cluster = self.core.cluster
+        self.bus = self.core.bus
         self.metrics_port: int | None = None
         self.health = health.aio.HealthServicer()
         self.port = 0
         self._server: grpc.aio.Server | None = None
+        self._servicer: Servicer | None = None
         self._http: HttpServer | None = None
         self._connect: ConnectJobService | None = None
         self.http_port = 0
@@ -151,25 +134,7 @@ class XcronServer:
             check_plaintext_allowed(config.listen, allow_insecure=config.allow_insecure)
             if config.http_listen is not None:
                 check_plaintext_allowed(config.http_listen, allow_insecure=config.allow_insecure)
-        tokens = load_token_table(config.tokens_file) if config.tokens_file is not None else None
-        interceptors = (
-            []
-            if tokens is None
-            else [
-                AuthInterceptor(
-                    tokens,
-                    reflection_requires_token=config.reflection_requires_token,
-                    on_failure=self.metrics.auth_failed,
-                )
-            ]
-        )
-        if tokens is not None and tokens.legacy_names:
-            log.warning(
-                "tokens file: %d line(s) still hashed with scrypt (%s): each costs ~50 ms per unknown token; "
-                "replace them with `xcron-server --hash-token` lines (HMAC-SHA256)",
-                len(tokens.legacy_names),
-                ", ".join(tokens.legacy_names),
-            )
+        tokens = self._load_tokens()
         if self.data_dir_lock is not None:
             self.data_dir_lock.acquire()
             remove_stale_temp_files(config.schedule_file)
@@ -178,66 +143,12 @@ class XcronServer:
             self.registry.load_entry_points()
         for module in config.job_modules:
             self.registry.load_module(module)
-        executor = Executor(
-            self.registry,
-            self.store,
-            self.bus,
-            self.clock,
-            max_threads=config.max_threads,
-            max_running=config.limits.max_running,
-            observer=self.metrics,
-            services={
-                "schedule_file": config.schedule_file,
-                "data_dir": config.data_dir,
-                "history_keep_last": config.history_keep_last,
-                "history_max_age_days": config.history_max_age_days,
-            },
-        )
-        manager = JobManager(
-            registry=self.registry,
-            store=self.store,
-            bus=self.bus,
-            clock=self.clock,
-            schedule_source=self.schedule_source,
-            default_zone=config.time_zone,
-            executor=executor,
-            limits=config.limits,
-        )
-        # Counted first, so refused calls count too; DecodeGuard last: it wraps the real handler.
-        server = grpc.aio.server(
-            interceptors=[self.metrics.interceptor(), *interceptors, DecodeGuard()],
-            options=[
-                ("grpc.max_receive_message_length", config.limits.max_request_bytes),
-                ("grpc.max_send_message_length", 64 * 1024 * 1024),
-                # No SO_REUSEPORT: a port another server listens on refuses to start (ListenError),
-                # instead of the kernel spreading calls over both.
-                ("grpc.so_reuseport", 0),
-            ],
-        )
-        servicer = Servicer(manager)
-        job_service_pb2_grpc.add_JobServiceServicer_to_server(servicer, server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable(server, (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name))
+        executor, manager = self.core.executor, self.core.manager
+        server = self._grpc_server(tokens)
         # Bound before the store is opened and anything runs: a server that cannot listen changes nothing.
-        if credentials is None:
-            try:
-                self.port = server.add_insecure_port(config.listen)
-            except RuntimeError as exc:
-                raise ListenError(
-                    f"cannot listen on {config.listen}: the address is in use (another server?) or not local"
-                ) from exc
-        else:
-            try:
-                self.port = server.add_secure_port(config.listen, credentials)
-            except RuntimeError as exc:  # gRPC logs the reason (e.g. "Invalid private key") just before
-                raise TlsConfigError(
-                    f"cannot serve TLS on {config.listen}: the key does not belong to the certificate, "
-                    "a PEM file is corrupt, or the address is in use"
-                ) from exc
+        self.port = self._bind(server, credentials)
         await self.store.open()
         await manager.load_schedules()
-        if self.cluster is not None:
-            self.cluster.attach(executor, manager)
         await manager.start()
         # Everything loaded so far lives as long as the server: keep it out of the collector's full
         # passes, which otherwise stall the loop for ~100 ms on a large heap (scheduler lateness).
@@ -253,7 +164,13 @@ class XcronServer:
         await server.start()
         self._server = server
         if config.http_listen is not None:
-            self._connect = ConnectJobService(servicer, tokens)
+            assert self._servicer is not None  # made by _grpc_server
+            authorizer = (
+                None
+                if tokens is None
+                else Authorizer(tokens, reflection_requires_token=config.reflection_requires_token)
+            )
+            self._connect = ConnectJobService(self._servicer.handlers, authorizer, self.metrics.auth_failed)
             app = http_app(
                 connect_app(self._connect, read_max_bytes=config.limits.max_request_bytes),
                 load_panel(),
@@ -264,6 +181,72 @@ class XcronServer:
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         executor.add_health_listener(self._store_health_changed)
+        self._announce(tokens)
+        return self.port
+
+    def _load_tokens(self) -> TokenTable | None:
+        if self.config.tokens_file is None:
+            return None
+        tokens = load_token_table(self.config.tokens_file)
+        if tokens.legacy_names:
+            log.warning(
+                "tokens file: %d line(s) still hashed with scrypt (%s): each costs ~50 ms per unknown token; "
+                "replace them with `xcron-server --hash-token` lines (HMAC-SHA256)",
+                len(tokens.legacy_names),
+                ", ".join(tokens.legacy_names),
+            )
+        return tokens
+
+    def _grpc_server(self, tokens: TokenTable | None) -> grpc.aio.Server:
+        """JobService, health and reflection behind the interceptors (not bound yet)."""
+        config = self.config
+        auth = (
+            []
+            if tokens is None
+            else [
+                AuthInterceptor(
+                    tokens,
+                    reflection_requires_token=config.reflection_requires_token,
+                    on_failure=self.metrics.auth_failed,
+                )
+            ]
+        )
+        # Counted first, so refused calls count too; DecodeGuard last: it wraps the real handler.
+        server = grpc.aio.server(
+            interceptors=[self.metrics.interceptor(), *auth, DecodeGuard()],
+            options=[
+                ("grpc.max_receive_message_length", config.limits.max_request_bytes),
+                ("grpc.max_send_message_length", 64 * 1024 * 1024),
+                # No SO_REUSEPORT: a port another server listens on refuses to start (ListenError),
+                # instead of the kernel spreading calls over both.
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        self._servicer = Servicer(self.core.manager)  # its handlers serve the Connect port too
+        job_service_pb2_grpc.add_JobServiceServicer_to_server(self._servicer, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable(server, (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name))
+        return server
+
+    def _bind(self, server: grpc.aio.Server, credentials: grpc.ServerCredentials | None) -> int:
+        listen = self.config.listen
+        if credentials is None:
+            try:
+                return int(server.add_insecure_port(listen))
+            except RuntimeError as exc:
+                raise ListenError(
+                    f"cannot listen on {listen}: the address is in use (another server?) or not local"
+                ) from exc
+        try:
+            return int(server.add_secure_port(listen, credentials))
+        except RuntimeError as exc:  # gRPC logs the reason (e.g. "Invalid private key") just before
+            raise TlsConfigError(
+                f"cannot serve TLS on {listen}: the key does not belong to the certificate, "
+                "a PEM file is corrupt, or the address is in use"
+            ) from exc
+
+    def _announce(self, tokens: TokenTable | None) -> None:
+        config = self.config
         log.info(
             "xcron ready (--listen %s, port %d, %s, %s): %d jobs, schedules from %s, time zone %s",
             config.listen,
@@ -274,12 +257,11 @@ class XcronServer:
             self.schedule_source.description,
             config.time_zone,
         )
-        if self._http is not None:
-            host = (config.http_listen or "").rsplit(":", 1)[0]
+        if self._http is not None and config.http_listen is not None:
+            host = config.http_listen.rsplit(":", 1)[0]
             log.info("jobs panel and Connect API on http%s://%s:%d/", "s" if config.tls else "", host, self.http_port)
-        if self.metrics_port is not None:
-            log.info("metrics on http://%s:%d/metrics", config.metrics_listen.rsplit(":", 1)[0], self.metrics_port)  # type: ignore[union-attr]
-        return self.port
+        if self.metrics_port is not None and config.metrics_listen is not None:
+            log.info("metrics on http://%s:%d/metrics", config.metrics_listen.rsplit(":", 1)[0], self.metrics_port)
 
     def _store_health_changed(self, healthy: bool) -> None:
         """NOT_SERVING while an ended run's outcome is kept only in memory (the store refuses it), as a
@@ -342,7 +324,7 @@ async def import_schedules(config: ServerConfig) -> None:
             default_zone=config.time_zone,
             executor=Executor(registry, store, bus, clock, max_threads=1),
         )
-        await manager.import_schedules(config.import_file)
+        await manager.import_schedules(FileScheduleSource(config.import_file))
     finally:
         await store.close()
 

@@ -10,7 +10,6 @@ keeps it as is instead of renaming it `exported_job`. RPCs are labelled with the
 from __future__ import annotations
 
 import asyncio
-import inspect
 import socket
 import threading
 from collections.abc import Awaitable, Callable, Iterable
@@ -23,7 +22,8 @@ import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 
-from xcron.server.stores.state import ExecutionRecord
+from xcron.server.api.wrapping import behaviour_of, responses, same_kind
+from xcron.server.core.ports import ExecutionRecord
 
 RUN_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600)
 LATENESS_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 60, 300)
@@ -135,8 +135,10 @@ class _RpcCounter(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             return handler
         method = handler_call_details.method.lstrip("/")
         count = self._count
-        if handler.unary_unary is not None:
-            inner = handler.unary_unary
+        inner = behaviour_of(handler)
+        if inner is None:
+            return handler
+        if not handler.response_streaming:
 
             async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
                 ended_by_client = False
@@ -148,50 +150,20 @@ class _RpcCounter(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 finally:
                     count(method, context, ended_by_client)
 
-            return grpc.unary_unary_rpc_method_handler(unary, handler.request_deserializer, handler.response_serializer)
-        if handler.unary_stream is not None:
-            stream = handler.unary_stream
+            return same_kind(handler, unary)
 
-            async def streaming(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-                ended_by_client = False
-                try:
-                    result = stream(request, context)
-                    if inspect.isawaitable(result):  # a handler that writes with context.write()
-                        await result
-                    else:
-                        async for item in result:
-                            yield item
-                except (asyncio.CancelledError, GeneratorExit):
-                    ended_by_client = True
-                    raise
-                finally:
-                    count(method, context, ended_by_client)
+        async def streaming(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            ended_by_client = False
+            try:
+                async for item in responses(inner(request, context)):
+                    yield item
+            except (asyncio.CancelledError, GeneratorExit):
+                ended_by_client = True
+                raise
+            finally:
+                count(method, context, ended_by_client)
 
-            return grpc.unary_stream_rpc_method_handler(
-                streaming, handler.request_deserializer, handler.response_serializer
-            )
-        if handler.stream_stream is not None:  # reflection
-            bidi = handler.stream_stream
-
-            async def bidirectional(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-                ended_by_client = False
-                try:
-                    result = bidi(requests, context)
-                    if inspect.isawaitable(result):  # a handler that refuses (auth) or writes with context.write()
-                        await result
-                    else:
-                        async for item in result:
-                            yield item
-                except (asyncio.CancelledError, GeneratorExit):
-                    ended_by_client = True
-                    raise
-                finally:
-                    count(method, context, ended_by_client)
-
-            return grpc.stream_stream_rpc_method_handler(
-                bidirectional, handler.request_deserializer, handler.response_serializer
-            )
-        return handler
+        return same_kind(handler, streaming)
 
     def _count(self, method: str, context: grpc.aio.ServicerContext[Any, Any], ended_by_client: bool) -> None:
         code = context.code()

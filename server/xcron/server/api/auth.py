@@ -67,18 +67,19 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import grpc
-from google.protobuf import any_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
-from grpc_status import rpc_status
 
 from xcron.server.api.ratelimit import LogThrottle
-from xcron.server.api.status import DOMAIN
+from xcron.server.api.status import to_status
+from xcron.server.api.wrapping import same_kind
+from xcron.server.core.errors import PermissionDenied, Unauthenticated, XcronServerError
 from xcron.v1 import job_service_pb2
 
 __all__ = [
     "CURRENT_PRINCIPAL",
     "METHOD_ROLES",
     "AuthInterceptor",
+    "AuthRefused",
+    "Authorizer",
     "Principal",
     "Role",
     "TokenFileError",
@@ -356,23 +357,15 @@ def load_token_table(path: Path) -> TokenTable:
 # --- the interceptor ----------------------------------------------------------------------------------------
 
 
-def _error_status(code: int, reason: str, message: str, metadata: dict[str, str]) -> grpc.Status:
-    info = any_pb2.Any()
-    info.Pack(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=metadata))
-    return rpc_status.to_status(status_pb2.Status(code=code, message=message, details=[info]))
+def unauthenticated(message: str) -> Unauthenticated:
+    return Unauthenticated(message)
 
 
-def unauthenticated_status(message: str) -> grpc.Status:
-    return _error_status(code_pb2.UNAUTHENTICATED, "UNAUTHENTICATED", message, {})
-
-
-def permission_denied_status(method: str, role: Role, principal: Principal) -> grpc.Status:
+def permission_denied(method: str, role: Role, principal: Principal) -> PermissionDenied:
     has = ",".join(sorted(r.value for r in principal.roles)) or "no roles"
-    return _error_status(
-        code_pb2.PERMISSION_DENIED,
-        "PERMISSION_DENIED",
+    return PermissionDenied(
         f"{method.rsplit('/', 1)[-1]} needs the {role.value!r} role; token {principal.name!r} has {has}",
-        {"required_role": role.value, "method": method},
+        metadata={"required_role": role.value, "method": method},
     )
 
 
@@ -416,13 +409,49 @@ def _denying_handler(
         refused(context.peer(), method, status.details)
         await context.abort_with_status(status)
 
-    if handler.request_streaming and handler.response_streaming:
-        return grpc.stream_stream_rpc_method_handler(deny)
-    if handler.request_streaming:
-        return grpc.stream_unary_rpc_method_handler(deny)
-    if handler.response_streaming:
-        return grpc.unary_stream_rpc_method_handler(deny)
-    return grpc.unary_unary_rpc_method_handler(deny)
+    return same_kind(handler, deny, decoded=False)
+
+
+class AuthRefused(Exception):
+    """A call the Authorizer refuses: `error` is what the caller is told (UNAUTHENTICATED or PERMISSION_DENIED),
+    `kind` what the metrics count ("missing_token", "invalid_token", "permission_denied")."""
+
+    def __init__(self, error: XcronServerError, kind: str) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.kind = kind
+
+
+class Authorizer:
+    """The transport-neutral check: a method's full path and the call's metadata -> who calls, or AuthRefused.
+    The gRPC interceptor below is one adapter; an HTTP/Connect transport passes its headers the same way
+    (lower-case names, e.g. ("authorization", "Bearer ...")) and the same /xcron.v1.JobService/Method path."""
+
+    def __init__(self, tokens: TokenTable, *, reflection_requires_token: bool = False) -> None:
+        self._tokens = tokens
+        self._reflection_requires_token = reflection_requires_token
+
+    def is_open(self, method: str) -> bool:
+        """Methods anyone may call: health always, reflection unless the server requires a token for it."""
+        if method.startswith(HEALTH_PREFIX):
+            return True
+        return method.startswith(REFLECTION_PREFIXES) and not self._reflection_requires_token
+
+    async def check(self, method: str, metadata: Iterable[tuple[str, Any]] | None) -> Principal | None:
+        """The caller's principal; None for an open method. Unknown methods need the admin role."""
+        if self.is_open(method):
+            return None
+        open_to_any_token = method.startswith(REFLECTION_PREFIXES) or method in ANY_ROLE_METHODS
+        role = None if open_to_any_token else METHOD_ROLES.get(method, Role.ADMIN)
+        token, problem = bearer_token(metadata)
+        if token is None:
+            raise AuthRefused(unauthenticated(problem), "missing_token")
+        principal = await self._tokens.authenticate(token)
+        if principal is None:
+            raise AuthRefused(unauthenticated("invalid bearer token"), "invalid_token")
+        if role is not None and not principal.allows(role):
+            raise AuthRefused(permission_denied(method, role, principal), "permission_denied")
+        return principal
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc ships no type hints
@@ -436,8 +465,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc
         on_failure: FailureListener | None = None,
         log_interval: float = 60.0,
     ) -> None:
-        self._tokens = tokens
-        self._reflection_requires_token = reflection_requires_token
+        self._authorizer = Authorizer(tokens, reflection_requires_token=reflection_requires_token)
         self._on_failure = on_failure
         self._throttle = LogThrottle(log, log_interval)
         self._peers: set[str] = set()
@@ -460,24 +488,15 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
         handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler  # unknown methods: gRPC answers UNIMPLEMENTED
         method: str = handler_call_details.method
-        if handler is None or method.startswith(HEALTH_PREFIX):
-            return handler  # unknown methods: gRPC answers UNIMPLEMENTED; health is always open
-        reflection = method.startswith(REFLECTION_PREFIXES)
-        if reflection and not self._reflection_requires_token:
-            return handler
-        role = None if reflection or method in ANY_ROLE_METHODS else METHOD_ROLES.get(method, Role.ADMIN)
-        token, problem = bearer_token(handler_call_details.invocation_metadata)
-        if token is None:
-            return _denying_handler(handler, method, unauthenticated_status(problem), self._refuser("missing_token"))
-        principal = await self._tokens.authenticate(token)
-        if principal is None:
-            status = unauthenticated_status("invalid bearer token")
-            return _denying_handler(handler, method, status, self._refuser("invalid_token"))
-        if role is not None and not principal.allows(role):
-            status = permission_denied_status(method, role, principal)
-            return _denying_handler(handler, method, status, self._refuser("permission_denied"))
-        CURRENT_PRINCIPAL.set(principal)
+        try:
+            principal = await self._authorizer.check(method, handler_call_details.invocation_metadata)
+        except AuthRefused as refused:
+            return _denying_handler(handler, method, to_status(refused.error), self._refuser(refused.kind))
+        if principal is not None:
+            CURRENT_PRINCIPAL.set(principal)
         return handler
 
 

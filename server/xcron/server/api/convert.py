@@ -12,6 +12,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from xcron.server.core.errors import InvalidArgument
 from xcron.server.core.events import BatchKind, JobStatus, WatchBatch
 from xcron.server.core.jobs import Job
+from xcron.server.core.manager import JobView
 from xcron.server.core.model import (
     DEFAULT_MAX_CATCHUP_RUNS,
     CalendarSpec,
@@ -27,8 +28,7 @@ from xcron.server.core.model import (
     Schedule,
     Trigger,
 )
-from xcron.server.core.service import JobView
-from xcron.server.stores.state import ExecutionRecord, ScheduleRecord
+from xcron.server.core.ports import ExecutionRecord, ScheduleRecord
 from xcron.v1 import job_service_pb2 as pb
 
 JOB_STATES = {
@@ -329,14 +329,15 @@ def execution(record: ExecutionRecord) -> pb.Execution:
 
 
 def job_status(status: JobStatus) -> pb.JobStatus:
+    record = status.record
     return pb.JobStatus(
-        job_id=status.job_id,
-        state=JOB_STATES[status.state],
-        progress=status.progress,
-        status_text=status.status_text,
-        last_start_time=optional_timestamp(status.last_start),
-        last_finish_time=optional_timestamp(status.last_finish),
-        execution_id=status.execution_id,
+        job_id=record.job_id,
+        state=JOB_STATES[record.state],
+        progress=record.progress,
+        status_text=record.status_text,
+        last_start_time=optional_timestamp(record.last_start),
+        last_finish_time=optional_timestamp(record.last_finish),
+        execution_id=record.execution_id,
         sequence=status.sequence,
     )
 

@@ -9,7 +9,6 @@ are logged at most once a minute per method (reflection is open to anyone by def
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import Any, TypeAlias
@@ -19,6 +18,7 @@ from google.protobuf.message import DecodeError
 
 from xcron.server.api.ratelimit import LogThrottle
 from xcron.server.api.status import to_status
+from xcron.server.api.wrapping import behaviour_of, responses, same_kind
 from xcron.server.core.errors import InvalidArgument
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
@@ -51,71 +51,48 @@ class DecodeGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             return handler
         method: str = handler_call_details.method
         deserialize = handler.request_deserializer
-        if handler.request_streaming:
-            return _streamed(handler, method, deserialize)
-        if handler.unary_unary is not None:
-            inner = handler.unary_unary
+        inner = behaviour_of(handler)
+        if inner is None:
+            return handler
+        if handler.request_streaming:  # reflection: each request decoded as it is read
+            if handler.response_streaming:
 
-            async def unary(data: bytes, context: Context) -> Any:
-                try:
-                    request = _decode(deserialize, data)
-                except InvalidArgument as exc:
-                    _note(method, context, exc)
-                    await context.abort_with_status(to_status(exc))
-                return await inner(request, context)
-
-            return grpc.unary_unary_rpc_method_handler(unary, None, handler.response_serializer)
-        if handler.unary_stream is not None:
-            stream = handler.unary_stream
-
-            async def streaming(data: bytes, context: Context) -> AsyncIterator[Any]:
-                try:
-                    request = _decode(deserialize, data)
-                except InvalidArgument as exc:
-                    _note(method, context, exc)
-                    await context.abort_with_status(to_status(exc))
-                result = stream(request, context)
-                if inspect.isawaitable(result):  # a handler that writes with context.write()
-                    await result
-                else:
-                    async for item in result:
+                async def bidi(requests: AsyncIterable[bytes], context: Context) -> AsyncIterator[Any]:
+                    async for item in responses(inner(_decoding(requests, method, deserialize, context), context)):
                         yield item
 
-            return grpc.unary_stream_rpc_method_handler(streaming, None, handler.response_serializer)
-        return handler
+                return same_kind(handler, bidi, decoded=False)
+
+            async def client_streaming(requests: AsyncIterable[bytes], context: Context) -> Any:
+                return await inner(_decoding(requests, method, deserialize, context), context)
+
+            return same_kind(handler, client_streaming, decoded=False)
+        if not handler.response_streaming:
+
+            async def unary(data: bytes, context: Context) -> Any:
+                return await inner(await _decoded(data, method, deserialize, context), context)
+
+            return same_kind(handler, unary, decoded=False)
+
+        async def streaming(data: bytes, context: Context) -> AsyncIterator[Any]:
+            async for item in responses(inner(await _decoded(data, method, deserialize, context), context)):
+                yield item
+
+        return same_kind(handler, streaming, decoded=False)
 
 
-def _streamed(handler: grpc.RpcMethodHandler, method: str, deserialize: Any) -> grpc.RpcMethodHandler:
-    """Client-streaming and bidi handlers (reflection): each request decoded as it is read."""
+async def _decoded(data: bytes, method: str, deserialize: Any, context: Context) -> Any:
+    """The request, or the call aborted with INVALID_ARGUMENT."""
+    try:
+        return _decode(deserialize, data)
+    except InvalidArgument as exc:
+        _note(method, context, exc)
+        await context.abort_with_status(to_status(exc))
+        raise  # unreachable: abort_with_status raises
 
-    def decoding(requests: AsyncIterable[bytes], context: Context) -> AsyncIterator[Any]:
-        async def messages() -> AsyncIterator[Any]:
-            async for data in requests:
-                try:
-                    yield _decode(deserialize, data)
-                except InvalidArgument as exc:
-                    _note(method, context, exc)
-                    await context.abort_with_status(to_status(exc))
 
-        return messages()
-
-    if handler.stream_stream is not None:
-        inner = handler.stream_stream
-
-        async def bidi(requests: AsyncIterable[bytes], context: Context) -> AsyncIterator[Any]:
-            result = inner(decoding(requests, context), context)
-            if inspect.isawaitable(result):
-                await result
-            else:
-                async for item in result:
-                    yield item
-
-        return grpc.stream_stream_rpc_method_handler(bidi, None, handler.response_serializer)
-    if handler.stream_unary is not None:
-        unary_inner = handler.stream_unary
-
-        async def client_streaming(requests: AsyncIterable[bytes], context: Context) -> Any:
-            return await unary_inner(decoding(requests, context), context)
-
-        return grpc.stream_unary_rpc_method_handler(client_streaming, None, handler.response_serializer)
-    return handler
+async def _decoding(
+    requests: AsyncIterable[bytes], method: str, deserialize: Any, context: Context
+) -> AsyncIterator[Any]:
+    async for data in requests:
+        yield await _decoded(data, method, deserialize, context)

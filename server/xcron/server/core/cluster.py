@@ -38,11 +38,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 from xcron.server.core.errors import FailedPrecondition, NotFound, StoreUnavailable, XcronServerError
 from xcron.server.core.events import JobStatus
 from xcron.server.core.model import JobState
-from xcron.server.stores.state import ExecutionRecord, JobRecord, RunFenced
+from xcron.server.core.ports import ExecutionRecord, JobRecord, RunFenced
 
 if TYPE_CHECKING:
     from xcron.server.core.executor import Executor
-    from xcron.server.core.service import JobManager
+    from xcron.server.core.manager import JobManager
 
 log = logging.getLogger(__name__)
 STATUS_TEXT_LIMIT = 2000  # keeps a NOTIFY payload well under PostgreSQL's 8,000 bytes
@@ -79,23 +79,24 @@ def _dt(value: str | None) -> datetime | None:
 
 
 def encode_status(status: JobStatus, origin: str) -> str:
+    record = status.record
     return json.dumps(
         {
             "kind": "status",
             "origin": origin,
             "job_id": status.job_id,
-            "state": status.state.value,
-            "progress": status.progress,
-            "status_text": status.status_text[:STATUS_TEXT_LIMIT],
-            "last_start": _iso(status.last_start),
-            "last_finish": _iso(status.last_finish),
-            "execution_id": status.execution_id,
+            "state": record.state.value,
+            "progress": record.progress,
+            "status_text": record.status_text[:STATUS_TEXT_LIMIT],
+            "last_start": _iso(record.last_start),
+            "last_finish": _iso(record.last_finish),
+            "execution_id": record.execution_id,
         }
     )
 
 
 def decode_status(event: dict[str, Any]) -> JobStatus:
-    return JobStatus(
+    record = JobRecord(
         job_id=str(event["job_id"]),
         state=JobState(event["state"]),
         progress=float(event["progress"]),
@@ -103,21 +104,12 @@ def decode_status(event: dict[str, Any]) -> JobStatus:
         last_start=_dt(event["last_start"]),
         last_finish=_dt(event["last_finish"]),
         execution_id=str(event["execution_id"]),
-        origin=str(event["origin"]),
     )
+    return JobStatus(record, origin=str(event["origin"]))
 
 
 def _status(record: JobRecord, origin: str) -> JobStatus:
-    return JobStatus(
-        job_id=record.job_id,
-        state=record.state,
-        progress=record.progress,
-        status_text=record.status_text,
-        last_start=record.last_start,
-        last_finish=record.last_finish,
-        execution_id=record.execution_id,
-        origin=origin,
-    )
+    return JobStatus(record, origin=origin)
 
 
 def _job_of(run: ExecutionRecord) -> JobRecord:
@@ -152,9 +144,9 @@ class Cluster:
         self._fence_timer: asyncio.TimerHandle | None = None
 
     def attach(self, executor: Executor, manager: JobManager) -> None:
+        """Called by the JobManager built with this cluster: what the relays report to and read from."""
         self._executor = executor
         self._manager = manager
-        executor.cluster = self
         manager.bus.add_listener(self._outgoing)
 
     async def start(self) -> None:
@@ -411,10 +403,11 @@ class Cluster:
             current = self._executor.job_record(status.job_id)
         except NotFound:
             return True
-        if current.execution_id == status.execution_id:
-            return current.state is not JobState.RUNNING and status.state is JobState.RUNNING
+        change = status.record
+        if current.execution_id == change.execution_id:
+            return current.state is not JobState.RUNNING and change.state is JobState.RUNNING
         return (
-            current.last_start is not None and status.last_start is not None and status.last_start < current.last_start
+            current.last_start is not None and change.last_start is not None and change.last_start < current.last_start
         )
 
     async def _listen_events(self, ready: asyncio.Event) -> None:

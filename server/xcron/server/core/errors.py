@@ -6,7 +6,11 @@ XcronServerError
 ├── FailedPrecondition                      -> FAILED_PRECONDITION
 ├── Conflict                                -> ABORTED (e.g. already running)
 ├── LimitExceeded                           -> RESOURCE_EXHAUSTED
-└── StoreUnavailable    (OSError-ish)       -> UNAVAILABLE (the schedule file or state store cannot be written)
+├── StoreUnavailable    (OSError-ish)       -> UNAVAILABLE (the schedule file or state store cannot be written)
+├── Unauthenticated                         -> UNAUTHENTICATED (no or no valid bearer token)
+└── PermissionDenied    (PermissionError)   -> PERMISSION_DENIED (the token lacks the method's role)
+
+`metadata` goes to the status's ErrorInfo (e.g. the role a method needs).
 """
 
 from __future__ import annotations
@@ -17,9 +21,10 @@ class XcronServerError(Exception):
 
     reason = "XCRON_ERROR"
 
-    def __init__(self, message: str, *, reason: str | None = None) -> None:
+    def __init__(self, message: str, *, reason: str | None = None, metadata: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.metadata = metadata or {}
         if reason is not None:
             self.reason = reason
 
@@ -51,3 +56,11 @@ class LimitExceeded(XcronServerError):
 
 class StoreUnavailable(XcronServerError):
     reason = "STORE_UNAVAILABLE"
+
+
+class Unauthenticated(XcronServerError):
+    reason = "UNAUTHENTICATED"
+
+
+class PermissionDenied(XcronServerError, PermissionError):
+    reason = "PERMISSION_DENIED"

@@ -18,25 +18,25 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from datetime import datetime
 from enum import StrEnum
 
 from xcron.server.core.errors import LimitExceeded
-from xcron.server.core.model import JobState
+from xcron.server.core.ports import JobRecord
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True)
 class JobStatus:
-    job_id: str
-    state: JobState
-    progress: float = 0.0
-    status_text: str = ""
-    last_start: datetime | None = None
-    last_finish: datetime | None = None
-    execution_id: str = ""
+    """A change of a job's status as the bus delivers it: the job's record (core/ports.py: the one type of a
+    job's status), numbered by the bus."""
+
+    record: JobRecord
     sequence: int = 0
     origin: str = ""
     """The replica the change came from; "" for this process."""
+
+    @property
+    def job_id(self) -> str:
+        return self.record.job_id
 
 
 PACE = 0.05
@@ -103,7 +103,7 @@ class Watcher:
         if not self._closed:
             self._closed = True
             self._wakeup.set()
-            self._bus._watchers.discard(self)
+            self._bus.unsubscribe(self)
 
 
 MAX_SAFE_INTEGER = 2**53 - 1
@@ -153,6 +153,10 @@ class EventBus:
         for listener in self._listeners:
             listener(numbered)
         return numbered
+
+    def unsubscribe(self, watcher: Watcher) -> None:
+        """Forgets a watcher (Watcher.close calls it)."""
+        self._watchers.discard(watcher)
 
     def subscribe(self, job_ids: Iterable[str] = (), *, after_sequence: int = 0) -> Watcher:
         if len(self._watchers) >= self.max_watchers:

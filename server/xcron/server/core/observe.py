@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Protocol
 
-from xcron.server.stores.state import ExecutionRecord
+from xcron.server.core.ports import ExecutionRecord
 
 
 class Observer(Protocol):

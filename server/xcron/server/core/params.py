@@ -155,12 +155,3 @@ def format_text(value: ParameterValue) -> str:
         whole, fraction = divmod(abs(micros), 1_000_000)
         return f"{'-' if micros < 0 else ''}{whole}.{fraction:06d}"
     return str(value) if not isinstance(value, float) else repr(value)
-
-
-def encode_parameters(values: Mapping[str, ParameterValue]) -> dict[str, list[str]]:
-    """A JSON-safe, type-tagged form for the state store."""
-    return {name: [type_of(v).value, format_text(v)] for name, v in values.items()}
-
-
-def decode_parameters(data: Mapping[str, Sequence[str]]) -> dict[str, ParameterValue]:
-    return {name: parse_text(ParameterType(kind), text, name) for name, (kind, text) in data.items()}

@@ -33,12 +33,12 @@ from typing import Any
 
 from xcron.server.core.clock import Clock
 from xcron.server.core.errors import Conflict
-from xcron.server.core.executor import Executor
+from xcron.server.core.executor import ClusterHooks, Executor
 from xcron.server.core.model import JobSchedules, MisfirePolicy, OverlapPolicy, Schedule, Trigger
 from xcron.server.core.params import bind_parameters
+from xcron.server.core.ports import ExecutionRecord, ScheduleRecord, StateStore
 from xcron.server.core.registry import JobRegistry
 from xcron.server.core.triggers import fire_times, next_fire_time, occurrences_between
-from xcron.server.stores.state import ExecutionRecord, ScheduleRecord, StateStore
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +70,11 @@ class Scheduler:
         clock: Clock,
         default_zone: str,
         misfire_threshold: timedelta = MISFIRE_THRESHOLD,
+        cluster: ClusterHooks | None = None,
     ) -> None:
+        """`cluster`: given when replicas share the store; the replica that claims an occurrence runs it."""
         self._registry = registry
+        self._cluster = cluster
         self._executor = executor
         self._store = store
         self._clock = clock
@@ -269,7 +272,7 @@ class Scheduler:
         # Not awaited: the store commits in call order, so these fire times are durable no later than
         # the RUNNING records of the runs started below (a crash never makes a started run look missed).
         # In a cluster the replica that claims an occurrence records its fire time with the claim.
-        firing = {id(e) for e, _ in to_fire} if self._executor.cluster is not None else set()
+        firing = {id(e) for e, _ in to_fire} if self._cluster is not None else set()
         self._spawn(self._save_records([e.record for e in due if id(e) not in firing]))
         for handled, times in to_fire:
             # Fire through the schedule as it is now (same key: same occurrences), or not at all.
@@ -307,7 +310,7 @@ class Scheduler:
         else:
             run_late = late
         dropped = late_total - len(run_late)
-        if dropped and self._executor.cluster is not None:
+        if dropped and self._cluster is not None:
             # Every replica sees the same misses: the one that claims them counts them.
             self._spawn(self._count_missed_if_claimed(entry.job_id, schedule, missed[-1], dropped))
             dropped = 0
@@ -344,7 +347,7 @@ class Scheduler:
             return
         policy = entry.schedule.overlap_policy
         if policy is OverlapPolicy.SKIP or (policy is OverlapPolicy.BUFFER_ONE and entry.pending):
-            if self._executor.cluster is not None:  # the replica that claims the occurrence counts it
+            if self._cluster is not None:  # the replica that claims the occurrence counts it
                 self._spawn(self._skip_if_claimed(entry, due))
                 return
             self._count_skipped(entry, 1)
@@ -364,7 +367,7 @@ class Scheduler:
         self._drain(job_id)
 
     async def _skip_if_claimed(self, entry: _Entry, due: datetime) -> None:
-        cluster = self._executor.cluster
+        cluster = self._cluster
         assert cluster is not None
         try:
             if not await cluster.claim(entry.job_id, entry.schedule.key, due, run=False):
@@ -377,7 +380,7 @@ class Scheduler:
         self._log_skip(entry.job_id, due)
 
     async def _count_missed_if_claimed(self, job_id: str, schedule: Schedule, newest: datetime, count: int) -> None:
-        cluster = self._executor.cluster
+        cluster = self._cluster
         assert cluster is not None
         try:
             if not await cluster.claim(job_id, schedule.key + "#missed", newest, run=False):
@@ -445,7 +448,7 @@ class Scheduler:
 
     async def _start_run(self, entry: _Entry, due: datetime) -> None:
         try:
-            cluster = self._executor.cluster
+            cluster = self._cluster
             if cluster is not None and not await cluster.claim(entry.job_id, entry.schedule.key, due):
                 return  # another replica has this occurrence
             job = self._registry.get(entry.job_id)

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from xcron.server.core.clock import Clock
 from xcron.server.core.jobs import Job, JobContext, Parameter, ParameterType
-from xcron.server.stores.state import StateStore
+from xcron.server.core.ports import StateStore
 
 
 class PurgeHistoryJob(Job):

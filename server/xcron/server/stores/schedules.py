@@ -14,15 +14,21 @@ import asyncio
 import dataclasses
 import hashlib
 import logging
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from xcron.server.core.errors import StoreUnavailable
-from xcron.server.stores.xcron_xml import (
-    MAX_FILE_BYTES,
+from xcron.server.core.model import Schedule
+from xcron.server.core.ports import (
+    Known,
     ScheduleDocument,
     ScheduleFileError,
+    ScheduleSource,
+    ScheduleSourceChanged,
+)
+from xcron.server.stores.xcron_xml import (
+    MAX_FILE_BYTES,
+    check_writable,
     parse_schedule_xml,
     render_schedule_xml,
     save_schedule_file,
@@ -32,28 +38,7 @@ from xcron.server.stores.xcron_xml import (
 if TYPE_CHECKING:
     from xcron.server.stores.postgres import PostgresStateStore
 
-Known = Callable[[str], bool]
 log = logging.getLogger(__name__)
-
-
-class ScheduleSourceChanged(Exception):
-    """The document changed since this process last read or wrote it: reload before writing."""
-
-
-class ScheduleSource(Protocol):
-    description: str
-    label: str
-    """How API answers name the document ("xcron.xml"): never a server path."""
-
-    async def load(self, *, default_zone: str, known: Known | None = None) -> ScheduleDocument:
-        """The document; ScheduleFileError when it is invalid (nothing partial is ever returned).
-        Entries of jobs known() rejects never make it invalid."""
-        ...
-
-    async def save(self, document: ScheduleDocument, *, default_zone: str, known: Known) -> ScheduleDocument:
-        """Replaces the document atomically, or raises and changes nothing; returns it as now stored.
-        ScheduleSourceChanged when it was changed by someone else since the last load or save."""
-        ...
 
 
 def _digest(data: bytes | None) -> str | None:
@@ -91,6 +76,9 @@ class FileScheduleSource:
 
     async def load(self, *, default_zone: str, known: Known | None = None) -> ScheduleDocument:
         return await asyncio.to_thread(self._load, default_zone, known)
+
+    def check_writable(self, schedule: Schedule, *, default_zone: str) -> None:
+        check_writable(schedule, default_zone=default_zone)
 
     def _restore(self, document: ScheduleDocument, default_zone: str, known: Known) -> ScheduleDocument:
         """Puts back what a SanteDB re-save dropped from xcron's own entries (see the module doc)."""
@@ -167,6 +155,9 @@ class PostgresScheduleSource:
         document = self._parse(data, default_zone, known)
         self._base = (version, document)
         return document
+
+    def check_writable(self, schedule: Schedule, *, default_zone: str) -> None:
+        check_writable(schedule, default_zone=default_zone)
 
     def _parse(self, data: bytes | None, default_zone: str, known: Known | None) -> ScheduleDocument:
         if data is None:

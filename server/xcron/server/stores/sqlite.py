@@ -15,14 +15,14 @@ from typing import Any, TypeVar
 
 from xcron.server.core.errors import StoreUnavailable
 from xcron.server.core.model import ExecutionState, JobState, Trigger
-from xcron.server.core.params import decode_parameters, encode_parameters
-from xcron.server.stores.state import (
+from xcron.server.core.ports import (
     INTERRUPTED,
     ExecutionCursor,
     ExecutionRecord,
     JobRecord,
     ScheduleRecord,
 )
+from xcron.server.stores._codec import decode_parameters, encode_parameters
 
 T = TypeVar("T")
 

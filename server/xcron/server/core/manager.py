@@ -8,29 +8,33 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from pathlib import Path
 
 from xcron.server.core.clock import Clock
+from xcron.server.core.cluster import Cluster
 from xcron.server.core.errors import FailedPrecondition, InvalidArgument, StoreUnavailable
-from xcron.server.core.events import EventBus
+from xcron.server.core.events import EventBus, Watcher
 from xcron.server.core.executor import Executor
 from xcron.server.core.jobs import Job
 from xcron.server.core.limits import Limits
 from xcron.server.core.model import JobSchedules, OverlapPolicy, ParameterValue, Schedule, Trigger
 from xcron.server.core.params import bind_parameters, bind_positional, check_size
-from xcron.server.core.registry import JobRegistry
-from xcron.server.core.scheduler import Scheduler
-from xcron.server.core.triggers import ScheduleValueError, fire_times, validate_schedule
-from xcron.server.stores.schedules import FileScheduleSource, ScheduleSource, ScheduleSourceChanged
-from xcron.server.stores.state import ExecutionCursor, ExecutionRecord, JobRecord, ScheduleRecord, StateStore
-from xcron.server.stores.xcron_xml import (
+from xcron.server.core.ports import (
     NO_END_FLOOR,
+    ExecutionCursor,
+    ExecutionRecord,
+    JobRecord,
     ScheduleDocument,
     ScheduleEntry,
     ScheduleFileError,
+    ScheduleRecord,
+    ScheduleSource,
+    ScheduleSourceChanged,
     ScheduleWriteError,
-    check_writable,
+    StateStore,
 )
+from xcron.server.core.registry import JobRegistry
+from xcron.server.core.scheduler import Scheduler
+from xcron.server.core.triggers import ScheduleValueError, fire_times, validate_schedule
 
 log = logging.getLogger(__name__)
 
@@ -53,50 +57,52 @@ class JobManager:
         store: StateStore,
         bus: EventBus,
         clock: Clock,
-        schedule_file: Path | None = None,
-        schedule_source: ScheduleSource | None = None,
+        schedule_source: ScheduleSource,
         default_zone: str,
         executor: Executor,
         limits: Limits | None = None,
+        cluster: Cluster | None = None,
     ) -> None:
+        """`cluster`: the same one the executor was built with, when replicas share a PostgreSQL store."""
         self.registry = registry
         self.store = store
         self.bus = bus
         self.clock = clock
-        if schedule_source is None:
-            if schedule_file is None:
-                raise ValueError("a JobManager needs a schedule file or source")
-            schedule_source = FileScheduleSource(schedule_file)
-        self.schedules_source = schedule_source
+        self.schedule_source = schedule_source
         self.default_zone = default_zone
         self.executor = executor
         self.limits = limits or Limits()
         self.scheduler = Scheduler(
-            registry=registry, executor=executor, store=store, clock=clock, default_zone=default_zone
+            registry=registry,
+            executor=executor,
+            store=store,
+            clock=clock,
+            default_zone=default_zone,
+            cluster=cluster,
         )
         self._document = ScheduleDocument(entries=())
         self._schedules: dict[str, JobSchedules] = {}
         self._disabled: dict[str, tuple[str, ...]] = {}
-        self._file_lock = asyncio.Lock()
+        self._schedule_lock = asyncio.Lock()
+        self.cluster = cluster
+        if cluster is not None:
+            assert executor.cluster is cluster, "the executor must be built with the same cluster"
+            cluster.attach(executor, self)
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def load_schedules(self) -> None:
         """Reads and checks xcron.xml; raises ScheduleFileError (the server must not start)."""
-        document = await self.schedules_source.load(default_zone=self.default_zone, known=self._known)
+        document = await self.schedule_source.load(default_zone=self.default_zone, known=self._known)
         self._schedules, self._disabled = self._bind_document(document)
         self._document = document
 
-    async def import_schedules(self, path: Path) -> None:
-        """Replaces the schedules with an xcron.xml file (checked first, like a reload)."""
-        document = await FileScheduleSource(path).load(default_zone=self.default_zone, known=self._known)
+    async def import_schedules(self, source: ScheduleSource) -> None:
+        """Replaces the schedules with another source's (an xcron.xml file), checked first like a reload."""
+        document = await source.load(default_zone=self.default_zone, known=self._known)
         self._bind_document(document)
-        await self.schedules_source.save(document, default_zone=self.default_zone, known=lambda _: False)
-        log.info("imported %d schedule entries from %s", len(document.entries), path)
-
-    async def export_schedules(self, path: Path) -> None:
-        document = await self.schedules_source.load(default_zone=self.default_zone, known=lambda _: False)
-        await FileScheduleSource(path).save(document, default_zone=self.default_zone, known=lambda _: False)
+        await self.schedule_source.save(document, default_zone=self.default_zone, known=lambda _: False)
+        log.info("imported %d schedule entries from %s", len(document.entries), source.description)
 
     async def start(self) -> None:
         await self.executor.start()
@@ -119,12 +125,12 @@ class JobManager:
                 log.info("xcron.xml: keeping entry for unknown job type %r unchanged", entry.type_name)
                 continue
             if entry.disabled:
-                disabled[job.id] = tuple(f"{self.schedules_source.label}:{d.line}: {d.reason}" for d in entry.disabled)
+                disabled[job.id] = tuple(f"{self.schedule_source.label}:{d.line}: {d.reason}" for d in entry.disabled)
                 for d in entry.disabled:
-                    log.warning("%s:%s: job %s: %s", self.schedules_source.description, d.line, job.id, d.reason)
+                    log.warning("%s:%s: job %s: %s", self.schedule_source.description, d.line, job.id, d.reason)
             if job.id in bound:
                 raise ScheduleFileError(
-                    self.schedules_source.description, None, f"two entries for job type {entry.type_name!r}"
+                    self.schedule_source.description, None, f"two entries for job type {entry.type_name!r}"
                 )
             schedules = []
             for schedule in entry.schedules:
@@ -135,7 +141,7 @@ class JobManager:
                     _check_overlap(job, schedule, "xc:overlap")
                 except (InvalidArgument, ScheduleValueError) as exc:
                     raise ScheduleFileError(
-                        self.schedules_source.description, None, f"entry {entry.type_name!r}: {exc}"
+                        self.schedule_source.description, None, f"entry {entry.type_name!r}: {exc}"
                     ) from exc
                 schedules.append(_with_parameters(schedule, given))
             bound[job.id] = JobSchedules(schedules=tuple(schedules), paused=entry.paused)
@@ -143,7 +149,7 @@ class JobManager:
 
     async def reload(self) -> tuple[int, int]:
         """Re-reads xcron.xml; an invalid file changes nothing (InvalidArgument says why)."""
-        async with self._file_lock:
+        async with self._schedule_lock:
             try:
                 return await self._reload_locked()
             except ScheduleFileError as exc:
@@ -153,7 +159,7 @@ class JobManager:
                 ) from exc
 
     async def _reload_locked(self) -> tuple[int, int]:
-        document = await self.schedules_source.load(default_zone=self.default_zone, known=self._known)
+        document = await self.schedule_source.load(default_zone=self.default_zone, known=self._known)
         schedules, disabled = self._bind_document(document)
         self._document = document
         self._disabled = disabled
@@ -165,7 +171,7 @@ class JobManager:
         unknown = sum(1 for e in document.entries if not self._known(e.type_name))
         log.info(
             "%s reloaded: %d scheduled jobs, %d unknown entries",
-            self.schedules_source.description,
+            self.schedule_source.description,
             len(schedules),
             unknown,
         )
@@ -187,6 +193,20 @@ class JobManager:
     def version(self) -> tuple[int, int]:
         """Equal versions mean equal views of every job (state, schedules, fire times)."""
         return (self.bus.sequence, self.scheduler.version)
+
+    def now(self) -> datetime:
+        return self.clock.now()
+
+    def check_job(self, job_id: str) -> None:
+        """NotFound unless the job is one this server runs."""
+        self.registry.get(job_id)
+
+    def watch(self, job_ids: Sequence[str], *, after_sequence: int = 0) -> Watcher:
+        """A subscription to the jobs' status changes (every job for no ids): a snapshot first, or the changes
+        after `after_sequence`. The caller closes it. NotFound for an unknown job, LimitExceeded when full."""
+        for job_id in job_ids:
+            self.registry.get(job_id)
+        return self.bus.subscribe(job_ids, after_sequence=after_sequence)
 
     def job_ids(self) -> list[str]:
         return [job.id for job in self.registry]
@@ -228,7 +248,7 @@ class JobManager:
                 schedule = replace(schedule, end=None)  # .NET's DateTime.MaxValue: SanteDB's "no end"
             try:
                 validate_schedule(schedule)
-                check_writable(schedule, default_zone=self.default_zone)
+                self.schedule_source.check_writable(schedule, default_zone=self.default_zone)
             except ScheduleValueError as exc:
                 raise InvalidArgument(f"schedules[{i}].{exc.field}", str(exc)) from exc
             except ScheduleWriteError as exc:
@@ -276,13 +296,13 @@ class JobManager:
         the edit wins for the entries it touched and this call for its own job; if the changed file
         is invalid, nothing is written (FAILED_PRECONDITION). `replaces_all`: the call sets every
         schedule of the job, including the ones xcron could not run (else those are kept)."""
-        async with self._file_lock:
+        async with self._schedule_lock:
             for attempt in range(3):
                 try:
                     await self._save_locked(job, change, replaces_all)
                     return
                 except ScheduleSourceChanged as changed:
-                    label = self.schedules_source.label
+                    label = self.schedule_source.label
                     log.warning("%s changed on disk since it was last read; reloading it before writing", label)
                     try:
                         await self._reload_locked()
@@ -321,15 +341,15 @@ class JobManager:
             )
             document = self._document.replace(entry)
         try:
-            document = await self.schedules_source.save(document, default_zone=self.default_zone, known=self._known)
+            document = await self.schedule_source.save(document, default_zone=self.default_zone, known=self._known)
         except ValueError as exc:
             message = _without_path(exc) if isinstance(exc, ScheduleFileError) else str(exc)
             raise InvalidArgument("schedules", f"cannot be written to xcron.xml: {message}") from exc
         except OSError as exc:
-            where = self.schedules_source.description
+            where = self.schedule_source.description
             log.error("could not save %s: %s", where, exc)  # the path goes to the log, never to clients
             raise StoreUnavailable(
-                f"the schedule was not saved: cannot write {self.schedules_source.label}: "
+                f"the schedule was not saved: cannot write {self.schedule_source.label}: "
                 f"{exc.strerror or exc}; nothing was changed",
                 reason="SCHEDULE_FILE_UNWRITABLE",
             ) from exc

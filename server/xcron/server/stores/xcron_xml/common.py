@@ -1,0 +1,162 @@
+"""Shared by the reader and the writer: names, namespaces and limits, lxml parsing helpers, the cron check, and
+SanteDB's calendar start (the wall time a calendar's `start` attribute holds)."""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from croniter import croniter
+from lxml import etree
+
+from xcron.server.core.model import (
+    CalendarSpec,
+    ParameterType,
+)
+from xcron.server.core.ports import (
+    ScheduleWriteError,
+)
+
+SANTEDB_NS = "http://santedb.org/configuration"
+XC_NS = "urn:xcron:schedule:v1"
+XSI_NS = "http://www.w3.org/2001/XMLSchema-instance"
+XSD_NS = "http://www.w3.org/2001/XMLSchema"
+
+MAX_FILE_BYTES = 16 * 1024 * 1024
+MAX_DEPTH = 32
+START_TYPES = ("immediate", "delay", "schedule", "never")
+
+_ROOT = "ArrayOfJobItemConfiguration"
+_JOB = "JobItemConfiguration"
+_S = f"{{{SANTEDB_NS}}}"
+_XC = f"{{{XC_NS}}}"
+# The declarations every file xcron writes carries on its root, in this order.
+_ROOT_NSMAP = {"xsi": XSI_NS, "xsd": XSD_NS, "xc": XC_NS}
+_ROOT_DECLARATIONS = tuple(f' xmlns:{prefix}="{uri}"'.encode() for prefix, uri in _ROOT_NSMAP.items())
+_SCHEDULE_ATTRIBUTES = ("start", "timeZone", "misfire", "misfireGrace", "maxCatchup", "overlap")
+_POSITIONAL_TAGS = {"int": ParameterType.INT, "string": ParameterType.STRING, "bool": ParameterType.BOOL}
+_EARLIEST = datetime(1, 1, 3, tzinfo=UTC)  # before this, local dates may not be representable
+_POSITIONAL_TAGS_READ = {**_POSITIONAL_TAGS, "double": ParameterType.DOUBLE}
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """How the original file is laid out, so a save changes only the entries it must."""
+
+    spans: tuple[tuple[int, int], ...]
+    close_at: int  # offset of the root's end tag, or of "/>" when the root is an empty element
+    self_closing: bool
+    newline: bytes
+    indent: bytes
+    declares_xc: bool
+    spaced_empty: bool  # SanteDB's "<add ... />"
+
+
+_PARSER_OPTIONS: dict[str, Any] = {
+    "resolve_entities": False,
+    "no_network": True,
+    "load_dtd": False,
+    "dtd_validation": False,
+    "huge_tree": False,
+    "remove_comments": False,
+}
+
+
+def _parser() -> etree.XMLParser:
+    # A fresh parser per call: lxml parsers are not thread-safe and saves run on worker threads.
+    return etree.XMLParser(encoding="utf-8", **_PARSER_OPTIONS)
+
+
+def _elements(parent: etree._Element) -> Iterator[etree._Element]:
+    """Child elements only: comments and processing instructions are kept but never interpreted."""
+    return (child for child in parent if isinstance(child.tag, str))
+
+
+def _line(value: object) -> int | None:
+    """A line number from lxml (its stubs type these loosely)."""
+    return value if isinstance(value, int) else None
+
+
+def _text(element: etree._Element) -> str:
+    """All text inside an element, ignoring comments, as SanteDB's serializer reads it."""
+    return "".join(str(part) for part in element.itertext())
+
+
+_CRON_ALIASES = frozenset({"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"})
+
+
+_CRON_RANDOM_OR_HASHED = re.compile(r"(?<![a-z])[hr](?![a-z])", re.IGNORECASE)
+
+
+def _parse_cron(text: str) -> str:
+    return _checked_cron(" ".join(text.split()))
+
+
+@functools.lru_cache(maxsize=4096)
+def _checked_cron(expression: str) -> str:
+    """croniter's check is slow and files repeat a few expressions many times: check each once."""
+    if expression.lower() in _CRON_ALIASES:
+        return expression
+    if len(expression.split()) not in (5, 6):
+        raise ValueError("a cron expression has 5 fields (minute hour day month weekday) or 6 (seconds last)")
+    if _CRON_RANDOM_OR_HASHED.search(expression):
+        raise ValueError("random (R) and hashed (H) cron values are not supported")
+    try:
+        valid = bool(croniter.is_valid(expression))
+    except Exception:  # croniter raises assorted errors for odd input
+        valid = False
+    if not valid:
+        raise ValueError("not a valid cron expression (e.g. '0 3 * * *' for 03:00 daily)")
+    return expression
+
+
+def _wall_instant(day: date, time_of_day: time, zone: ZoneInfo) -> datetime:
+    """When the clock in `zone` shows `time_of_day` on `day`, as xcron's triggers fire it: the first
+    pass of a repeated time; a skipped time at the end of the gap (UTC, aware)."""
+    local = datetime.combine(day, time_of_day.replace(tzinfo=None, fold=0), tzinfo=zone)
+    instant = local.astimezone(UTC)
+    if instant.astimezone(zone).replace(tzinfo=None) == local.replace(tzinfo=None):
+        return instant
+    lo = local.replace(fold=1).astimezone(UTC)  # in the gap: the offset after it gives an earlier instant
+    hi = instant
+    while hi - lo > timedelta(seconds=1):  # the transition lies in (lo, hi]
+        mid = lo + (hi - lo) / 2
+        if mid.astimezone(zone).utcoffset() == lo.astimezone(zone).utcoffset():
+            lo = mid
+        else:
+            hi = mid
+    return hi.replace(microsecond=0) if hi.microsecond else hi
+
+
+def _first_calendar_firing(spec: CalendarSpec, start: datetime, zone: ZoneInfo) -> tuple[date, datetime | None]:
+    """The local date and instant of the first firing at or after `start` (instant None near year 1)."""
+    if start < _EARLIEST:
+        return date.min, None
+    try:
+        day = start.astimezone(zone).date()
+        for _ in range(10):
+            if not spec.days or day.isoweekday() in spec.days:
+                instant = _wall_instant(day, spec.time_of_day, zone)
+                if instant >= start:
+                    return day, instant
+            day += timedelta(days=1)
+    except OverflowError:
+        pass
+    raise ScheduleWriteError("start_time", "the calendar never fires before the end of time (9999-12-31)")
+
+
+def santedb_calendar_start(spec: CalendarSpec, start: datetime, zone: ZoneInfo) -> datetime:
+    """The wall time xcron writes in a calendar's start (no offset: SanteDB takes it as written, in
+    any host zone, where "Z" would be compared as a local time and an offset converted).
+
+    SanteDB takes the time of day from it. With days, SanteDB fires only on dates after the one in
+    start, so it is the day before the first firing; without days, the date of the one firing."""
+    day, _ = _first_calendar_firing(spec, start, zone)
+    if spec.days and day > date.min:
+        day -= timedelta(days=1)
+    return datetime.combine(day, spec.time_of_day.replace(tzinfo=None, fold=0))

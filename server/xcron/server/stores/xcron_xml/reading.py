@@ -1,0 +1,375 @@
+"""Reading xcron.xml: elements to ScheduleEntry, strict where SanteDB's serializer is."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+from datetime import datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from lxml import etree
+
+from xcron.server.core.model import (
+    CalendarSpec,
+    CronSpec,
+    IntervalSpec,
+    MisfirePolicy,
+    OverlapPolicy,
+    ParameterType,
+    ParameterValue,
+    Schedule,
+)
+from xcron.server.core.ports import (
+    DisabledSchedule,
+    ScheduleDocument,
+    ScheduleEntry,
+    ScheduleFileError,
+)
+from xcron.server.stores import _xml_values as values
+from xcron.server.stores.xcron_xml.common import (
+    _JOB,
+    _POSITIONAL_TAGS_READ,
+    _ROOT,
+    _S,
+    _SCHEDULE_ATTRIBUTES,
+    _XC,
+    MAX_DEPTH,
+    MAX_FILE_BYTES,
+    SANTEDB_NS,
+    START_TYPES,
+    XC_NS,
+    _elements,
+    _line,
+    _parse_cron,
+    _parser,
+    _text,
+    santedb_calendar_start,
+)
+from xcron.server.stores.xcron_xml.layout import _element_bytes, _has_xcron_parts, _santedb_view, _scan_layout
+
+
+def _describe(tag: str) -> str:
+    qname = etree.QName(tag)
+    prefix = {XC_NS: "xc:"}.get(qname.namespace or "", "")
+    return f"<{prefix}{qname.localname}>"
+
+
+def _parse_root(data: bytes, source: str) -> etree._Element:
+    """Parses untrusted bytes: bounded size, UTF-8 only, no DTD of any kind, bounded nesting."""
+    if len(data) > MAX_FILE_BYTES:
+        raise ScheduleFileError(source, None, f"file is {len(data)} bytes, over the {MAX_FILE_BYTES} byte limit")
+    data = data.removeprefix(b"\xef\xbb\xbf")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise ScheduleFileError(source, line, f"not valid UTF-8 (byte {error.start}); save it as UTF-8") from None
+    if not text.strip():
+        raise ScheduleFileError(
+            source,
+            None,
+            "file is empty (a crashed writer may have truncated it); delete it to start without schedules",
+        )
+    doctype = text.find("<!DOCTYPE")
+    if doctype >= 0:
+        line = text.count("\n", 0, doctype) + 1
+        raise ScheduleFileError(source, line, "DOCTYPE/DTD declarations are not allowed in xcron.xml; remove it")
+    try:
+        root = etree.fromstring(data, _parser())
+    except etree.XMLSyntaxError as error:
+        raise ScheduleFileError(source, _line(error.lineno), f"not well-formed XML: {error.msg}") from None
+    # Belt and braces: the text check above already catches every DOCTYPE.
+    if getattr(root.getroottree().docinfo, "doctype", ""):
+        raise ScheduleFileError(source, 1, "DOCTYPE/DTD declarations are not allowed in xcron.xml; remove it")
+    stack = [(root, 1)]
+    while stack:
+        element, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise ScheduleFileError(
+                source, _line(element.sourceline), f"elements nested deeper than {MAX_DEPTH} levels"
+            )
+        stack.extend((child, depth + 1) for child in _elements(element))
+    if root.tag != _ROOT:
+        raise ScheduleFileError(
+            source,
+            _line(root.sourceline),
+            f"root element must be <{_ROOT}> (no namespace), found {root.tag!r}",
+        )
+    return root
+
+
+class _Reader:
+    """Maps elements to entries; every failure names the file, the line and the attribute."""
+
+    def __init__(self, source: str, default_zone: ZoneInfo) -> None:
+        self.source = source
+        self.default_zone = default_zone
+
+    def fail(self, element: etree._Element, reason: str) -> ScheduleFileError:
+        return ScheduleFileError(self.source, _line(element.sourceline), reason)
+
+    def attribute(self, element: etree._Element, name: str, parse: Callable[[str], Any]) -> Any:
+        """parse(value) of an attribute that is present; ValueError becomes a located error."""
+        text = element.get(name)
+        try:
+            return parse(text if text is not None else "")
+        except ValueError as error:
+            label = name.replace(_XC, "xc:")
+            raise self.fail(element, f"{_describe(element.tag)} {label}={text!r}: {error}") from None
+
+    def check_xc_attributes(self, element: etree._Element, allowed: tuple[str, ...]) -> None:
+        for key in map(str, element.attrib):
+            name = key.removeprefix(_XC)
+            if name != key and name not in allowed:
+                expected = ", ".join(f"xc:{known}" for known in allowed)
+                raise self.fail(
+                    element, f"unknown attribute xc:{name} on {_describe(element.tag)} (allowed: {expected})"
+                )
+
+    def entry(self, element: etree._Element) -> ScheduleEntry:
+        if element.tag != _JOB:
+            raise self.fail(element, f"unexpected element {element.tag!r}; expected <{_JOB}>")
+        type_name = (element.get("type") or "").strip()
+        if not type_name:
+            raise self.fail(element, f"<{_JOB}> needs a type attribute (the job's type name)")
+        self.check_xc_attributes(element, ("paused",))
+        start_type = (element.get("startType") or "immediate").strip().lower()  # .NET's enum default
+        if start_type not in START_TYPES:
+            raise self.fail(element, f"<{_JOB}> startType={element.get('startType')!r}: expected one of {START_TYPES}")
+        paused = element.get(_XC + "paused") is not None and self.attribute(element, _XC + "paused", values.parse_bool)
+        schedules: list[Schedule] = []
+        disabled: list[DisabledSchedule] = []
+        positional: list[ParameterValue] = []
+        for child in _elements(element):
+            if child.tag == _S + "schedule":
+                for item in self.schedules(child):
+                    (disabled if isinstance(item, DisabledSchedule) else schedules).append(item)  # type: ignore[arg-type]
+            elif child.tag == _S + "parameters":
+                positional.extend(self.positional(child))
+            elif child.tag.startswith(_XC):
+                raise self.fail(child, f"unexpected {_describe(child.tag)} directly in <{_JOB}>")
+            # Anything else (e.g. a <schedule> in no namespace) SanteDB ignores, and so do we.
+        entry = ScheduleEntry(
+            type_name=type_name,
+            start_type=start_type,
+            schedules=tuple(schedules),
+            paused=paused,
+            positional_parameters=tuple(positional),
+            disabled=tuple(disabled),
+            element=_element_bytes(element),
+            line=_line(element.sourceline),
+            santedb_view=_santedb_view(element),
+            xcron_parts=_has_xcron_parts(element),
+        )
+        object.__setattr__(entry, "element_trusted", True)  # it was just read from this very element
+        return entry
+
+    def opaque(self, element: etree._Element, error: ScheduleFileError) -> ScheduleEntry:
+        """An entry of a job this server does not run that xcron cannot read: kept exactly as written."""
+        return ScheduleEntry(
+            type_name=(element.get("type") or "").strip(),
+            start_type=(element.get("startType") or "immediate").strip().lower(),
+            schedules=(),
+            element=_element_bytes(element),
+            line=_line(element.sourceline),
+            santedb_view=_santedb_view(element),
+            xcron_parts=_has_xcron_parts(element),
+            unreadable=str(error.reason),
+        )
+
+    def schedules(self, element: etree._Element) -> Iterator[Schedule | DisabledSchedule]:
+        for child in _elements(element):
+            if child.tag in (_S + "add", _XC + "cron"):
+                yield self.schedule(child)
+            elif child.tag.startswith(_XC):
+                raise self.fail(child, f"unexpected {_describe(child.tag)} in <schedule>; expected <add> or <xc:cron>")
+
+    def disable(self, element: etree._Element, reason: str) -> DisabledSchedule:
+        return DisabledSchedule(line=_line(element.sourceline), reason=reason, element=_element_bytes(element))
+
+    def schedule(self, element: etree._Element) -> Schedule | DisabledSchedule:
+        """One schedule, read as SanteDB reads it on a host in the schedule's zone.
+
+        What SanteDB's serializer refuses is a ScheduleFileError; what it accepts but xcron cannot run
+        (interval="0", a stop not after the start) is a DisabledSchedule.
+        """
+        self.check_xc_attributes(element, _SCHEDULE_ATTRIBUTES)
+        zone_name = (element.get(_XC + "timeZone") or "").strip()
+        zone: ZoneInfo = self.default_zone
+        if zone_name:
+            zone = self.attribute(element, _XC + "timeZone", values.load_zone)
+        if element.get("start") is None:
+            raise self.fail(element, f"{_describe(element.tag)} needs a start attribute (an xs:dateTime)")
+        written: values.XsDateTime = self.attribute(element, "start", values.parse_xs_datetime)
+        start = written.instant(zone, santedb=True)
+        end = None
+        if element.get("stop") is not None:
+            stop: values.XsDateTime = self.attribute(element, "stop", values.parse_xs_datetime)
+            end = None if stop.is_max_value else stop.instant(zone, santedb=True)
+        wall = written.local_wall(zone)
+        spec = self.spec(element, wall.time().replace(fold=0))
+        if isinstance(spec, IntervalSpec) and spec.every < timedelta(seconds=1):
+            return self.disable(
+                element,
+                f"interval={element.get('interval')!r}: SanteDB accepts it but xcron runs intervals of at least "
+                "1 second; this schedule is disabled",
+            )
+        if isinstance(spec, CalendarSpec):
+            start = self.calendar_start(element, spec, written, start, zone)
+        elif element.get(_XC + "start") is not None:
+            raise self.fail(element, f"xc:start is only used on calendar schedules, not on {_describe(element.tag)}")
+        if end is not None and end <= start:
+            stop_text, begin = element.get("stop"), element.get("start")
+            return self.disable(
+                element,
+                f"stop={stop_text!r} is not after start={begin!r}, so it never fires (in SanteDB neither); "
+                "this schedule is disabled",
+            )
+        return Schedule(
+            spec=spec,
+            start=start,
+            end=end,
+            time_zone=zone_name,
+            parameters=self.parameters(element),
+            **self.policies(element),
+        )
+
+    def calendar_start(
+        self,
+        element: etree._Element,
+        spec: CalendarSpec,
+        written: values.XsDateTime,
+        start: datetime,
+        zone: ZoneInfo,
+    ) -> datetime:
+        """The first instant a calendar may fire, as SanteDB's AppliesTo decides.
+
+        With days SanteDB never fires on the date written in start (`refDate.Date > StartTime`), so the
+        schedule starts at midnight after it. xcron writes the day before the first firing there and
+        its own start in xc:start; while start is still what xcron wrote for xc:start, xc:start is the
+        start. Otherwise start was edited (by hand or in SanteDB): it wins.
+        """
+        if element.get(_XC + "start") is not None:
+            exact: datetime = self.attribute(element, _XC + "start", lambda text: values.parse_datetime(text, zone))
+            try:
+                expected = santedb_calendar_start(spec, exact, zone)
+            except ValueError:
+                expected = None
+            if expected == written.local_wall(zone):
+                return exact
+        if not spec.days or written.is_min_value:
+            return start
+        next_day = written.local_wall(zone).date() + timedelta(days=1) if written.wall.year < 9999 else None
+        if next_day is None:
+            return values.NO_END
+        return values.XsDateTime(datetime.combine(next_day, time()), "").instant(zone)
+
+    def spec(self, element: etree._Element, wall_start: time) -> IntervalSpec | CalendarSpec | CronSpec:
+        if element.tag == _XC + "cron":
+            return CronSpec(expression=self.attribute(element, "expression", _parse_cron))
+        kind = (element.get("type") or "scheduled").strip()
+        if kind == "interval":
+            if element.get("interval") is None:
+                raise self.fail(element, '<add type="interval"> needs an interval attribute (whole seconds)')
+            seconds = self.attribute(
+                element, "interval", lambda t: values.parse_int(t, minimum=values.INT32_MIN, maximum=values.INT32_MAX)
+            )
+            return IntervalSpec(every=timedelta(seconds=seconds))
+        if kind == "scheduled":
+            days = self.attribute(element, "days", values.parse_days)
+            return CalendarSpec(days=days, time_of_day=wall_start)
+        raise self.fail(element, f"<add> type={kind!r}: unknown schedule type (expected scheduled or interval)")
+
+    def policies(self, element: etree._Element) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        if element.get(_XC + "misfire") is not None:
+            found["misfire_policy"] = self.attribute(element, _XC + "misfire", lambda t: _enum(MisfirePolicy, t))
+        if element.get(_XC + "misfireGrace") is not None:
+            seconds = self.attribute(
+                element, _XC + "misfireGrace", lambda t: values.parse_int(t, minimum=0, maximum=10**9)
+            )
+            found["misfire_grace"] = timedelta(seconds=seconds)
+        if element.get(_XC + "maxCatchup") is not None:
+            found["max_catchup_runs"] = self.attribute(
+                element,
+                _XC + "maxCatchup",
+                lambda t: values.parse_int(t, minimum=0, maximum=values.INT32_MAX),
+            )
+        if element.get(_XC + "overlap") is not None:
+            found["overlap_policy"] = self.attribute(element, _XC + "overlap", lambda t: _enum(OverlapPolicy, t))
+        return found
+
+    def parameters(self, element: etree._Element) -> dict[str, ParameterValue]:
+        found: dict[str, ParameterValue] = {}
+        for child in _elements(element):
+            if child.tag != _XC + "param":
+                if child.tag.startswith(_XC):
+                    raise self.fail(child, f"unexpected {_describe(child.tag)}; expected <xc:param>")
+                continue
+            name = child.get("name") or ""
+            if not name.strip():
+                raise self.fail(child, "<xc:param> needs a name attribute")
+            if name in found:
+                raise self.fail(child, f"<xc:param> name={name!r} appears twice")
+            kind = (child.get("type") or ParameterType.STRING).strip()
+            try:
+                found[name] = values.parse_parameter(kind, _text(child))
+            except ValueError as error:
+                raise self.fail(child, f"<xc:param name={name!r} type={kind!r}>: {error}") from None
+        return found
+
+    def positional(self, element: etree._Element) -> Iterator[ParameterValue]:
+        for child in _elements(element):
+            qname = etree.QName(child)
+            if qname.namespace != SANTEDB_NS:
+                continue  # SanteDB's serializer ignores foreign elements here too
+            kind = _POSITIONAL_TAGS_READ.get(qname.localname)
+            if kind is None:
+                raise self.fail(child, f"<parameters> item <{qname.localname}>: expected <int>, <string> or <bool>")
+            text = _text(child)
+            try:
+                if kind is ParameterType.INT:
+                    yield values.parse_int(text, minimum=values.INT32_MIN, maximum=values.INT32_MAX)
+                else:
+                    yield values.parse_parameter(kind, text)
+            except ValueError as error:
+                raise self.fail(
+                    child, f"<parameters> item <{qname.localname}>{text}</{qname.localname}>: {error}"
+                ) from None
+
+
+def _enum(kind: type[MisfirePolicy] | type[OverlapPolicy], text: str) -> Any:
+    try:
+        return kind(text.strip())
+    except ValueError:
+        raise ValueError(f"expected one of {', '.join(member.value for member in kind)}") from None
+
+
+# What the scheduler accepts besides 5 or 6 fields; random (R) and hashed (H) items it refuses.
+
+
+def parse_schedule_xml(
+    data: bytes, *, source: str, default_zone: str, known: Callable[[str], bool] | None = None
+) -> ScheduleDocument:
+    """The whole document or a ScheduleFileError; never part of a document.
+
+    With `known`, an entry whose type known() rejects (a job this server does not run) is never a
+    reason to refuse the file: what xcron cannot read of it is kept exactly as written.
+    """
+    reader = _Reader(source, values.load_zone(default_zone))
+    root = _parse_root(data, source)
+    entries = []
+    for child in _elements(root):
+        try:
+            entries.append(reader.entry(child))
+        except ScheduleFileError as error:
+            type_name = (child.get("type") or "").strip() if child.tag == _JOB else ""
+            if known is None or not type_name or known(type_name):
+                raise
+            entries.append(reader.opaque(child, error))
+    layout = _scan_layout(data)
+    placed = tuple(dataclasses.replace(e, span=span) for e, span in zip(entries, layout.spans, strict=True))
+    for entry in placed:
+        object.__setattr__(entry, "element_trusted", entry.unreadable is None)
+    return ScheduleDocument(placed, data, layout)

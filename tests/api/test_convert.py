@@ -1,0 +1,147 @@
+"""proto <-> domain at the edge (api/convert.py): values round-trip with their type, and every refusal names
+the offending field as the BadRequest will."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time, timedelta
+from typing import Any, cast
+
+import pytest
+from google.protobuf import duration_pb2, timestamp_pb2
+
+from xcron.server.api import convert
+from xcron.server.core.errors import InvalidArgument
+from xcron.server.core.model import (
+    CalendarSpec,
+    CronSpec,
+    ExecutionState,
+    IntervalSpec,
+    MisfirePolicy,
+    OverlapPolicy,
+    ParameterValue,
+    Schedule,
+    Trigger,
+)
+from xcron.server.core.ports import ExecutionRecord
+from xcron.v1 import job_service_pb2 as pb
+
+NOW = datetime(2026, 3, 2, 8, 0, 30, 500_000, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["text", 42, -(2**63), True, False, 0.25, datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC), timedelta(seconds=-1.5)],
+)
+def test_parameter_values_round_trip_with_their_type(value: ParameterValue) -> None:
+    back = convert.from_parameter_value(convert.parameter_value(value), "parameters.x")
+    assert back == value and type(back) is type(value)
+
+
+def test_an_empty_parameter_value_names_its_field() -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        convert.from_parameters({"n": pb.ParameterValue()})
+    assert caught.value.field == "parameters.n"
+
+
+@pytest.mark.parametrize(
+    ("duration", "ok"),
+    [
+        (duration_pb2.Duration(seconds=315_576_000_000), True),
+        (duration_pb2.Duration(seconds=315_576_000_001), False),
+        (duration_pb2.Duration(seconds=1, nanos=-1), False),
+        (duration_pb2.Duration(seconds=-1, nanos=-999_999_999), True),
+    ],
+)
+def test_durations_follow_the_well_known_type_rules(duration: duration_pb2.Duration, ok: bool) -> None:
+    if ok:
+        assert convert.from_duration(duration, "d") == duration.ToTimedelta()
+    else:
+        with pytest.raises(InvalidArgument) as caught:
+            convert.from_duration(duration, "d")
+        assert caught.value.field == "d"
+
+
+def test_timestamps_out_of_range_are_refused() -> None:
+    with pytest.raises(InvalidArgument):
+        convert.from_timestamp(timestamp_pb2.Timestamp(seconds=-62135596801), "t")
+    assert convert.from_timestamp(convert.timestamp(NOW), "t") == NOW
+
+
+def test_a_schedule_without_start_starts_now_to_the_second() -> None:
+    s = pb.Schedule(cron=pb.CronSpec(expression="  0 9 * * 1-5 "), time_zone=" Europe/Paris ")
+    schedule = convert.from_schedule(s, "schedules[0]", NOW)
+    assert schedule.spec == CronSpec(expression="0 9 * * 1-5")
+    assert schedule.start == NOW.replace(microsecond=0) and schedule.time_zone == "Europe/Paris"
+    assert schedule.misfire_policy is MisfirePolicy.RUN_ONCE and schedule.overlap_policy is OverlapPolicy.SKIP
+
+
+@pytest.mark.parametrize(
+    ("message", "field"),
+    [
+        (pb.Schedule(), "schedules[2]"),
+        (pb.Schedule(calendar=pb.CalendarSpec(days=[cast(Any, 8)])), "schedules[2].calendar.days"),
+        (
+            pb.Schedule(calendar=pb.CalendarSpec(days=[cast(Any, 1)], time_of_day=cast(Any, {"hours": 24}))),
+            "schedules[2].calendar.time_of_day",
+        ),
+        (pb.Schedule(cron=pb.CronSpec(expression="* * * * *"), max_catchup_runs=-1), "schedules[2].max_catchup_runs"),
+        (
+            pb.Schedule(
+                cron=pb.CronSpec(expression="* * * * *"), misfire_grace_period=duration_pb2.Duration(seconds=-1)
+            ),
+            "schedules[2].misfire_grace_period",
+        ),
+        (pb.Schedule(cron=pb.CronSpec(expression="* * * * *"), overlap_policy=99), "schedules[2].overlap_policy"),  # type: ignore[arg-type]
+    ],
+)
+def test_schedule_refusals_name_the_field(message: pb.Schedule, field: str) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        convert.from_schedule(message, "schedules[2]", NOW)
+    assert caught.value.field == field
+
+
+def test_a_schedule_reads_back_as_it_was_written() -> None:
+    schedule = Schedule(
+        spec=CalendarSpec(days=frozenset({1, 5}), time_of_day=time(23, 0)),
+        start=NOW,
+        end=NOW + timedelta(days=30),
+        time_zone="Europe/Paris",
+        parameters={"n": 3},
+        misfire_policy=MisfirePolicy.SKIP,
+        misfire_grace=timedelta(minutes=5),
+        overlap_policy=OverlapPolicy.BUFFER_ONE,
+    )
+    assert convert.from_schedule(convert.schedule(schedule), "s", NOW) == schedule
+    interval = Schedule(spec=IntervalSpec(every=timedelta(minutes=15)), start=NOW)
+    assert convert.from_schedule(convert.schedule(interval), "s", NOW) == interval
+
+
+def test_an_execution_converts_every_field() -> None:
+    record = ExecutionRecord(
+        id="e1",
+        job_id="j",
+        parameters={"n": 3},
+        trigger=Trigger.SCHEDULE,
+        state=ExecutionState.ABORTED,
+        start_time=NOW,
+        finish_time=NOW + timedelta(seconds=2),
+        error="boom",
+        progress=0.5,
+        status_text="half",
+        scheduled_time=NOW - timedelta(seconds=1),
+        request_id="r",
+        cancel_requested=True,
+    )
+    out = convert.execution(record)
+    assert (out.id, out.job_id, out.error, out.progress, out.status_text, out.request_id) == (
+        "e1",
+        "j",
+        "boom",
+        0.5,
+        "half",
+        "r",
+    )
+    assert out.parameters["n"].int_value == 3 and out.cancel_requested
+    assert out.state == pb.EXECUTION_STATE_ABORTED and out.trigger == pb.TRIGGER_SCHEDULE
+    assert out.finish_time.ToDatetime(tzinfo=UTC) == NOW + timedelta(seconds=2)
+    assert out.scheduled_time.ToDatetime(tzinfo=UTC) == NOW - timedelta(seconds=1)
