@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Debian packages that the tests' real parts need: Mono (SanteDB's own XmlSerializer classes), promtool
-# (Prometheus' metrics checker), pg_dump/pg_restore (the backup job under the PostgreSQL store). Installs
-# only what is missing; needs root and apt-get, else says what to install and leaves it to the tests to
-# skip, naming what is missing.
+# (Prometheus' metrics checker), pg_dump/pg_restore (the backup job under the PostgreSQL store), Chromium
+# and its WebDriver (the jobs panel's browser tests). Installs only what is missing; needs root and
+# apt-get, else says what to install and leaves it to the tests to skip, naming what is missing.
 set -euo pipefail
-packages=(mono-mcs mono-runtime libmono-system-xml4.0-cil prometheus postgresql-client)
+packages=(mono-mcs mono-runtime libmono-system-xml4.0-cil prometheus postgresql-client chromium chromium-driver)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 [ ${#missing[@]} -eq 0 ] && exit 0

@@ -4,6 +4,7 @@ transport (gRPC today, HTTP/Connect next) inherits. Errors are xcron's core erro
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 import pytest
 from core_harness import START, Gate, Harness
@@ -139,3 +140,31 @@ async def test_watchers_are_limited(harness: Harness) -> None:
             await h.watch_jobs(pb.WatchJobsRequest(), CALL)
     finally:
         await first.aclose()
+
+
+async def test_set_schedule_validate_only_computes_without_saving(harness: Harness) -> None:
+    """AIP-163: the same checks as a real call, the schedules with their next fire times, nothing saved."""
+    h = await handlers(harness)
+    schedule = pb.Schedule(interval=pb.IntervalSpec(interval=duration_pb2.Duration(seconds=600)))
+    schedule.start_time.FromDatetime(START)
+    preview = await h.set_schedule(
+        pb.SetScheduleRequest(job_id="t.tick", schedules=[schedule], validate_only=True), CALL
+    )
+    assert preview.validated_only
+    (computed,) = preview.job.schedules
+    times = [t.ToDatetime(tzinfo=START.tzinfo) for t in computed.next_fire_times]
+    assert times == [START + timedelta(minutes=10 * k) for k in range(1, 6)]  # from the fake clock's now
+    stored = await h.get_job(pb.GetJobRequest(job_id="t.tick"), CALL)
+    assert list(stored.job.schedules) == []
+    bad = pb.Schedule(cron=pb.CronSpec(expression="0 0 1 * * *"))
+    with pytest.raises(InvalidArgument) as caught:
+        await h.set_schedule(pb.SetScheduleRequest(job_id="t.tick", schedules=[bad], validate_only=True), CALL)
+    assert caught.value.field == "schedules[0].cron.expression"
+
+
+async def test_get_caller_tells_the_roles(harness: Harness) -> None:
+    h = await handlers(harness)
+    anyone = await h.get_caller(pb.GetCallerRequest(), CallContext())
+    assert (anyone.authentication_required, list(anyone.roles)) == (False, ["admin"])
+    reader = await h.get_caller(pb.GetCallerRequest(), CallContext(principal="ci", roles=frozenset({"read", "run"})))
+    assert (reader.authentication_required, reader.name, list(reader.roles)) == (True, "ci", ["read", "run"])

@@ -237,6 +237,10 @@ class FakeJobService(pb_grpc.JobServiceServicer):
             await abort_rich(context, code_pb2.NOT_FOUND, "no such execution", "EXECUTION_NOT_FOUND")
         return pb.GetExecutionResponse(execution=self.executions[request.execution_id])
 
+    async def GetCaller(self, request: pb.GetCallerRequest, context: Any) -> pb.GetCallerResponse:
+        self._record("GetCaller", context)
+        return pb.GetCallerResponse(roles=["admin"])
+
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeJobService]:

@@ -47,6 +47,7 @@ EXPECTED_PUBLIC_NAMES = {
     "AlreadyExistsError",
     "AsyncClient",
     "CalendarSpec",
+    "Caller",
     "CancelledError",
     "Client",
     "CronSpec",

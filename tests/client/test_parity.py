@@ -153,6 +153,7 @@ RPC_TO_CLIENT: dict[str, tuple[str, Callable[[Any], Awaitable[Any] | Any]]] = {
     "WatchJobs": ("watch_jobs", lambda c: c.watch_jobs(["job-0"], after_sequence=0)),
     "ListExecutions": ("list_executions", lambda c: c.list_executions("job-0", page_size=1)),
     "GetExecution": ("get_execution", lambda c: c.get_execution("exec-1")),
+    "GetCaller": ("get_caller", lambda c: c.get_caller()),
 }
 
 

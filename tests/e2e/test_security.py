@@ -18,7 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from xcron.client import Client, PermissionDeniedError, UnauthenticatedError, XcronError
 from xcron.client import UnavailableError as ClientUnavailableError
-from xcron.server.api.auth import METHOD_ROLES, Role, hash_token, parse_token_lines
+from xcron.server.api.auth import ANY_ROLE_METHODS, METHOD_ROLES, Role, hash_token, parse_token_lines
 from xcron.v1 import job_service_pb2
 
 GRPCURL = shutil.which("grpcurl") or str(Path(sys.executable).parent / "grpcurl")
@@ -102,7 +102,9 @@ def tokens_server(server_factory: ServerFactory, tmp_path: Path) -> Any:
 
 def test_every_rpc_has_a_role_and_a_test_call() -> None:
     methods = {f"/{SERVICE.full_name}/{m.name}" for m in SERVICE.methods}
-    assert set(METHOD_ROLES) == methods
+    # GetCaller is the one RPC any valid token may call (it tells the caller its own roles).
+    assert {f"/{SERVICE.full_name}/GetCaller"} == ANY_ROLE_METHODS
+    assert set(METHOD_ROLES) == methods - ANY_ROLE_METHODS
     assert {f"/{SERVICE.full_name}/{name}": role for name, (role, _) in CALLS.items()} == METHOD_ROLES
 
 

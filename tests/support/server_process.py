@@ -13,6 +13,7 @@ from pathlib import Path
 
 SUPPORT = Path(__file__).resolve().parent
 READY = re.compile(r"xcron listening on (\S+):(\d+)")
+HTTP_READY = re.compile(r"xcron http on (\S+):(\d+)")
 
 
 @dataclass
@@ -23,6 +24,8 @@ class ServerProcess:
     extra_args: list[str] = field(default_factory=list)
     process: subprocess.Popen[str] | None = None
     port: int = 0
+    http_port: int = 0
+    """The --http-listen port (Connect and the jobs panel), when the server was started with one."""
     output: list[str] = field(default_factory=list)
     _logged: threading.Condition = field(default_factory=threading.Condition)
 
@@ -37,6 +40,10 @@ class ServerProcess:
     @property
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
 
     def command(self) -> list[str]:
         return [
@@ -69,6 +76,9 @@ class ServerProcess:
                 with self._logged:
                     self.output.append(line)
                     self._logged.notify_all()
+                http = HTTP_READY.search(line)
+                if http:
+                    self.http_port = int(http.group(2))
                 match = READY.search(line)
                 if match and not ready.is_set():
                     self.port = int(match.group(2))

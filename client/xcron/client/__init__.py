@@ -32,6 +32,7 @@ from ._errors import (
 )
 from ._models import (
     CalendarSpec,
+    Caller,
     CronSpec,
     DayOfWeek,
     Execution,
@@ -61,6 +62,7 @@ __all__ = [
     "AlreadyExistsError",
     "AsyncClient",
     "CalendarSpec",
+    "Caller",
     "CancelledError",
     "Client",
     "CronSpec",

@@ -23,7 +23,7 @@ from ._common import (
     run_wait_step,
 )
 from ._errors import UnavailableError, translate_errors
-from ._models import Execution, Job, Page, ReloadResult, Schedule, WatchEvent
+from ._models import Caller, Execution, Job, Page, ReloadResult, Schedule, WatchEvent
 
 __all__ = ["AsyncClient"]
 
@@ -160,9 +160,12 @@ class AsyncClient:
 
     # --- schedules ------------------------------------------------------------------------------------------
 
-    async def set_schedule(self, job_id: str, schedules: Sequence[Schedule]) -> Job:
-        """Replace all of a job's schedules (an empty sequence clears them); returns the updated job."""
-        request = convert.set_schedule_request(job_id, schedules)
+    async def set_schedule(self, job_id: str, schedules: Sequence[Schedule], *, validate_only: bool = False) -> Job:
+        """Replace all of a job's schedules (an empty sequence clears them); returns the updated job.
+
+        ``validate_only``: check them and return the job as it would be, with their next fire times,
+        without saving anything."""
+        request = convert.set_schedule_request(job_id, schedules, validate_only=validate_only)
         with translate_errors():
             response = await self._stub.SetSchedule(request, timeout=self._timeout, metadata=self._metadata)
         return convert.job_from_proto(response.job)
@@ -184,6 +187,16 @@ class AsyncClient:
         with translate_errors():
             response = await self._stub.ResumeSchedule(request, timeout=self._timeout, metadata=self._metadata)
         return convert.job_from_proto(response.job)
+
+    async def get_caller(self) -> Caller:
+        """Who the server takes the caller to be, and the roles of its token."""
+        with translate_errors():
+            response = await self._stub.GetCaller(pb.GetCallerRequest(), timeout=self._timeout, metadata=self._metadata)
+        return Caller(
+            authentication_required=response.authentication_required,
+            name=response.name,
+            roles=frozenset(response.roles),
+        )
 
     async def reload_schedules(self) -> ReloadResult:
         """Re-read xcron.xml on the server (an invalid file is rejected and the running schedules stay)."""

@@ -283,7 +283,11 @@ def run_job_request(job_id: str, parameters: Mapping[str, object] | None, reques
     return request
 
 
-def set_schedule_request(job_id: str, schedules: Sequence[Schedule]) -> pb.SetScheduleRequest:
+def set_schedule_request(
+    job_id: str, schedules: Sequence[Schedule], *, validate_only: bool = False
+) -> pb.SetScheduleRequest:
     if isinstance(schedules, Schedule):
         raise TypeError("set_schedule takes a sequence of schedules; wrap a single one in a list")
-    return pb.SetScheduleRequest(job_id=job_id, schedules=[schedule_to_proto(s) for s in schedules])
+    return pb.SetScheduleRequest(
+        job_id=job_id, schedules=[schedule_to_proto(s) for s in schedules], validate_only=validate_only
+    )

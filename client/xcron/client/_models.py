@@ -385,3 +385,15 @@ class ReloadResult:
     """How many jobs of this server have schedules after the reload."""
     unknown_entry_count: int
     """How many entries in the file are for jobs this server does not know (kept unchanged)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Caller:
+    """Who :meth:`Client.get_caller` says the caller is."""
+
+    authentication_required: bool
+    """Whether the server requires a bearer token."""
+    name: str
+    """The token's name in the server's tokens file; empty without authentication."""
+    roles: frozenset[str]
+    """The caller's roles ("read", "run", "schedule", "admin"; admin allows everything)."""

@@ -1034,8 +1034,13 @@ class SetScheduleRequest(_message.Message):
 
     JOB_ID_FIELD_NUMBER: _builtins.int
     SCHEDULES_FIELD_NUMBER: _builtins.int
+    VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """The job to schedule."""
+    validate_only: _builtins.bool
+    """Only check the schedules and compute their next fire times (AIP-163): nothing is saved, xcron.xml
+    is not touched, and the same errors come back as for a real call.
+    """
     @_builtins.property
     def schedules(self) -> _containers.RepeatedCompositeFieldContainer[Global___Schedule]:
         """The new schedules; they replace all existing ones. Empty clears them."""
@@ -1045,10 +1050,11 @@ class SetScheduleRequest(_message.Message):
         *,
         job_id: _builtins.str = ...,
         schedules: _abc.Iterable[Global___Schedule] | None = ...,
+        validate_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "schedules", b"schedules"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "schedules", b"schedules", "validate_only", b"validate_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1061,18 +1067,24 @@ class SetScheduleResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     JOB_FIELD_NUMBER: _builtins.int
+    VALIDATED_ONLY_FIELD_NUMBER: _builtins.int
+    validated_only: _builtins.bool
+    """Whether this answer was computed without saving (the request's validate_only)."""
     @_builtins.property
     def job(self) -> Global___Job:
-        """The job with its new schedules and their next fire times."""
+        """The job with its new schedules and their next fire times. With validate_only: the job as it would
+        be, its schedules those of the request (checked, defaults filled in) with their next fire times.
+        """
 
     def __init__(
         self,
         *,
         job: Global___Job | None = ...,
+        validated_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "validated_only", b"validated_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1436,3 +1448,52 @@ class GetExecutionResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetExecutionResponse: _TypeAlias = GetExecutionResponse  # noqa: Y015
+
+@_typing.final
+class GetCallerRequest(_message.Message):
+    """Request for GetCaller."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCallerRequest: _TypeAlias = GetCallerRequest  # noqa: Y015
+
+@_typing.final
+class GetCallerResponse(_message.Message):
+    """Response of GetCaller."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AUTHENTICATION_REQUIRED_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    ROLES_FIELD_NUMBER: _builtins.int
+    authentication_required: _builtins.bool
+    """Whether the server requires a bearer token (--tokens-file)."""
+    name: _builtins.str
+    """The token's name from the tokens file; empty without authentication."""
+    @_builtins.property
+    def roles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The roles the caller has: "read", "run", "schedule", "admin" (admin allows everything)."""
+
+    def __init__(
+        self,
+        *,
+        authentication_required: _builtins.bool = ...,
+        name: _builtins.str = ...,
+        roles: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authentication_required", b"authentication_required", "name", b"name", "roles", b"roles"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCallerResponse: _TypeAlias = GetCallerResponse  # noqa: Y015

@@ -90,6 +90,11 @@ class JobServiceStub:
                 request_serializer=xcron_dot_v1_dot_job__service__pb2.GetExecutionRequest.SerializeToString,
                 response_deserializer=xcron_dot_v1_dot_job__service__pb2.GetExecutionResponse.FromString,
                 _registered_method=True)
+        self.GetCaller = channel.unary_unary(
+                '/xcron.v1.JobService/GetCaller',
+                request_serializer=xcron_dot_v1_dot_job__service__pb2.GetCallerRequest.SerializeToString,
+                response_deserializer=xcron_dot_v1_dot_job__service__pb2.GetCallerResponse.FromString,
+                _registered_method=True)
 
 
 class JobServiceServicer:
@@ -128,6 +133,7 @@ class JobServiceServicer:
 
     def SetSchedule(self, request, context):
         """Replaces all of a job's schedules; an empty list clears them. Saved to xcron.xml before it answers.
+        With validate_only, checks them and answers their next fire times without saving anything.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -170,6 +176,14 @@ class JobServiceServicer:
 
     def GetExecution(self, request, context):
         """Returns one execution.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCaller(self, request, context):
+        """Says who the caller is and which roles the bearer token has (any valid token may ask), so that a
+        client can disable the actions it may not take. Without --tokens-file every caller has every role.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -232,6 +246,11 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.GetExecution,
                     request_deserializer=xcron_dot_v1_dot_job__service__pb2.GetExecutionRequest.FromString,
                     response_serializer=xcron_dot_v1_dot_job__service__pb2.GetExecutionResponse.SerializeToString,
+            ),
+            'GetCaller': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCaller,
+                    request_deserializer=xcron_dot_v1_dot_job__service__pb2.GetCallerRequest.FromString,
+                    response_serializer=xcron_dot_v1_dot_job__service__pb2.GetCallerResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -532,6 +551,33 @@ class JobService:
             '/xcron.v1.JobService/GetExecution',
             xcron_dot_v1_dot_job__service__pb2.GetExecutionRequest.SerializeToString,
             xcron_dot_v1_dot_job__service__pb2.GetExecutionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCaller(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/xcron.v1.JobService/GetCaller',
+            xcron_dot_v1_dot_job__service__pb2.GetCallerRequest.SerializeToString,
+            xcron_dot_v1_dot_job__service__pb2.GetCallerResponse.FromString,
             options,
             channel_credentials,
             insecure,

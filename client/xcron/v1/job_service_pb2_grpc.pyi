@@ -49,7 +49,9 @@ class JobServiceStub:
     cannot be cancelled or is not running.
     """
     SetSchedule: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.SetScheduleRequest, _job_service_pb2.SetScheduleResponse]
-    """Replaces all of a job's schedules; an empty list clears them. Saved to xcron.xml before it answers."""
+    """Replaces all of a job's schedules; an empty list clears them. Saved to xcron.xml before it answers.
+    With validate_only, checks them and answers their next fire times without saving anything.
+    """
     PauseSchedule: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.PauseScheduleRequest, _job_service_pb2.PauseScheduleResponse]
     """Stops a job's schedules from firing without forgetting them."""
     ResumeSchedule: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.ResumeScheduleRequest, _job_service_pb2.ResumeScheduleResponse]
@@ -62,6 +64,10 @@ class JobServiceStub:
     """Lists a job's executions, newest first, paged."""
     GetExecution: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.GetExecutionRequest, _job_service_pb2.GetExecutionResponse]
     """Returns one execution."""
+    GetCaller: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.GetCallerRequest, _job_service_pb2.GetCallerResponse]
+    """Says who the caller is and which roles the bearer token has (any valid token may ask), so that a
+    client can disable the actions it may not take. Without --tokens-file every caller has every role.
+    """
 
 @_typing.type_check_only
 class JobServiceAsyncStub(JobServiceStub):
@@ -81,7 +87,9 @@ class JobServiceAsyncStub(JobServiceStub):
     cannot be cancelled or is not running.
     """
     SetSchedule: _aio.UnaryUnaryMultiCallable[_job_service_pb2.SetScheduleRequest, _job_service_pb2.SetScheduleResponse]  # type: ignore[assignment]
-    """Replaces all of a job's schedules; an empty list clears them. Saved to xcron.xml before it answers."""
+    """Replaces all of a job's schedules; an empty list clears them. Saved to xcron.xml before it answers.
+    With validate_only, checks them and answers their next fire times without saving anything.
+    """
     PauseSchedule: _aio.UnaryUnaryMultiCallable[_job_service_pb2.PauseScheduleRequest, _job_service_pb2.PauseScheduleResponse]  # type: ignore[assignment]
     """Stops a job's schedules from firing without forgetting them."""
     ResumeSchedule: _aio.UnaryUnaryMultiCallable[_job_service_pb2.ResumeScheduleRequest, _job_service_pb2.ResumeScheduleResponse]  # type: ignore[assignment]
@@ -94,6 +102,10 @@ class JobServiceAsyncStub(JobServiceStub):
     """Lists a job's executions, newest first, paged."""
     GetExecution: _aio.UnaryUnaryMultiCallable[_job_service_pb2.GetExecutionRequest, _job_service_pb2.GetExecutionResponse]  # type: ignore[assignment]
     """Returns one execution."""
+    GetCaller: _aio.UnaryUnaryMultiCallable[_job_service_pb2.GetCallerRequest, _job_service_pb2.GetCallerResponse]  # type: ignore[assignment]
+    """Says who the caller is and which roles the bearer token has (any valid token may ask), so that a
+    client can disable the actions it may not take. Without --tokens-file every caller has every role.
+    """
 
 class JobServiceServicer(metaclass=_abc_1.ABCMeta):
     """Lists, runs, cancels, schedules and watches the jobs registered in one xcron server."""
@@ -140,7 +152,9 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _job_service_pb2.SetScheduleRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_job_service_pb2.SetScheduleResponse, _abc.Awaitable[_job_service_pb2.SetScheduleResponse]]:
-        """Replaces all of a job's schedules; an empty list clears them. Saved to xcron.xml before it answers."""
+        """Replaces all of a job's schedules; an empty list clears them. Saved to xcron.xml before it answers.
+        With validate_only, checks them and answers their next fire times without saving anything.
+        """
 
     @_abc_1.abstractmethod
     def PauseSchedule(
@@ -189,5 +203,15 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_job_service_pb2.GetExecutionResponse, _abc.Awaitable[_job_service_pb2.GetExecutionResponse]]:
         """Returns one execution."""
+
+    @_abc_1.abstractmethod
+    def GetCaller(
+        self,
+        request: _job_service_pb2.GetCallerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_job_service_pb2.GetCallerResponse, _abc.Awaitable[_job_service_pb2.GetCallerResponse]]:
+        """Says who the caller is and which roles the bearer token has (any valid token may ask), so that a
+        client can disable the actions it may not take. Without --tokens-file every caller has every role.
+        """
 
 def add_JobServiceServicer_to_server(servicer: JobServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -59,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--history-max-age-days", type=int, default=90, help="age limit used by xcron.purge-history")
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--log-format", choices=("plain", "json"), default="plain", help="json: one object per line")
+    parser.add_argument(
+        "--http-listen",
+        metavar="HOST:PORT",
+        help="also serve JobService over Connect (JSON, binary) and gRPC-Web, and the jobs panel at /, here",
+    )
     parser.add_argument("--metrics-listen", metavar="HOST:PORT", help="serve Prometheus metrics at /metrics here")
     cluster = parser.add_argument_group("PostgreSQL store and replicas")
     cluster.add_argument(
@@ -127,6 +132,8 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Tl
         parser.error("--import and --export: one at a time (each does its one thing and exits)")
     if args.lease <= 0:
         parser.error("--lease must be positive")
+    if args.http_listen is not None and ":" not in args.http_listen:
+        parser.error("--http-listen takes HOST:PORT")
     if args.metrics_listen is not None and ":" not in args.metrics_listen:
         parser.error("--metrics-listen takes HOST:PORT")
     return tls
@@ -143,6 +150,7 @@ def _config(args: argparse.Namespace, tls: TlsFiles | None) -> ServerConfig:
             max_watchers=args.max_watchers,
         ),
         metrics_listen=args.metrics_listen,
+        http_listen=args.http_listen,
         store_dsn=args.store,
         store_schema=args.store_schema,
         replica_id=args.replica_id,
@@ -181,6 +189,8 @@ def _check_security(parser: argparse.ArgumentParser, args: argparse.Namespace) -
             read_tls_files(tls)
         else:
             check_plaintext_allowed(args.listen, allow_insecure=args.allow_insecure)
+            if args.http_listen is not None:
+                check_plaintext_allowed(args.http_listen, allow_insecure=args.allow_insecure)
         if args.tokens_file is not None:
             load_token_table(args.tokens_file)
     except (TlsConfigError, InsecureListenError, TokenFileError) as exc:

@@ -16,8 +16,10 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from xcron.server.api import reflection
-from xcron.server.api.auth import AuthInterceptor, TokenTable, load_token_table
+from xcron.server.api.auth import AuthInterceptor, Authorizer, TokenTable, load_token_table
+from xcron.server.api.connect import ConnectJobService, HealthASGIApplication, connect_app
 from xcron.server.api.decode import DecodeGuard
+from xcron.server.api.http import HttpServer, http_app, load_panel
 from xcron.server.api.servicer import Servicer
 from xcron.server.api.tls import TlsConfigError, TlsFiles, check_plaintext_allowed, server_credentials
 from xcron.server.assembly import WRITTEN_COPY_NAME, build_core
@@ -69,6 +71,8 @@ class ServerConfig:
     reflection_requires_token: bool = False
     limits: Limits = field(default_factory=Limits)
     metrics_listen: str | None = None
+    http_listen: str | None = None
+    """host:port for JobService over Connect/gRPC-Web and the jobs panel; None for no HTTP port."""
     """host:port for Prometheus' /metrics; None for no endpoint (metrics are still kept)."""
     store_dsn: str | None = None
     """A postgresql:// URL: state, history and schedules in PostgreSQL, shared by replicas."""
@@ -100,6 +104,10 @@ class XcronServer:
         self.health = health.aio.HealthServicer()
         self.port = 0
         self._server: grpc.aio.Server | None = None
+        self._servicer: Servicer | None = None
+        self._http: HttpServer | None = None
+        self._connect: ConnectJobService | None = None
+        self.http_port = 0
         self.manager: JobManager | None = None
         self._health_tasks: set[asyncio.Task[None]] = set()
         # One server per data dir (SQLite state). Replicas on PostgreSQL share nothing on disk.
@@ -124,6 +132,8 @@ class XcronServer:
         credentials = server_credentials(config.tls) if config.tls is not None else None
         if credentials is None:
             check_plaintext_allowed(config.listen, allow_insecure=config.allow_insecure)
+            if config.http_listen is not None:
+                check_plaintext_allowed(config.http_listen, allow_insecure=config.allow_insecure)
         tokens = self._load_tokens()
         if self.data_dir_lock is not None:
             self.data_dir_lock.acquire()
@@ -153,6 +163,21 @@ class XcronServer:
             self.metrics_port = self.metrics.serve(config.metrics_listen)
         await server.start()
         self._server = server
+        if config.http_listen is not None:
+            assert self._servicer is not None  # made by _grpc_server
+            authorizer = (
+                None
+                if tokens is None
+                else Authorizer(tokens, reflection_requires_token=config.reflection_requires_token)
+            )
+            self._connect = ConnectJobService(self._servicer.handlers, authorizer, self.metrics.auth_failed)
+            app = http_app(
+                connect_app(self._connect, read_max_bytes=config.limits.max_request_bytes),
+                load_panel(),
+                HealthASGIApplication(self.health),
+            )
+            self._http = HttpServer(app, config.http_listen, config.tls)
+            self.http_port = await self._http.start()
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         executor.add_health_listener(self._store_health_changed)
@@ -197,7 +222,8 @@ class XcronServer:
                 ("grpc.so_reuseport", 0),
             ],
         )
-        job_service_pb2_grpc.add_JobServiceServicer_to_server(Servicer(self.core.manager), server)
+        self._servicer = Servicer(self.core.manager)  # its handlers serve the Connect port too
+        job_service_pb2_grpc.add_JobServiceServicer_to_server(self._servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable(server, (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name))
         return server
@@ -231,6 +257,9 @@ class XcronServer:
             self.schedule_source.description,
             config.time_zone,
         )
+        if self._http is not None and config.http_listen is not None:
+            host = config.http_listen.rsplit(":", 1)[0]
+            log.info("jobs panel and Connect API on http%s://%s:%d/", "s" if config.tls else "", host, self.http_port)
         if self.metrics_port is not None and config.metrics_listen is not None:
             log.info("metrics on http://%s:%d/metrics", config.metrics_listen.rsplit(":", 1)[0], self.metrics_port)
 
@@ -254,12 +283,16 @@ class XcronServer:
     async def stop(self) -> None:
         """Health NOT_SERVING, no new runs, running jobs asked to cancel within the grace period."""
         await self.health.enter_graceful_shutdown()
+        if self._connect is not None:
+            self._connect.close_streams()  # watch streams end cleanly before uvicorn would cancel them
         if self.manager is not None:
             await self.manager.stop(self.config.shutdown_grace)
         if self.cluster is not None:
             await self.cluster.stop()
         if self._server is not None:
             await self._server.stop(grace=1.0)
+        if self._http is not None:
+            await self._http.stop()
         await self.store.close()
         if self.data_dir_lock is not None:
             self.data_dir_lock.release()
@@ -320,6 +353,8 @@ async def serve(config: ServerConfig) -> None:
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     # Announced once the signals are handled: a SIGTERM right after this line is a graceful stop.
+    if config.http_listen is not None:  # first: "listening" is the line that tells it is ready
+        print(f"xcron http on {config.http_listen.rsplit(':', 1)[0]}:{server.http_port}", flush=True)
     print(f"xcron listening on {config.listen.rsplit(':', 1)[0]}:{server.port}", flush=True)
 
     reloads: set[asyncio.Task[None]] = set()

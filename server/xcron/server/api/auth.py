@@ -124,6 +124,8 @@ _ROLE_METHODS: dict[Role, tuple[str, ...]] = {
 }
 METHOD_ROLES: dict[str, Role] = {f"/{_SERVICE}/{name}": role for role, names in _ROLE_METHODS.items() for name in names}
 """Full gRPC method path -> the role it needs."""
+ANY_ROLE_METHODS = frozenset({f"/{_SERVICE}/GetCaller"})
+"""Methods any valid token may call (they reveal only the caller's own name and roles)."""
 
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
 REFLECTION_PREFIXES = ("/grpc.reflection.v1alpha.ServerReflection/", "/grpc.reflection.v1.ServerReflection/")
@@ -439,7 +441,8 @@ class Authorizer:
         """The caller's principal; None for an open method. Unknown methods need the admin role."""
         if self.is_open(method):
             return None
-        role = None if method.startswith(REFLECTION_PREFIXES) else METHOD_ROLES.get(method, Role.ADMIN)
+        open_to_any_token = method.startswith(REFLECTION_PREFIXES) or method in ANY_ROLE_METHODS
+        role = None if open_to_any_token else METHOD_ROLES.get(method, Role.ADMIN)
         token, problem = bearer_token(metadata)
         if token is None:
             raise AuthRefused(unauthenticated(problem), "missing_token")

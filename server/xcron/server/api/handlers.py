@@ -33,6 +33,8 @@ class CallContext:
     """The caller's address as the transport reports it (for logs)."""
     deadline: float | None = None
     """Seconds left before the caller gives up; None without a deadline."""
+    roles: frozenset[str] | None = None
+    """The authenticated caller's roles ("read", "run", "schedule", "admin"); None without authentication."""
 
 
 DEFAULT_PAGE_SIZE = 50
@@ -142,7 +144,9 @@ class JobHandlers:
         self._manager.check_job(job_id)
         now = self._manager.now()
         schedules = [convert.from_schedule(s, f"schedules[{i}]", now) for i, s in enumerate(request.schedules)]
-        await self._manager.set_schedules(job_id, schedules)
+        checked = await self._manager.set_schedules(job_id, schedules, validate_only=request.validate_only)
+        if request.validate_only:  # AIP-163: the same checks, the computed schedules, nothing saved
+            return pb.SetScheduleResponse(job=convert.job(self._manager.preview(job_id, checked)), validated_only=True)
         return pb.SetScheduleResponse(job=convert.job(self._manager.view(job_id)))
 
     async def pause_schedule(self, request: pb.PauseScheduleRequest, call: CallContext) -> pb.PauseScheduleResponse:
@@ -184,6 +188,11 @@ class JobHandlers:
     async def get_execution(self, request: pb.GetExecutionRequest, call: CallContext) -> pb.GetExecutionResponse:
         execution_id = _checked_id(request.execution_id, "execution_id")
         return pb.GetExecutionResponse(execution=convert.execution(await self._manager.get_execution(execution_id)))
+
+    async def get_caller(self, request: pb.GetCallerRequest, call: CallContext) -> pb.GetCallerResponse:
+        if call.roles is None:  # no --tokens-file: everyone may do everything
+            return pb.GetCallerResponse(authentication_required=False, roles=["admin"])
+        return pb.GetCallerResponse(authentication_required=True, name=call.principal, roles=sorted(call.roles))
 
     async def watch_jobs(
         self, request: pb.WatchJobsRequest, call: CallContext

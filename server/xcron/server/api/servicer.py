@@ -27,6 +27,7 @@ def call_context(context: Context) -> CallContext:
         principal=principal.name if principal is not None else "",
         peer=context.peer(),
         deadline=context.time_remaining(),
+        roles=frozenset(r.value for r in principal.roles) if principal is not None else None,
     )
 
 
@@ -72,6 +73,9 @@ class Servicer(pb_grpc.JobServiceServicer):
 
     async def GetExecution(self, request: pb.GetExecutionRequest, context: Context) -> pb.GetExecutionResponse:
         return await _unary(self.handlers.get_execution, request, context)
+
+    async def GetCaller(self, request: pb.GetCallerRequest, context: Context) -> pb.GetCallerResponse:
+        return await _unary(self.handlers.get_caller, request, context)
 
     async def WatchJobs(self, request: pb.WatchJobsRequest, context: Context) -> AsyncIterator[pb.WatchJobsResponse]:
         try:

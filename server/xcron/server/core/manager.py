@@ -34,7 +34,7 @@ from xcron.server.core.ports import (
 )
 from xcron.server.core.registry import JobRegistry
 from xcron.server.core.scheduler import Scheduler
-from xcron.server.core.triggers import ScheduleValueError, validate_schedule
+from xcron.server.core.triggers import ScheduleValueError, fire_times, validate_schedule
 
 log = logging.getLogger(__name__)
 
@@ -233,7 +233,10 @@ class JobManager:
     async def cancel(self, job_id: str, execution_id: str = "") -> ExecutionRecord:
         return await self.executor.cancel(job_id, execution_id)
 
-    async def set_schedules(self, job_id: str, schedules: Sequence[Schedule]) -> None:
+    async def set_schedules(
+        self, job_id: str, schedules: Sequence[Schedule], *, validate_only: bool = False
+    ) -> list[Schedule]:
+        """Checks and saves `schedules` (returned as saved); `validate_only`: checks them, saves nothing."""
         job = self.registry.get(job_id)
         if len(schedules) > self.limits.max_schedules_per_job:
             raise InvalidArgument(
@@ -254,8 +257,28 @@ class JobManager:
             bind_parameters(job.parameters, schedule.parameters, field=f"schedules[{i}].parameters")
             _check_overlap(job, schedule, f"schedules[{i}].overlap_policy")
             checked.append(schedule)
+        if validate_only:
+            return checked
         await self._save(
             job, lambda current: JobSchedules(schedules=tuple(checked), paused=current.paused), replaces_all=True
+        )
+        return checked
+
+    def preview(self, job_id: str, schedules: Sequence[Schedule], *, fire_time_count: int = 5) -> JobView:
+        """The job as it would be with `schedules` (checked by set_schedules): their next fire times from now."""
+        current = self.view(job_id, fire_time_count=0)
+        now = self.clock.now()
+        return replace(
+            current,
+            schedules=[
+                (
+                    s,
+                    ScheduleRecord(job_id=job_id, schedule_key=""),
+                    fire_times(s, now, fire_time_count, default_zone=self.default_zone),
+                )
+                for s in schedules
+            ],
+            disabled_schedules=(),
         )
 
     async def set_paused(self, job_id: str, paused: bool) -> None:
