@@ -353,7 +353,11 @@ def test_concurrent_schedule_edits_are_never_lost(replicas: Start, schema: str) 
         return {e.type_name.split(",")[0]: _every(e.schedules[0].spec) for e in document.entries if e.schedules}
 
     def shows(client: Client, job_id: str, interval: timedelta) -> Callable[[], bool]:
-        return lambda: _every(client.get_job(job_id).schedules[0].spec) == interval
+        def check() -> bool:
+            schedules = client.get_job(job_id).schedules  # empty until this replica has seen the first edit
+            return bool(schedules) and _every(schedules[0].spec) == interval
+
+        return check
 
     def set_every(client: Client, job_id: str, interval: timedelta) -> Callable[[], object]:
         return lambda: client.set_schedule(job_id, [Schedule.every(interval)])
