@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from core_harness import START, Gate, Harness, Stuck
 
-from xcron.server.core.errors import FailedPrecondition, InvalidArgument, StoreUnavailable
+from xcron.server.core.errors import FailedPrecondition, InvalidArgument, LimitExceeded, StoreUnavailable
 from xcron.server.core.model import (
     ExecutionState,
     IntervalSpec,
@@ -21,6 +22,7 @@ from xcron.server.core.model import (
     OverlapPolicy,
     Schedule,
 )
+from xcron.server.core.ports import ExecutionRecord
 
 MIN = timedelta(minutes=1)
 
@@ -82,14 +84,39 @@ async def test_catch_up_goes_on_in_order_after_a_failed_start(
 ) -> None:
     manager = await harness.start()
     await manager.set_schedules("t.tick", [every(10, misfire_policy=MisfirePolicy.RUN_ALL)])
-    assert harness.store is not None
-    fail_first(monkeypatch, harness.store, "save_execution")
+    # A scheduled start no longer waits on the store (see the next test); what still refuses one is
+    # the executor (shutdown, the --max-running limit).
+    real = manager.executor.start_scheduled
+    calls = {"n": 0}
+
+    def refuse_first(*args: Any) -> ExecutionRecord:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise LimitExceeded("1000 runs in progress, the limit is 1000")
+        return real(*args)
+
+    monkeypatch.setattr(manager.executor, "start_scheduled", refuse_first)
     await harness.advance_to(START + 35 * MIN)  # 10, 20 and 30 are due at once; 10 fails to start
     await harness.recorder.wait_for(2)
     await harness.advance_to(START + 40 * MIN)
     await harness.recorder.wait_for(3)
     got = [r.scheduled_time for r in harness.recorder.finished]
     assert got == [START + m * MIN for m in (20, 30, 40)]
+
+
+async def test_a_scheduled_run_starts_even_if_the_store_refuses_its_start_and_its_end_records_it(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manager = await harness.start()
+    await manager.set_schedules("t.tick", [every(10)])
+    assert harness.store is not None
+    fail_first(monkeypatch, harness.store, "save_execution")
+    await harness.advance_to(START + 10 * MIN)
+    (run,) = await harness.recorder.wait_for(1)
+    assert run.scheduled_time == START + 10 * MIN
+    await manager.executor.outcomes.settled()
+    (stored,) = await manager.list_executions("t.tick", limit=10, before=None)
+    assert stored.id == run.id and stored.state is ExecutionState.COMPLETED
 
 
 async def test_a_failed_start_leaves_no_running_job_behind(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:

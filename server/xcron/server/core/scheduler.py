@@ -443,8 +443,24 @@ class Scheduler:
         self._start(entry, entry.pending.popleft())
 
     def _start(self, entry: _Entry, due: datetime) -> None:
+        if self._cluster is None:
+            # Local store: the run starts now, in this call (no task, no wait on the store); the
+            # executor records its start once the code runs.
+            if self._stopped:
+                return
+            try:
+                job = self._registry.get(entry.job_id)
+                parameters = bind_parameters(job.parameters, entry.schedule.parameters)
+                self._executor.start_scheduled(entry.job_id, parameters, due)
+            except Exception as exc:
+                self._not_started(entry, due, exc)
+            return
         self._starting.add(entry.job_id)  # until the executor has registered the run
         self._spawn(self._start_run(entry, due))
+
+    def _not_started(self, entry: _Entry, due: datetime, exc: Exception) -> None:
+        log.warning("scheduled run of %s at %s not started: %s", entry.job_id, due.isoformat(), exc)
+        self._drain(entry.job_id)  # what waits behind it goes on
 
     async def _start_run(self, entry: _Entry, due: datetime) -> None:
         try:
@@ -459,7 +475,8 @@ class Scheduler:
             self._bump(entry.job_id, entry.schedule.key, overlap=1)  # counted (and saved) by the claimant
             log.info("scheduled run of %s at %s skipped: %s", entry.job_id, due.isoformat(), exc.message)
         except Exception as exc:
-            log.warning("scheduled run of %s at %s not started: %s", entry.job_id, due.isoformat(), exc)
+            self._starting.discard(entry.job_id)
+            self._not_started(entry, due, exc)
         finally:
             self._starting.discard(entry.job_id)
             self._drain(entry.job_id)  # what waits behind it goes on (a no-op when the run started)
