@@ -252,8 +252,14 @@ class Executor:
         if record.scheduled_time is not None:
             self.observer.lateness(record.job_id, record.start_time - record.scheduled_time)
         log.info("run started (schedule)", extra=_ids(record))
-        # Two store calls, queued now (not behind a gather's extra step): if the code ends at once, its
-        # end's rows are queued after these, and the store commits in call order.
+        asyncio.get_running_loop().call_soon(self._write_start, entry, record, job)
+
+    def _write_start(self, entry: _Running, record: ExecutionRecord, job: JobRecord) -> None:
+        """After the code's first step: a run that ended already has its end's rows queued, which hold
+        all its start's do (a no-op's rows are written once); one still running has its start queued now,
+        before its end's, and the store commits in call order."""
+        if self._running.get(record.job_id) is not entry:
+            return
         for write in (self._store.save_execution(record), self._store.save_job(job)):
             task = asyncio.ensure_future(write)
             self._start_writes.add(task)
