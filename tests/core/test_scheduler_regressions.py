@@ -13,6 +13,7 @@ import pytest
 from core_harness import START, Gate, Harness, Stuck
 
 from xcron.server.core.errors import FailedPrecondition, InvalidArgument, LimitExceeded, StoreUnavailable
+from xcron.server.core.limits import Limits
 from xcron.server.core.model import (
     ExecutionState,
     IntervalSpec,
@@ -22,6 +23,7 @@ from xcron.server.core.model import (
     OverlapPolicy,
     Schedule,
 )
+from xcron.server.core.observe import NullObserver
 from xcron.server.core.ports import ExecutionRecord
 
 MIN = timedelta(minutes=1)
@@ -248,3 +250,31 @@ async def test_cancel_other_still_works_for_a_job_that_ignores_the_request(harne
     (first,) = await harness.recorder.wait_for(1)
     assert first.state is ExecutionState.CANCELLED
     Stuck.release.set()
+
+
+class NotStarted(NullObserver):
+    def __init__(self) -> None:
+        self.reasons: list[tuple[str, str]] = []
+
+    def not_started(self, job_id: str, reason: str) -> None:
+        self.reasons.append((job_id, reason))
+
+
+async def test_an_occurrence_the_max_running_limit_refuses_is_counted_not_dropped_silently(harness: Harness) -> None:
+    observer = NotStarted()
+    manager = await harness.start(limits=Limits(max_running=1), observer=observer)
+    await manager.run("t.gate", {})  # the one run the limit allows
+    assert Gate.started is not None and Gate.gate is not None
+    await Gate.started.wait()
+    await manager.set_schedules("t.tick", [every(10)])
+    await harness.advance_to(START + 10 * MIN)
+    await harness.advance_to(START + 20 * MIN)
+    ((_, record, _),) = manager.view("t.tick").schedules
+    assert record.not_started == 2 and record.overlap_skipped == 0 and record.misfire_skipped == 0
+    assert observer.reasons == [("t.tick", "max_running")] * 2
+    assert await manager.list_executions("t.tick", limit=10, before=None) == []
+    Gate.gate.set()  # once there is room, the schedule runs again
+    await harness.recorder.wait_for(1)
+    await harness.advance_to(START + 30 * MIN)
+    runs = await harness.recorder.wait_for(2)
+    assert runs[-1].job_id == "t.tick" and runs[-1].scheduled_time == START + 30 * MIN

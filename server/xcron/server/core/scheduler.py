@@ -32,7 +32,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from xcron.server.core.clock import Clock
-from xcron.server.core.errors import Conflict
+from xcron.server.core.errors import Conflict, FailedPrecondition, InvalidArgument, LimitExceeded
 from xcron.server.core.executor import ClusterHooks, Executor
 from xcron.server.core.model import JobSchedules, MisfirePolicy, OverlapPolicy, Schedule, Trigger
 from xcron.server.core.params import bind_parameters
@@ -459,8 +459,27 @@ class Scheduler:
         self._spawn(self._start_run(entry, due))
 
     def _not_started(self, entry: _Entry, due: datetime, exc: Exception) -> None:
-        log.warning("scheduled run of %s at %s not started: %s", entry.job_id, due.isoformat(), exc)
-        self._drain(entry.job_id)  # what waits behind it goes on
+        """An occurrence that was due and free to run did not start: counted (per schedule, and in the
+        metrics under a reason), logged, and what waits behind it goes on."""
+        if isinstance(exc, LimitExceeded):
+            reason = "max_running"
+        elif isinstance(exc, InvalidArgument):
+            reason = "invalid_parameters"
+        elif isinstance(exc, FailedPrecondition) and exc.reason == "SHUTTING_DOWN":
+            reason = "shutting_down"
+        else:
+            reason = "error"
+        self._executor.observer.not_started(entry.job_id, reason)
+        record = self._records.get((entry.job_id, entry.schedule.key))
+        if record is not None:
+            self._version += 1
+            record = replace(record, not_started=record.not_started + 1)
+            self._records[(entry.job_id, entry.schedule.key)] = record
+            for e in self._entries.get(entry.job_id, []):
+                if e.schedule.key == entry.schedule.key:
+                    e.record = replace(e.record, not_started=record.not_started)
+        log.warning("scheduled run of %s at %s not started (%s): %s", entry.job_id, due.isoformat(), reason, exc)
+        self._drain(entry.job_id)
 
     async def _start_run(self, entry: _Entry, due: datetime) -> None:
         try:
