@@ -77,8 +77,6 @@ def _execution(row: sqlite3.Row) -> ExecutionRecord:
 
 
 Outcome = tuple[bool, Any]
-_BUSY_GAP = 0.05  # seconds: a store call this soon after the last batch waits _GATHER for others to join it
-_GATHER = 0.002
 
 
 class SqliteStateStore:
@@ -94,7 +92,6 @@ class SqliteStateStore:
         self._queue: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
         self._busy = False
         self._idle: asyncio.Event | None = None
-        self._last_submit = float("-inf")
 
     async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._closed:
@@ -103,22 +100,17 @@ class SqliteStateStore:
         future: asyncio.Future[T] = loop.create_future()
         self._queue.append((fn, future))
         if not self._busy:
-            # Submitted after this turn of the loop, so that the calls made in it go in one transaction;
-            # under steady load (the last batch less than _BUSY_GAP ago) after _GATHER, so that the rows
-            # of the runs starting and ending meanwhile (and their schedules' fire times) go together.
+            # Submitted after this turn of the loop, so that the calls made in it go in one transaction
+            # (a scheduled run that ends at once: its schedule's fire time and its rows).
             self._busy = True
             if self._idle is None:
                 self._idle = asyncio.Event()
             self._idle.clear()
-            if loop.time() - self._last_submit < _BUSY_GAP:
-                loop.call_later(_GATHER, self._submit, loop)
-            else:
-                loop.call_soon(self._submit, loop)
+            loop.call_soon(self._submit, loop)
         return await future
 
     def _submit(self, loop: asyncio.AbstractEventLoop) -> None:
         batch, self._queue = self._queue, []
-        self._last_submit = loop.time()
         self._busy = True
         if self._idle is None:
             self._idle = asyncio.Event()
