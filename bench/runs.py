@@ -2,7 +2,9 @@
 
 A client process keeps one WatchJobs stream over the 50 bench jobs and, per job, a closed loop:
 RunJob, then wait until the stream shows that execution finished (a job runs at most once at a time,
-so 50 jobs give 50 runs in flight). Target: >= 500 runs/s. Run: `python -m bench.runs [--quick]`.
+so 50 jobs give 50 runs in flight). Targets: >= 500 runs/s, and (issue 16) >= 0.6x the calls/s of a
+bare grpc.aio server answering unary GetJob calls with 16 in flight, measured in the same run (before
+and after the runs, averaged). Run: `python -m bench.runs [--quick]`.
 """
 
 from __future__ import annotations
@@ -12,10 +14,13 @@ import tempfile
 from pathlib import Path
 
 from bench import clients
-from bench.common import Report, RssSampler, Workers, fmt_ms, parser, percentile, run_main, xcron_server
+from bench.common import Report, RssSampler, Workers, bare_server, fmt_ms, parser, percentile, run_main, xcron_server
 from bench.jobs import JOB_COUNT, job_id
+from bench.rpc import Cell, capture, load, write_schedules
 
 TARGET = 500.0
+BARE_RATIO = 0.6
+BARE_IN_FLIGHT = 16
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,17 +34,27 @@ def bench(args: argparse.Namespace) -> Report:
     report = Report("runs", args.json)
     runs: int = args.runs or (50 if args.quick else 1000)
     jobs = [job_id(i) for i in range(max(1, min(JOB_COUNT, args.jobs)))]
+    measure, warmup = (0.3, 0.1) if args.quick else (1.5, 0.5)
     with tempfile.TemporaryDirectory(prefix="xcron-bench-runs-") as tmp:
+        folder = Path(tmp)
+        (folder / "xcron").mkdir()
+        write_schedules(folder / "xcron" / "xcron.xml")
         profile = args.profile / "runs-xcron.prof" if args.profile else None
+        bare_cell = Cell()
         with (
-            xcron_server(Path(tmp), profile=profile) as xcron,
+            xcron_server(folder / "xcron", profile=profile) as xcron,
             Workers(clients.runs_worker, [(xcron.target, jobs)]) as worker,
+            Workers(clients.rpc_worker, [()] * 2) as rpc_workers,
         ):
-            worker.receive(60)
-            with RssSampler(xcron.pid) as sampler:
-                worker.send_all(runs)
-                (answer,) = worker.receive(runs / 10 + 120)
-            cpu = sampler.cpu_share(0, float("inf"))
+            get_job, list_jobs = capture(xcron.target, folder)
+            with bare_server(folder / "bare", "--get-job", str(get_job), "--list-jobs", str(list_jobs)) as bare:
+                load(rpc_workers, bare, "GetJob", BARE_IN_FLIGHT, warmup, measure, bare_cell)
+                worker.receive(60)
+                with RssSampler(xcron.pid) as sampler:
+                    worker.send_all(runs)
+                    (answer,) = worker.receive(runs / 10 + 120)
+                cpu = sampler.cpu_share(0, float("inf"))
+                load(rpc_workers, bare, "GetJob", BARE_IN_FLIGHT, warmup, measure, bare_cell)
     rate = runs / answer["elapsed"]
     cpu_text = "n/a" if cpu != cpu else f"{cpu:.0%} of a core"
     latencies = answer["latencies"]
@@ -52,6 +67,18 @@ def bench(args: argparse.Namespace) -> Report:
         runs_per_s=rate,
         p50_ms=percentile(latencies, 50) * 1000,
         p99_ms=percentile(latencies, 99) * 1000,
+    )
+    bare_rate = sum(bare_cell.rates) / len(bare_cell.rates)
+    ratio = rate / bare_rate if bare_rate else 0.0
+    report.row(
+        "vs_bare_unary",
+        f"RunJob to COMPLETED {rate:.0f} runs/s | bare grpc.aio unary GetJob, {BARE_IN_FLIGHT} in flight, same run: "
+        f"{bare_rate:.0f} calls/s ({', '.join(f'{r:.0f}' for r in bare_cell.rates)}) | ratio {ratio:.2f}x "
+        f"(target >= {BARE_RATIO}x)",
+        None if args.quick else ratio >= BARE_RATIO,
+        runs_per_s=rate,
+        bare_calls_per_s=bare_rate,
+        ratio=ratio,
     )
     return report
 

@@ -10,6 +10,9 @@ at most once at a time; its schedules are interval / per_job apart). Lateness is
 code runs minus the occurrence it runs for (ctx.scheduled_time; for APScheduler, computed from the
 schedule's start and interval).
 
+xcron runs on uvloop, as the server does by default (XCRON_BENCH_EVENT_LOOP=asyncio: asyncio's own
+loop); APScheduler on asyncio's own loop, as it is usually run.
+
 XCRON_BENCH_PATCH names a module the xcron phases import first (one that patches a proposed change
 in), to measure a change before and after in the same way.
 """
@@ -166,7 +169,13 @@ def xcron_phase(conn: Connection, plan: Plan) -> None:
     if patch:  # a module patching a proposed change in, to measure it the same way
         importlib.import_module(patch)
     logs = _count_logs()
-    result = asyncio.run(_xcron_phase(plan))
+    # The loop the server runs on by default (uvloop); XCRON_BENCH_EVENT_LOOP=asyncio for asyncio's own.
+    if os.environ.get("XCRON_BENCH_EVENT_LOOP", "uvloop") == "uvloop":
+        import uvloop
+
+        result = uvloop.run(_xcron_phase(plan))
+    else:
+        result = asyncio.run(_xcron_phase(plan))
     result["logs"] = dict(logs.counts)
     conn.send(result)
     conn.recv()

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from core_harness import START, Gate, Harness, Stuck
 
-from xcron.server.core.errors import FailedPrecondition, InvalidArgument, StoreUnavailable
+from xcron.server.core.errors import FailedPrecondition, InvalidArgument, LimitExceeded, StoreUnavailable
+from xcron.server.core.limits import Limits
 from xcron.server.core.model import (
     ExecutionState,
     IntervalSpec,
@@ -21,6 +23,8 @@ from xcron.server.core.model import (
     OverlapPolicy,
     Schedule,
 )
+from xcron.server.core.observe import NullObserver
+from xcron.server.core.ports import ExecutionRecord
 
 MIN = timedelta(minutes=1)
 
@@ -82,14 +86,39 @@ async def test_catch_up_goes_on_in_order_after_a_failed_start(
 ) -> None:
     manager = await harness.start()
     await manager.set_schedules("t.tick", [every(10, misfire_policy=MisfirePolicy.RUN_ALL)])
-    assert harness.store is not None
-    fail_first(monkeypatch, harness.store, "save_execution")
+    # A scheduled start no longer waits on the store (see the next test); what still refuses one is
+    # the executor (shutdown, the --max-running limit).
+    real = manager.executor.start_scheduled
+    calls = {"n": 0}
+
+    def refuse_first(*args: Any) -> ExecutionRecord:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise LimitExceeded("1000 runs in progress, the limit is 1000")
+        return real(*args)
+
+    monkeypatch.setattr(manager.executor, "start_scheduled", refuse_first)
     await harness.advance_to(START + 35 * MIN)  # 10, 20 and 30 are due at once; 10 fails to start
     await harness.recorder.wait_for(2)
     await harness.advance_to(START + 40 * MIN)
     await harness.recorder.wait_for(3)
     got = [r.scheduled_time for r in harness.recorder.finished]
     assert got == [START + m * MIN for m in (20, 30, 40)]
+
+
+async def test_a_scheduled_run_starts_even_if_the_store_refuses_its_start_and_its_end_records_it(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manager = await harness.start()
+    await manager.set_schedules("t.tick", [every(10)])
+    assert harness.store is not None
+    fail_first(monkeypatch, harness.store, "save_execution")
+    await harness.advance_to(START + 10 * MIN)
+    (run,) = await harness.recorder.wait_for(1)
+    assert run.scheduled_time == START + 10 * MIN
+    await manager.executor.outcomes.settled()
+    (stored,) = await manager.list_executions("t.tick", limit=10, before=None)
+    assert stored.id == run.id and stored.state is ExecutionState.COMPLETED
 
 
 async def test_a_failed_start_leaves_no_running_job_behind(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -221,3 +250,31 @@ async def test_cancel_other_still_works_for_a_job_that_ignores_the_request(harne
     (first,) = await harness.recorder.wait_for(1)
     assert first.state is ExecutionState.CANCELLED
     Stuck.release.set()
+
+
+class NotStarted(NullObserver):
+    def __init__(self) -> None:
+        self.reasons: list[tuple[str, str]] = []
+
+    def not_started(self, job_id: str, reason: str) -> None:
+        self.reasons.append((job_id, reason))
+
+
+async def test_an_occurrence_the_max_running_limit_refuses_is_counted_not_dropped_silently(harness: Harness) -> None:
+    observer = NotStarted()
+    manager = await harness.start(limits=Limits(max_running=1), observer=observer)
+    await manager.run("t.gate", {})  # the one run the limit allows
+    assert Gate.started is not None and Gate.gate is not None
+    await Gate.started.wait()
+    await manager.set_schedules("t.tick", [every(10)])
+    await harness.advance_to(START + 10 * MIN)
+    await harness.advance_to(START + 20 * MIN)
+    ((_, record, _),) = manager.view("t.tick").schedules
+    assert record.not_started == 2 and record.overlap_skipped == 0 and record.misfire_skipped == 0
+    assert observer.reasons == [("t.tick", "max_running")] * 2
+    assert await manager.list_executions("t.tick", limit=10, before=None) == []
+    Gate.gate.set()  # once there is room, the schedule runs again
+    await harness.recorder.wait_for(1)
+    await harness.advance_to(START + 30 * MIN)
+    runs = await harness.recorder.wait_for(2)
+    assert runs[-1].job_id == "t.tick" and runs[-1].scheduled_time == START + 30 * MIN

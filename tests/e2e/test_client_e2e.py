@@ -221,3 +221,14 @@ def test_sigterm_stops_gracefully_and_records_the_run(server_factory: Any) -> No
     with Client(server.target, timeout=20) as client:
         execution = client.get_execution(run.id)
     assert execution.state is ExecutionState.ABORTED and execution.error == "interrupted: server stopped"
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_the_server_works_on_either_event_loop(server_factory: Any, loop: str) -> None:
+    """uvloop is the default; asyncio's own loop must keep working (--event-loop asyncio)."""
+    server = server_factory(extra_args=["--event-loop", loop]).start()
+    with Client(server.target, timeout=20) as c:
+        execution = c.run_and_wait("test.tick", {"label": loop}, timeout=20)
+        assert execution.state is ExecutionState.COMPLETED
+        assert c.get_job("test.tick").state is JobState.COMPLETED
+    assert server.stop(signal.SIGTERM) == 0

@@ -11,7 +11,9 @@ from xcron.server.app import ServerConfig
 from xcron.server.assembly import build_core
 from xcron.server.core.clock import FakeClock
 from xcron.server.core.jobs import Job, JobContext, Parameter, ParameterType
+from xcron.server.core.limits import Limits
 from xcron.server.core.manager import JobManager
+from xcron.server.core.observe import Observer
 from xcron.server.core.ports import ExecutionRecord
 from xcron.server.core.registry import JobRegistry
 from xcron.server.stores.schedules import FileScheduleSource
@@ -96,16 +98,24 @@ class Harness:
     def schedule_file(self) -> Path:
         return self.tmp / "xcron.xml"
 
-    async def start(self, zone: str = "UTC") -> JobManager:
+    async def start(
+        self, zone: str = "UTC", *, limits: Limits | None = None, observer: Observer | None = None
+    ) -> JobManager:
         Gate.gate = asyncio.Event()
         Gate.started = asyncio.Event()
         Stuck.release = asyncio.Event()
         config = ServerConfig(
-            schedule_file=self.schedule_file, data_dir=self.tmp / "data", time_zone=zone, load_entry_points=False
+            schedule_file=self.schedule_file,
+            data_dir=self.tmp / "data",
+            time_zone=zone,
+            load_entry_points=False,
+            limits=limits or Limits(),
         )
         # The schedule file alone, without the copy of what xcron last wrote (tests edit it by hand).
         source = FileScheduleSource(self.schedule_file)
-        core = build_core(config, clock=self.clock, registry=JobRegistry(self.jobs), schedule_source=source)
+        core = build_core(
+            config, clock=self.clock, registry=JobRegistry(self.jobs), schedule_source=source, observer=observer
+        )
         assert isinstance(core.store, SqliteStateStore)
         self.store = core.store
         self.recorder = Recorder()

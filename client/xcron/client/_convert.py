@@ -274,6 +274,7 @@ def schedule_from_proto(message: pb.Schedule) -> Schedule:
         last_fire_time=optional_timestamp(message, "last_fire_time"),
         overlap_skipped_count=message.overlap_skipped_count,
         misfire_skipped_count=message.misfire_skipped_count,
+        not_started_count=message.not_started_count,
     )
 
 

@@ -327,6 +327,9 @@ class Schedule:
     """Output only: occurrences skipped because the job was still running."""
     misfire_skipped_count: int = 0
     """Output only: occurrences dropped by the misfire policy."""
+    not_started_count: int = 0
+    """Output only: occurrences due and free to run but not started since the server started (mostly the
+    server's --max-running limit)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "parameters", _frozen_mapping(self.parameters))

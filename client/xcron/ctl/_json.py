@@ -74,6 +74,7 @@ def schedule_json(schedule: Schedule) -> dict[str, Json]:
         "last_fire_time": iso(schedule.last_fire_time),
         "overlap_skipped_count": schedule.overlap_skipped_count,
         "misfire_skipped_count": schedule.misfire_skipped_count,
+        "not_started_count": schedule.not_started_count,
     }
 
 

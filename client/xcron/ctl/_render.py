@@ -193,7 +193,8 @@ def schedules_table(job: Job) -> Table:
             what,
             "\n".join(format_time(t, zone) for t in schedule.next_fire_times) or "-",
             format_time(schedule.last_fire_time, zone),
-            f"overlap {schedule.overlap_skipped_count}\nmisfire {schedule.misfire_skipped_count}",
+            f"overlap {schedule.overlap_skipped_count}\nmisfire {schedule.misfire_skipped_count}"
+            + (f"\nnot started {schedule.not_started_count}" if schedule.not_started_count else ""),
         )
     return table
 

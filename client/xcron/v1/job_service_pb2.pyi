@@ -617,6 +617,7 @@ class Schedule(_message.Message):
     LAST_FIRE_TIME_FIELD_NUMBER: _builtins.int
     OVERLAP_SKIPPED_COUNT_FIELD_NUMBER: _builtins.int
     MISFIRE_SKIPPED_COUNT_FIELD_NUMBER: _builtins.int
+    NOT_STARTED_COUNT_FIELD_NUMBER: _builtins.int
     time_zone: _builtins.str
     """IANA zone name for calendar and cron times, e.g. "Europe/Paris"; empty for the server's zone."""
     misfire_policy: Global___MisfirePolicy.ValueType
@@ -629,6 +630,12 @@ class Schedule(_message.Message):
     """Output only: occurrences skipped because the job was still running."""
     misfire_skipped_count: _builtins.int
     """Output only: occurrences dropped by the misfire policy."""
+    not_started_count: _builtins.int
+    """Output only: occurrences that were due and free to run but were not started, since this server process
+    started (not kept across restarts): most often because --max-running runs were in progress; also
+    parameters the job no longer accepts, or a failed cluster claim. The metric
+    xcron_occurrences_not_started_total has them by reason.
+    """
     @_builtins.property
     def interval(self) -> Global___IntervalSpec:
         """Every N seconds."""
@@ -685,10 +692,11 @@ class Schedule(_message.Message):
         last_fire_time: _timestamp_pb2.Timestamp | None = ...,
         overlap_skipped_count: _builtins.int = ...,
         misfire_skipped_count: _builtins.int = ...,
+        not_started_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["calendar", b"calendar", "cron", b"cron", "end_time", b"end_time", "interval", b"interval", "last_fire_time", b"last_fire_time", "misfire_grace_period", b"misfire_grace_period", "spec", b"spec", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["calendar", b"calendar", "cron", b"cron", "end_time", b"end_time", "interval", b"interval", "last_fire_time", b"last_fire_time", "max_catchup_runs", b"max_catchup_runs", "misfire_grace_period", b"misfire_grace_period", "misfire_policy", b"misfire_policy", "misfire_skipped_count", b"misfire_skipped_count", "next_fire_times", b"next_fire_times", "overlap_policy", b"overlap_policy", "overlap_skipped_count", b"overlap_skipped_count", "parameters", b"parameters", "spec", b"spec", "start_time", b"start_time", "time_zone", b"time_zone"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calendar", b"calendar", "cron", b"cron", "end_time", b"end_time", "interval", b"interval", "last_fire_time", b"last_fire_time", "max_catchup_runs", b"max_catchup_runs", "misfire_grace_period", b"misfire_grace_period", "misfire_policy", b"misfire_policy", "misfire_skipped_count", b"misfire_skipped_count", "next_fire_times", b"next_fire_times", "not_started_count", b"not_started_count", "overlap_policy", b"overlap_policy", "overlap_skipped_count", b"overlap_skipped_count", "parameters", b"parameters", "spec", b"spec", "start_time", b"start_time", "time_zone", b"time_zone"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_spec: _TypeAlias = _typing.Literal["interval", "calendar", "cron"]  # noqa: Y015
     _WhichOneofArgType_spec: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
@@ -760,7 +768,9 @@ class Execution(_message.Message):
 
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp:
-        """When it started."""
+        """When it started. For scheduled runs: when the job's own code started, so start_time - scheduled_time
+        is the real lateness (what the xcron_schedule_lateness_seconds metric observes).
+        """
 
     @_builtins.property
     def finish_time(self) -> _timestamp_pb2.Timestamp:

@@ -8,7 +8,9 @@ import logging
 import os
 import sys
 import threading
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 from xcron.server import logs
 from xcron.server.api.auth import TokenFileError, hash_token_main, load_token_table
@@ -58,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--history-keep-last", type=int, default=1000, help="runs kept per job by xcron.purge-history")
     parser.add_argument("--history-max-age-days", type=int, default=90, help="age limit used by xcron.purge-history")
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument(
+        "--event-loop",
+        choices=("uvloop", "asyncio"),
+        default="uvloop",
+        help="uvloop (default; asyncio's own loop where uvloop is not installed) or asyncio",
+    )
     parser.add_argument("--log-format", choices=("plain", "json"), default="plain", help="json: one object per line")
     parser.add_argument(
         "--http-listen",
@@ -171,6 +179,7 @@ def _config(args: argparse.Namespace, tls: TlsFiles | None) -> ServerConfig:
         allow_insecure=args.allow_insecure,
         tokens_file=args.tokens_file,
         reflection_requires_token=args.reflection_requires_token,
+        event_loop=args.event_loop,
     )
 
 
@@ -198,13 +207,26 @@ def _check_security(parser: argparse.ArgumentParser, args: argparse.Namespace) -
     return tls
 
 
+def _run(config: ServerConfig, main: Coroutine[Any, Any, None]) -> None:
+    """asyncio.run, on uvloop's loop unless --event-loop asyncio (or uvloop is not installed)."""
+    if config.event_loop == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            uvloop.run(main)
+            return
+    asyncio.run(main)
+
+
 def main(argv: list[str] | None = None) -> None:
     config = parse_args(argv)
     try:
         if config.import_file:
-            asyncio.run(import_schedules(config))
+            _run(config, import_schedules(config))
         else:
-            asyncio.run(export_schedules(config) if config.export_file else serve(config))
+            _run(config, export_schedules(config) if config.export_file else serve(config))
     except StoreUnavailable as exc:
         print(f"xcron-server: the store is unavailable: {exc.message}", file=sys.stderr)
         sys.exit(2)

@@ -51,6 +51,13 @@ class Metrics:
         self.overlap_skips = Counter(
             "xcron_overlap_skips", "Occurrences skipped because the job still ran", ["job_id", "policy"], registry=r
         )
+        self.not_started_total = Counter(
+            "xcron_occurrences_not_started",
+            "Occurrences due and free to run that were not started, by reason (max_running: the --max-running "
+            "limit; invalid_parameters; shutting_down; error)",
+            ["job_id", "reason"],
+            registry=r,
+        )
         self.running = Gauge("xcron_running_jobs", "Jobs running now", registry=r)
         self.watchers = Gauge("xcron_watchers", "Connected WatchJobs streams", registry=r)
         self.rpcs = Counter("xcron_rpcs", "RPCs handled", ["method", "code"], registry=r)
@@ -76,6 +83,9 @@ class Metrics:
 
     def overlap_skipped(self, job_id: str, policy: str) -> None:
         self.overlap_skips.labels(job_id, policy).inc()
+
+    def not_started(self, job_id: str, reason: str) -> None:
+        self.not_started_total.labels(job_id, reason).inc()
 
     def lateness(self, job_id: str, late_by: timedelta) -> None:
         self.lateness_seconds.labels(job_id).observe(max(0.0, late_by.total_seconds()))

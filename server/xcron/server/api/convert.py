@@ -192,6 +192,7 @@ def schedule(s: Schedule, record: ScheduleRecord | None = None, next_times: Sequ
             out.last_fire_time.CopyFrom(timestamp(record.last_run))
         out.overlap_skipped_count = record.overlap_skipped
         out.misfire_skipped_count = record.misfire_skipped
+        out.not_started_count = record.not_started
     return out
 
 
@@ -305,6 +306,7 @@ def job(view: JobView) -> pb.Job:
             item.last_fire_time.CopyFrom(timestamp(r.last_run))
         item.overlap_skipped_count = r.overlap_skipped
         item.misfire_skipped_count = r.misfire_skipped
+        item.not_started_count = r.not_started
     return out
 
 

@@ -104,6 +104,7 @@ class Executor:
         self._starts_settled.set()
         self._progress = ProgressCoalescer(self._on_progress)
         self.cluster = cluster
+        self._start_writes: set[asyncio.Future[None]] = set()  # start rows of scheduled runs, queued
 
     async def start(self) -> None:
         """Loads job state; runs left RUNNING by a dead process become ABORTED, never NOT_YET_RUN."""
@@ -215,6 +216,59 @@ class Executor:
         if scheduled_time is not None:
             self.observer.lateness(job_id, record.start_time - scheduled_time)
         return record
+
+    def start_scheduled(
+        self, job_id: str, parameters: Mapping[str, ParameterValue], scheduled_time: datetime
+    ) -> ExecutionRecord:
+        """Starts a scheduled run at once, without waiting on the store (local store only; a cluster
+        claims first, through `run`). The job's code starts on the next turn of the loop; its start
+        is recorded then, in the store's next batch (the store commits in call order, so the start
+        always lands before the end). If the store refuses the start, the run goes on and its end
+        records both rows. Raises as `run` does when the run may not start (shutdown, running, limit)."""
+        job = self._registry.get(job_id)
+        self._check_can_start(job_id)
+        entry = self._new_run(job_id, parameters, Trigger.SCHEDULE, "", scheduled_time)
+        record = entry.record
+        self._running[job_id] = entry
+        before = self._jobs[job_id]
+        self._jobs[job_id] = JobRecord(
+            job_id=job_id,
+            state=JobState.RUNNING,
+            progress=0.0,
+            status_text=record.status_text,
+            last_start=record.start_time,
+            last_finish=before.last_finish,
+            execution_id=record.id,
+        )
+        entry.task = asyncio.create_task(self._execute(job, entry, record_start=True), name=f"xcron-run-{job_id}")
+        return record
+
+    def _code_starts(self, entry: _Running) -> None:
+        """A scheduled run's code starts now: stamp the instant, publish, count, and queue the start's rows."""
+        record = entry.record = replace(entry.record, start_time=self._clock.now())
+        job = self._jobs[record.job_id] = replace(self._jobs[record.job_id], last_start=record.start_time)
+        self._bus.publish(self._status(job))
+        self.observer.run_started(record)
+        if record.scheduled_time is not None:
+            self.observer.lateness(record.job_id, record.start_time - record.scheduled_time)
+        log.info("run started (schedule)", extra=_ids(record))
+        asyncio.get_running_loop().call_soon(self._write_start, entry, record, job)
+
+    def _write_start(self, entry: _Running, record: ExecutionRecord, job: JobRecord) -> None:
+        """After the code's first step: a run that ended already has its end's rows queued, which hold
+        all its start's do (a no-op's rows are written once); one still running has its start queued now,
+        before its end's, and the store commits in call order."""
+        if self._running.get(record.job_id) is not entry:
+            return
+        for write in (self._store.save_execution(record), self._store.save_job(job)):
+            task = asyncio.ensure_future(write)
+            self._start_writes.add(task)
+            task.add_done_callback(self._start_written)
+
+    def _start_written(self, task: asyncio.Future[None]) -> None:
+        self._start_writes.discard(task)
+        if not task.cancelled() and task.exception() is not None:  # the end of the run writes both rows again
+            log.warning("could not record the start of a scheduled run (%s); its end will be", task.exception())
 
     async def _earlier_run(self, job_id: str, request_id: str) -> ExecutionRecord | None:
         """The run a request id already started (idempotent RunJob), in the store or still starting."""
@@ -398,10 +452,12 @@ class Executor:
         while len(self._request_ids) > 10_000:
             self._request_ids.popitem(last=False)
 
-    async def _execute(self, job_type: type[Any], entry: _Running) -> None:
+    async def _execute(self, job_type: type[Any], entry: _Running, *, record_start: bool = False) -> None:
         context = entry.context
         error = ""
         try:
+            if record_start:
+                self._code_starts(entry)
             job = job_type()
             if job_type.is_async():
                 await job.run(context)
@@ -520,5 +576,7 @@ class Executor:
                 continue  # a start still in the store's hands: it undoes itself
             entry.task.cancel()
             await self._finish(entry, ExecutionState.ABORTED, INTERRUPTED)
+        if self._start_writes:
+            await asyncio.wait(set(self._start_writes), timeout=grace)
         await self.outcomes.drain(grace)
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -14,6 +14,7 @@ class Observer(Protocol):
     def misfired(self, job_id: str, policy: str, dropped: int) -> None: ...
     def overlap_skipped(self, job_id: str, policy: str) -> None: ...
     def lateness(self, job_id: str, late_by: timedelta) -> None: ...
+    def not_started(self, job_id: str, reason: str) -> None: ...
 
 
 class NullObserver:
@@ -30,4 +31,7 @@ class NullObserver:
         pass
 
     def lateness(self, job_id: str, late_by: timedelta) -> None:
+        pass
+
+    def not_started(self, job_id: str, reason: str) -> None:
         pass

@@ -65,6 +65,9 @@ class ScheduleRecord:
     """The last occurrence that led to a run (what GetJob shows as last_fire_time)."""
     overlap_skipped: int = 0
     misfire_skipped: int = 0
+    not_started: int = 0
+    """Due, free to run, and not started (the --max-running limit, bad parameters, a failed claim): counted
+    since this process started; not stored (the xcron_occurrences_not_started metric keeps the history)."""
 
 
 @dataclass(frozen=True)

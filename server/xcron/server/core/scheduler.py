@@ -32,7 +32,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from xcron.server.core.clock import Clock
-from xcron.server.core.errors import Conflict
+from xcron.server.core.errors import Conflict, FailedPrecondition, InvalidArgument, LimitExceeded
 from xcron.server.core.executor import ClusterHooks, Executor
 from xcron.server.core.model import JobSchedules, MisfirePolicy, OverlapPolicy, Schedule, Trigger
 from xcron.server.core.params import bind_parameters
@@ -97,6 +97,32 @@ class Scheduler:
     async def start(self, schedules: dict[str, JobSchedules]) -> None:
         self._stopped = False
         self._records = await self._store.load_schedule_records()
+        # The records of schedules seen for the first time, saved in one store call for all jobs (not
+        # one per job: with 10,000 jobs that was most of the start-up time).
+        now = self._clock.now()
+        new_records = [
+            ScheduleRecord(job_id=job_id, schedule_key=key, last_fire=now)
+            for job_id, job_schedules in schedules.items()
+            for key in dict.fromkeys(s.key for s in job_schedules.schedules)
+            if (job_id, key) not in self._records
+        ]
+        if new_records:
+            await self._save_records(new_records)
+            for record in new_records:
+                self._records[(record.job_id, record.schedule_key)] = record
+        # Records of a job's schedules no longer in xcron.xml: forgotten, as set_job_schedules does (those
+        # of jobs not given here are kept, and so is what set_job_schedules never sees).
+        wanted = {(job_id, s.key) for job_id, job_schedules in schedules.items() for s in job_schedules.schedules}
+        stale: dict[str, list[str]] = {}
+        for job_id, key in list(self._records):
+            if job_id in schedules and (job_id, key) not in wanted:
+                stale.setdefault(job_id, []).append(key)
+                del self._records[(job_id, key)]
+        for job_id, keys in stale.items():
+            try:
+                await self._store.delete_schedule_records(job_id, keys)
+            except Exception as exc:
+                log.warning("could not forget the fire times of %s's removed schedules: %s", job_id, exc)
         for job_id, job_schedules in schedules.items():
             await self.set_job_schedules(job_id, job_schedules)
         self._task = asyncio.create_task(self._run(), name="xcron-scheduler")
@@ -130,7 +156,13 @@ class Scheduler:
             for key in keys
             if (job_id, key) not in self._records
         ]
-        removed = [key for (j, key) in self._records if j == job_id and key not in keys]
+        # A job's records are its current entries' (start() forgets the others of the jobs it is given), so
+        # its entries say which records go: no scan of all records (quadratic at start-up with 10,000 jobs).
+        if job_id in self._entries or self._task is None:
+            removed = [e.schedule.key for e in self._entries.get(job_id, []) if e.schedule.key not in keys]
+        else:  # a job start() was not given: its records may be older than this process
+            removed = [key for (j, key) in self._records if j == job_id and key not in keys]
+        removed = list(dict.fromkeys(removed))
         # Best effort: the schedules themselves are saved already (xcron.xml). Without these records
         # a restart would take a schedule as new and start it from then, which runs nothing twice.
         try:
@@ -269,11 +301,6 @@ class Scheduler:
                 continue
             if chosen:
                 to_fire.append((entry, chosen))
-        # Not awaited: the store commits in call order, so these fire times are durable no later than
-        # the RUNNING records of the runs started below (a crash never makes a started run look missed).
-        # In a cluster the replica that claims an occurrence records its fire time with the claim.
-        firing = {id(e) for e, _ in to_fire} if self._cluster is not None else set()
-        self._spawn(self._save_records([e.record for e in due if id(e) not in firing]))
         for handled, times in to_fire:
             # Fire through the schedule as it is now (same key: same occurrences), or not at all.
             target = next(
@@ -286,6 +313,13 @@ class Scheduler:
             else:  # catch-up runs go one after another, whatever the overlap policy
                 target.pending.extend(times)
                 self._drain(target.job_id)
+        # Not awaited, and queued after the starts above: the job's code of a run started above runs
+        # first, and the store commits in call order, so these fire times are durable no later than
+        # the run's rows (queued when its code has run, or has ended), in the same batch when it ends at
+        # once (a crash never makes a started run look missed).
+        # In a cluster the replica that claims an occurrence records its fire time with the claim.
+        firing = {id(e) for e, _ in to_fire} if self._cluster is not None else set()
+        self._spawn(self._save_records([e.record for e in due if id(e) not in firing]))
 
     def _decide(self, entry: _Entry, now: datetime) -> list[datetime]:
         """Applies the misfire policy to a due entry, updates its record and re-plans it."""
@@ -443,8 +477,43 @@ class Scheduler:
         self._start(entry, entry.pending.popleft())
 
     def _start(self, entry: _Entry, due: datetime) -> None:
+        if self._cluster is None:
+            # Local store: the run starts now, in this call (no task, no wait on the store); the
+            # executor records its start once the code runs.
+            if self._stopped:
+                return
+            try:
+                job = self._registry.get(entry.job_id)
+                parameters = bind_parameters(job.parameters, entry.schedule.parameters)
+                self._executor.start_scheduled(entry.job_id, parameters, due)
+            except Exception as exc:
+                self._not_started(entry, due, exc)
+            return
         self._starting.add(entry.job_id)  # until the executor has registered the run
         self._spawn(self._start_run(entry, due))
+
+    def _not_started(self, entry: _Entry, due: datetime, exc: Exception) -> None:
+        """An occurrence that was due and free to run did not start: counted (per schedule, and in the
+        metrics under a reason), logged, and what waits behind it goes on."""
+        if isinstance(exc, LimitExceeded):
+            reason = "max_running"
+        elif isinstance(exc, InvalidArgument):
+            reason = "invalid_parameters"
+        elif isinstance(exc, FailedPrecondition) and exc.reason == "SHUTTING_DOWN":
+            reason = "shutting_down"
+        else:
+            reason = "error"
+        self._executor.observer.not_started(entry.job_id, reason)
+        record = self._records.get((entry.job_id, entry.schedule.key))
+        if record is not None:
+            self._version += 1
+            record = replace(record, not_started=record.not_started + 1)
+            self._records[(entry.job_id, entry.schedule.key)] = record
+            for e in self._entries.get(entry.job_id, []):
+                if e.schedule.key == entry.schedule.key:
+                    e.record = replace(e.record, not_started=record.not_started)
+        log.warning("scheduled run of %s at %s not started (%s): %s", entry.job_id, due.isoformat(), reason, exc)
+        self._drain(entry.job_id)
 
     async def _start_run(self, entry: _Entry, due: datetime) -> None:
         try:
@@ -459,7 +528,8 @@ class Scheduler:
             self._bump(entry.job_id, entry.schedule.key, overlap=1)  # counted (and saved) by the claimant
             log.info("scheduled run of %s at %s skipped: %s", entry.job_id, due.isoformat(), exc.message)
         except Exception as exc:
-            log.warning("scheduled run of %s at %s not started: %s", entry.job_id, due.isoformat(), exc)
+            self._starting.discard(entry.job_id)
+            self._not_started(entry, due, exc)
         finally:
             self._starting.discard(entry.job_id)
             self._drain(entry.job_id)  # what waits behind it goes on (a no-op when the run started)

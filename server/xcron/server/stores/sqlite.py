@@ -100,7 +100,13 @@ class SqliteStateStore:
         future: asyncio.Future[T] = loop.create_future()
         self._queue.append((fn, future))
         if not self._busy:
-            self._submit(loop)
+            # Submitted after this turn of the loop, so that the calls made in it go in one transaction
+            # (a scheduled run that ends at once: its schedule's fire time and its rows).
+            self._busy = True
+            if self._idle is None:
+                self._idle = asyncio.Event()
+            self._idle.clear()
+            loop.call_soon(self._submit, loop)
         return await future
 
     def _submit(self, loop: asyncio.AbstractEventLoop) -> None:
