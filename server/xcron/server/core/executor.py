@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -23,6 +22,7 @@ from xcron.server.core.outcomes import HealthListener, UnrecordedOutcomes
 from xcron.server.core.ports import INTERRUPTED, ExecutionRecord, JobRecord, StateStore
 from xcron.server.core.progress import ProgressCoalescer
 from xcron.server.core.registry import JobRegistry
+from xcron.server.core.requests import RequestIds
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ class Executor:
         self._max_running = max_running
         self._jobs: dict[str, JobRecord] = {}
         self._running: dict[str, _Running] = {}
-        self._request_ids: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._request_ids = RequestIds(store, self.get_execution)
         self._listeners: list[FinishListener] = []
         self._accepting = True
         # What jobs may use besides their parameters; the store and clock are the server's own.
@@ -169,7 +169,7 @@ class Executor:
         after its rows may have been written is rolled back."""
         job = self._registry.get(job_id)
         if request_id:
-            earlier = await self._earlier_run(job_id, request_id)
+            earlier = await self._request_ids.earlier_run(job_id, request_id)
             if earlier is not None:
                 return earlier
         self._check_can_start(job_id)
@@ -178,7 +178,7 @@ class Executor:
         # Registered before the first await, so a concurrent RunJob sees it and is refused.
         self._running[job_id] = entry
         if request_id:
-            self._remember_request(job_id, request_id, record.id)
+            self._request_ids.remember(job_id, request_id, record.id)
         before = self._jobs[job_id]
         written = _StartWrites()
         # From here a shutdown waits for this start to settle: it runs, or it is refused and undone
@@ -198,7 +198,7 @@ class Executor:
             winner = await self._record_start(record, job_record, written)
             if winner is not record:  # the same request_id reached another replica first
                 self._running.pop(job_id, None)
-                self._request_ids[(job_id, request_id)] = winner.id
+                self._request_ids.remember(job_id, request_id, winner.id)
                 return winner
             if not self._accepting or self._running.get(job_id) is not entry:
                 raise FailedPrecondition("the server is shutting down; no new runs are started", reason="SHUTTING_DOWN")
@@ -269,14 +269,6 @@ class Executor:
         self._start_writes.discard(task)
         if not task.cancelled() and task.exception() is not None:  # the end of the run writes both rows again
             log.warning("could not record the start of a scheduled run (%s); its end will be", task.exception())
-
-    async def _earlier_run(self, job_id: str, request_id: str) -> ExecutionRecord | None:
-        """The run a request id already started (idempotent RunJob), in the store or still starting."""
-        earlier = await self._find_request(job_id, request_id)
-        if earlier is not None:
-            return earlier
-        known = self._request_ids.get((job_id, request_id))  # a twin call got in during that await
-        return await self.get_execution(known) if known is not None else None
 
     def _check_can_start(self, job_id: str) -> None:
         if not self._accepting:
@@ -362,7 +354,7 @@ class Executor:
         job_id = record.job_id
         if self._running.get(job_id) is entry:
             del self._running[job_id]
-        self._request_ids.pop((job_id, record.request_id), None)
+        self._request_ids.forget(job_id, record.request_id)
         if self._jobs[job_id] is not before and self._jobs[job_id].execution_id == record.id:
             self._jobs[job_id] = before
             self._bus.publish(self._status(before))
@@ -440,17 +432,6 @@ class Executor:
         if record is None:
             raise NotFound(f"no execution with id {execution_id!r}")
         return record
-
-    async def _find_request(self, job_id: str, request_id: str) -> ExecutionRecord | None:
-        known = self._request_ids.get((job_id, request_id))
-        if known is not None:
-            return await self.get_execution(known)
-        return await self._store.find_by_request_id(job_id, request_id)
-
-    def _remember_request(self, job_id: str, request_id: str, execution_id: str) -> None:
-        self._request_ids[(job_id, request_id)] = execution_id
-        while len(self._request_ids) > 10_000:
-            self._request_ids.popitem(last=False)
 
     async def _execute(self, job_type: type[Any], entry: _Running, *, record_start: bool = False) -> None:
         context = entry.context
