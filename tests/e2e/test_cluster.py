@@ -26,6 +26,7 @@ from psycopg import sql
 from requires import require
 from server_process import SUPPORT, ServerProcess
 from waiting import eventually
+from watching import follow
 
 from xcron.client import AbortedError, Client, ExecutionState, JobState, Schedule
 
@@ -82,19 +83,6 @@ def count_completed(client: Client, job_id: str, runs: int) -> None:
         return len(seen) >= runs
 
     follow(client, job_id, enough)
-
-
-def follow(client: Client, job_id: str, until: Callable[[Any], bool]) -> Any:
-    """Reads the watch stream until a status satisfies `until`; returns that status."""
-    stream = client.watch_jobs([job_id])
-    try:
-        for event in stream:
-            for status in event.statuses:
-                if until(status):
-                    return status
-    finally:
-        stream.close()
-    raise AssertionError("stream ended")
 
 
 def test_each_scheduled_occurrence_runs_once_across_replicas(replicas: Callable[[str], ServerProcess]) -> None:

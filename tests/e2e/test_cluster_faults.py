@@ -30,6 +30,7 @@ from requires import require
 from server_process import ServerProcess
 from tcp_proxy import TcpProxy
 from waiting import eventually
+from watching import follow
 
 from xcron.client import (
     Client,
@@ -128,18 +129,6 @@ class Watcher:
     def close(self) -> None:
         self._client.close()
         self._thread.join(10)
-
-
-def follow(client: Client, job_id: str, until: Callable[[Any], bool]) -> Any:
-    stream = client.watch_jobs([job_id])
-    try:
-        for event in stream:
-            for status in event.statuses:
-                if until(status):
-                    return status
-    finally:
-        stream.close()
-    raise AssertionError("stream ended")
 
 
 def after_abort(states: list[tuple[JobState, str]]) -> list[JobState]:
