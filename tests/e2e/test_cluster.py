@@ -23,6 +23,7 @@ import psycopg
 import pytest
 from lxml import etree
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
 from requires import require
 from server_process import SUPPORT, ServerProcess
 from waiting import eventually
@@ -192,6 +193,33 @@ def test_backup_under_the_postgresql_store_dumps_the_schema(
     ).stdout
     for table in ("jobs", "executions", "schedules", "schedule_document"):
         assert f"TABLE DATA {schema} {table} " in listing
+
+
+def test_backup_keeps_the_database_password_off_pg_dumps_command_line(
+    tmp_path: Path, schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Anyone on the host can read a process's arguments (`ps`): pg_dump gets the password in PGPASSWORD."""
+    real = shutil.which("pg_dump")
+    require(real is not None, "pg_dump")
+    spy = tmp_path / "bin" / "pg_dump"
+    spy.parent.mkdir()
+    seen = tmp_path / "pg_dump.seen"
+    spy.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" "PGPASSWORD=$PGPASSWORD" > {seen}\nexec {real} "$@"\n')
+    spy.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{spy.parent}:{os.environ['PATH']}")
+    dsn = make_conninfo(DSN, password="s3cret-pw")  # trust authentication ignores it; pg_dump must not show it
+    server = ServerProcess(
+        workdir=tmp_path, extra_args=["--store", dsn, "--store-schema", schema, "--replica-id", "a"]
+    ).start()
+    try:
+        with Client(server.target, timeout=20) as client:
+            done = client.run_and_wait("xcron.backup", {"folder": str(tmp_path / "backups")}, timeout=60)
+    finally:
+        server.kill()
+    assert done.state is ExecutionState.COMPLETED, done.error
+    arguments, environment = seen.read_text().splitlines()
+    assert "--dbname=" in arguments and "s3cret-pw" not in arguments
+    assert environment == "PGPASSWORD=s3cret-pw"
 
 
 def test_backup_without_pg_dump_refuses_rather_than_backing_up_nothing(

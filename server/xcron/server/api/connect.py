@@ -56,6 +56,13 @@ def connect_error(error: XcronServerError) -> ConnectError:
     return rich_connect_error(to_rpc_status(error))
 
 
+def _internal(method: str, exc: Exception) -> ConnectError:
+    """An error xcron did not foresee: logged in full here, sent as INTERNAL without its text (which may
+    hold server paths or connection details)."""
+    log.error("%s/%s failed", _SERVICE, method, exc_info=exc)
+    return ConnectError(Code.INTERNAL, "internal error; the server's log has the details")
+
+
 def call_context(ctx: RequestContext[Any, Any], principal: Principal | None) -> CallContext:
     remaining = ctx.timeout_ms
     return CallContext(
@@ -113,6 +120,8 @@ class ConnectJobService:
             return await handler(request, call)
         except XcronServerError as exc:
             raise connect_error(exc) from None
+        except Exception as exc:
+            raise _internal(name, exc) from None
 
     async def list_jobs(self, request: pb.ListJobsRequest, ctx: RequestContext[Any, Any]) -> pb.ListJobsResponse:
         return await self._unary("ListJobs", self._handlers.list_jobs, request, ctx)
@@ -167,6 +176,8 @@ class ConnectJobService:
             stream = await self._handlers.watch_jobs(request, call)
         except XcronServerError as exc:
             raise connect_error(exc) from None
+        except Exception as exc:
+            raise _internal("WatchJobs", exc) from None
         closing = asyncio.ensure_future(self._closing.wait())
         try:
             while not self._closing.is_set():

@@ -113,7 +113,7 @@ class UnrecordedOutcomes:
         """At shutdown: lets the writes in flight finish within `grace`, then stops them (nothing may touch the
         store once it is closed) and logs what was never recorded."""
         if self._persisting:
-            await asyncio.wait(set(self._persisting), timeout=grace or 1.0)
+            await asyncio.wait(set(self._persisting), timeout=max(grace, 1.0))
         for task in list(self._persisting):
             task.cancel()
         if self._pending:

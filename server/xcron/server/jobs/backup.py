@@ -4,14 +4,17 @@ store's schema (every table: jobs, executions, schedules, the document, replicas
 
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
 import subprocess
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from xcron.server.core.jobs import Job, JobCancelled, JobContext, Parameter, ParameterType
 from xcron.server.stores.postgres import PostgresStateStore
@@ -100,18 +103,29 @@ class BackupJob(Job):
         ctx.report_progress(0.1, "wrote the stored schedules as xcron.xml")
         dump = dest / "state.pgdump"
         command = [pg_dump, "--format=custom", "--no-owner", f"--schema={store.schema}", f"--file={dump}"]
-        process = subprocess.Popen([*command, f"--dbname={store.dsn}"], stderr=subprocess.PIPE, text=True)
-        try:
-            while process.poll() is None:
-                if ctx.wait(0.1):
-                    raise JobCancelled("cancelled during pg_dump")
-                ctx.report_progress(0.5, f"pg_dump of schema {store.schema}")
-        finally:
-            if process.poll() is None:
-                process.terminate()
-                process.wait(10)
-        assert process.stderr is not None
-        errors = process.stderr.read().strip()
+        # The password goes in the environment, never on the command line (where `ps` shows it to anyone).
+        params = conninfo_to_dict(store.dsn)
+        password = params.pop("password", None)
+        env = {**os.environ, **({"PGPASSWORD": str(password)} if password is not None else {})}
+        dsn = make_conninfo(**{k: str(v) for k, v in params.items() if v is not None})
+        # stderr to a file, not a pipe nobody reads while pg_dump runs (a full pipe would stall it).
+        with tempfile.TemporaryFile("w+") as stderr:
+            process = subprocess.Popen([*command, f"--dbname={dsn}"], stderr=stderr, env=env, text=True)
+            try:
+                while process.poll() is None:
+                    if ctx.wait(0.1):
+                        raise JobCancelled("cancelled during pg_dump")
+                    ctx.report_progress(0.5, f"pg_dump of schema {store.schema}")
+            finally:
+                if process.poll() is None:
+                    process.terminate()
+                    try:
+                        process.wait(10)
+                    except subprocess.TimeoutExpired:
+                        process.kill()
+                        process.wait()
+            stderr.seek(0)
+            errors = stderr.read().strip()
         if process.returncode != 0:
             raise RuntimeError(f"pg_dump failed (exit {process.returncode}): {errors[-500:]}")
         ctx.report_progress(0.95, f"pg_dump of schema {store.schema}: {dump.stat().st_size} bytes")
