@@ -339,6 +339,22 @@ def test_cross_origin_calls_are_refused(web: ServerProcess) -> None:
     assert status == 200
 
 
+def test_dns_rebinding_is_refused_on_a_loopback_listener(web: ServerProcess) -> None:
+    """A page on evil.example that rebinds its name to 127.0.0.1 sends Host and Origin evil.example: they
+    match each other, so only the Host check stops it, for reads and writes alike."""
+    port = web.http_url.rsplit(":", 1)[1]
+    rebound = {"host": f"evil.example:{port}", "origin": f"http://evil.example:{port}"}
+    status, answer, _ = post_json(web, "RunJob", {"job_id": "example.greet"}, rebound)
+    assert status == 403 and "loopback address only" in answer["text"]
+    status, _, _ = post_json(web, "GetJob", {"job_id": "example.greet"}, rebound)
+    assert status == 403
+    with Client(web.target, timeout=20) as client:
+        assert client.get_job("example.greet").last_start_time is None  # nothing ran
+    for host in (f"localhost:{port}", f"127.0.0.1:{port}"):
+        status, _, _ = post_json(web, "GetJob", {"job_id": "example.greet"}, {"host": host})
+        assert status == 200, host
+
+
 def test_panel_is_served_with_a_strict_policy(web: ServerProcess) -> None:
     with urllib.request.urlopen(f"{web.http_url}/", timeout=20) as response:
         html = response.read().decode()

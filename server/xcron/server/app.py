@@ -19,9 +19,16 @@ from xcron.server.api import reflection
 from xcron.server.api.auth import AuthInterceptor, Authorizer, TokenTable, load_token_table
 from xcron.server.api.connect import ConnectJobService, HealthASGIApplication, connect_app
 from xcron.server.api.decode import DecodeGuard
-from xcron.server.api.http import HttpServer, http_app, load_panel
+from xcron.server.api.http import HttpServer, http_app, load_panel, loopback_hosts
 from xcron.server.api.servicer import Servicer
-from xcron.server.api.tls import TlsConfigError, TlsFiles, check_plaintext_allowed, server_credentials
+from xcron.server.api.tls import (
+    TlsConfigError,
+    TlsFiles,
+    check_plaintext_allowed,
+    is_loopback_listen,
+    listen_host,
+    server_credentials,
+)
 from xcron.server.assembly import WRITTEN_COPY_NAME, build_core
 from xcron.server.core.clock import Clock, SystemClock
 from xcron.server.core.events import EventBus
@@ -177,6 +184,9 @@ class XcronServer:
                 connect_app(self._connect, read_max_bytes=config.limits.max_request_bytes),
                 load_panel(),
                 HealthASGIApplication(self.health),
+                allowed_hosts=(
+                    loopback_hosts(listen_host(config.http_listen)) if is_loopback_listen(config.http_listen) else None
+                ),
             )
             self._http = HttpServer(app, config.http_listen, config.tls)
             self.http_port = await self._http.start()

@@ -81,12 +81,40 @@ async def _plain(send: Send, status: int, text: str, extra: list[tuple[bytes, by
     await send({"type": "http.response.body", "body": body})
 
 
-def http_app(connect: ASGIApp, panel: dict[str, tuple[bytes, bytes]], health: ASGIApp | None = None) -> ASGIApp:
+def loopback_hosts(listen_host: str) -> frozenset[str]:
+    """The names a loopback listener answers to (DNS rebinding: a page on evil.example resolved to
+    127.0.0.1 sends `Host: evil.example`, and its Origin matches that Host, so the Origin check alone
+    lets it through)."""
+    return frozenset({"localhost", "127.0.0.1", "::1", listen_host.strip("[]").lower()})
+
+
+def _host_name(host: str) -> str:
+    """`Host` without its port (and without IPv6 brackets), lower-cased."""
+    if host.startswith("["):
+        return host[1:].split("]", 1)[0].lower()
+    return host.rsplit(":", 1)[0].lower() if host.count(":") == 1 else host.lower()
+
+
+def http_app(
+    connect: ASGIApp,
+    panel: dict[str, tuple[bytes, bytes]],
+    health: ASGIApp | None = None,
+    *,
+    allowed_hosts: frozenset[str] | None = None,
+) -> ASGIApp:
+    """`allowed_hosts`: on a loopback listener, the only `Host` names served (see loopback_hosts)."""
+
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return  # no websockets; lifespan is off
         method: str = scope["method"]
         path: str = scope["path"]
+        if allowed_hosts is not None and _host_name(_header(scope, b"host") or "") not in allowed_hosts:
+            log.info(
+                "refused %s %s for host %r: not a name of this loopback listener", method, path, _header(scope, b"host")
+            )
+            await _plain(send, 403, "this server answers to its loopback address only (e.g. http://127.0.0.1:PORT/)\n")
+            return
         origin = _header(scope, b"origin")
         if method not in _SAFE_METHODS and origin is not None and not _same_origin(scope, origin):
             log.info("refused cross-origin %s %s from %s", method, path, origin)
