@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,15 @@ def test_a_second_server_on_a_port_in_use_exits_2(server_factory: Any, tmp_path:
     with Client(first.target, timeout=20) as client:  # the first one serves every call
         assert client.run_and_wait("test.tick", timeout=20).state is ExecutionState.COMPLETED
     assert first.stop() == 0
+
+
+def test_an_http_port_in_use_exits_2_before_anything_runs(server_factory: Any, tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        server = run_to_exit(server_factory(extra_args=["--http-listen", f"127.0.0.1:{port}"]))
+    assert server.returncode == 2, server.stdout + server.stderr
+    assert f"cannot listen on 127.0.0.1:{port} (--http-listen)" in server.stderr
+    assert not (tmp_path / "data" / "state.sqlite3").exists()  # refused before opening anything
 
 
 def test_the_lock_is_free_again_once_the_holder_is_gone(server_factory: Any) -> None:

@@ -156,6 +156,8 @@ class XcronServer:
         server = self._grpc_server(tokens)
         # Bound before the store is opened and anything runs: a server that cannot listen changes nothing.
         self.port = self._bind(server, credentials)
+        if config.http_listen is not None:
+            self._http = self._http_server(config.http_listen, tokens)
         await self.store.open()
         await manager.load_schedules()
         await manager.start()
@@ -172,29 +174,34 @@ class XcronServer:
             self.metrics_port = self.metrics.serve(config.metrics_listen)
         await server.start()
         self._server = server
-        if config.http_listen is not None:
-            assert self._servicer is not None  # made by _grpc_server
-            authorizer = (
-                None
-                if tokens is None
-                else Authorizer(tokens, reflection_requires_token=config.reflection_requires_token)
-            )
-            self._connect = ConnectJobService(self._servicer.handlers, authorizer, self.metrics.auth_failed)
-            app = http_app(
-                connect_app(self._connect, read_max_bytes=config.limits.max_request_bytes),
-                load_panel(),
-                HealthASGIApplication(self.health),
-                allowed_hosts=(
-                    loopback_hosts(listen_host(config.http_listen)) if is_loopback_listen(config.http_listen) else None
-                ),
-            )
-            self._http = HttpServer(app, config.http_listen, config.tls)
+        if self._http is not None:
             self.http_port = await self._http.start()
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         executor.add_health_listener(self._store_health_changed)
         self._announce(tokens)
         return self.port
+
+    def _http_server(self, http_listen: str, tokens: TokenTable | None) -> HttpServer:
+        """The Connect/gRPC-Web/panel port over the gRPC servicer's handlers, its socket already bound."""
+        config = self.config
+        assert self._servicer is not None  # made by _grpc_server
+        authorizer = (
+            None if tokens is None else Authorizer(tokens, reflection_requires_token=config.reflection_requires_token)
+        )
+        self._connect = ConnectJobService(self._servicer.handlers, authorizer, self.metrics.auth_failed)
+        app = http_app(
+            connect_app(self._connect, read_max_bytes=config.limits.max_request_bytes),
+            load_panel(),
+            HealthASGIApplication(self.health),
+            allowed_hosts=(loopback_hosts(listen_host(http_listen)) if is_loopback_listen(http_listen) else None),
+        )
+        http = HttpServer(app, http_listen, config.tls)
+        try:
+            http.bind()
+        except OSError as exc:
+            raise ListenError(f"cannot listen on {http_listen} (--http-listen): {exc.strerror or exc}") from exc
+        return http
 
     def _load_tokens(self) -> TokenTable | None:
         if self.config.tokens_file is None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import ssl
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from importlib import resources
@@ -170,16 +171,28 @@ class HttpServer:
         )
         self._server = _EmbeddedServer(self._config)
         self._task: asyncio.Task[None] | None = None
+        self._socket: socket.socket | None = None
         self.port = 0
 
+    def bind(self) -> int:
+        """Binds the listening socket now (before the store opens and anything runs), so an address in use
+        is an OSError here rather than uvicorn's sys.exit inside its task after start-up; returns the port."""
+        host, port = self._config.host, self._config.port
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._socket = socket.create_server((host, port), family=family, reuse_port=False)
+        self.port = int(self._socket.getsockname()[1])
+        return self.port
+
     async def start(self) -> int:
-        self._task = asyncio.create_task(self._server.serve(), name="xcron-http")
+        if self._socket is None:
+            self.bind()
+        assert self._socket is not None
+        self._task = asyncio.create_task(self._server.serve(sockets=[self._socket]), name="xcron-http")
         while not self._server.started:
             if self._task.done():
-                self._task.result()  # raises what stopped it (e.g. the address is in use)
+                self._task.result()  # raises what stopped it
                 raise OSError(f"cannot serve HTTP on {self._config.host}:{self._config.port}")
             await asyncio.sleep(0.01)
-        self.port = self._server.servers[0].sockets[0].getsockname()[1]
         return self.port
 
     async def stop(self) -> None:
