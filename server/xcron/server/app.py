@@ -16,7 +16,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from xcron.server.api import reflection
-from xcron.server.api.auth import AuthInterceptor, Authorizer, TokenTable, load_token_table
+from xcron.server.api.auth import AuthFailures, AuthInterceptor, Authorizer, TokenTable, load_token_table
 from xcron.server.api.connect import ConnectJobService, HealthASGIApplication, connect_app
 from xcron.server.api.decode import DecodeGuard
 from xcron.server.api.http import HttpServer, http_app, load_panel, loopback_hosts
@@ -102,6 +102,7 @@ class XcronServer:
     def __init__(self, config: ServerConfig, *, clock: Clock | None = None) -> None:
         self.config = config
         self.metrics = Metrics()
+        self.auth_failures = AuthFailures(self.metrics.auth_failed)  # refused calls, gRPC and HTTP alike
         self.core = build_core(config, clock=clock, observer=self.metrics)
         self.clock = self.core.clock
         self.registry = self.core.registry
@@ -189,7 +190,7 @@ class XcronServer:
         authorizer = (
             None if tokens is None else Authorizer(tokens, reflection_requires_token=config.reflection_requires_token)
         )
-        self._connect = ConnectJobService(self._servicer.handlers, authorizer, self.metrics.auth_failed)
+        self._connect = ConnectJobService(self._servicer.handlers, authorizer, self.auth_failures)
         app = http_app(
             connect_app(self._connect, read_max_bytes=config.limits.max_request_bytes),
             load_panel(),
@@ -226,7 +227,7 @@ class XcronServer:
                 AuthInterceptor(
                     tokens,
                     reflection_requires_token=config.reflection_requires_token,
-                    on_failure=self.metrics.auth_failed,
+                    failures=self.auth_failures,
                 )
             ]
         )

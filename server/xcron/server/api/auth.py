@@ -454,6 +454,25 @@ class Authorizer:
         return principal
 
 
+class AuthFailures:
+    """Refused calls from every transport: counted per peer address (at most MAX_PEERS addresses, the
+    rest as "other", so no client can grow the metric without bound) and logged at most once per
+    interval per address."""
+
+    def __init__(self, on_failure: FailureListener | None = None, *, log_interval: float = 60.0) -> None:
+        self._on_failure = on_failure
+        self._throttle = LogThrottle(log, log_interval)
+        self._peers: set[str] = set()
+
+    def record(self, address: str, reason: str, method: str, peer: str, details: str) -> None:
+        if address not in self._peers and len(self._peers) >= MAX_PEERS:
+            address = "other"
+        self._peers.add(address)
+        if self._on_failure is not None:
+            self._on_failure(address, reason)
+        self._throttle.warning(address, "refused %s from %s: %s", method, peer, details)
+
+
 class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc ships no type hints
     """Checks the bearer token and the method's role before the handler runs."""
 
@@ -464,21 +483,15 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc
         reflection_requires_token: bool = False,
         on_failure: FailureListener | None = None,
         log_interval: float = 60.0,
+        failures: AuthFailures | None = None,
     ) -> None:
+        """`failures`: shared with the other transports; else one is made from on_failure and log_interval."""
         self._authorizer = Authorizer(tokens, reflection_requires_token=reflection_requires_token)
-        self._on_failure = on_failure
-        self._throttle = LogThrottle(log, log_interval)
-        self._peers: set[str] = set()
+        self._failures = failures or AuthFailures(on_failure, log_interval=log_interval)
 
     def _refuser(self, reason: str) -> Callable[[str, str, str], None]:
         def refused(peer: str, method: str, details: str) -> None:
-            address = peer_address(peer)
-            if address not in self._peers and len(self._peers) >= MAX_PEERS:
-                address = "other"
-            self._peers.add(address)
-            if self._on_failure is not None:
-                self._on_failure(address, reason)
-            self._throttle.warning(address, "refused %s from %s: %s", method, peer, details)
+            self._failures.record(peer_address(peer), reason, method, peer, details)
 
         return refused
 

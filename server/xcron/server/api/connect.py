@@ -28,7 +28,7 @@ from google.rpc import status_pb2
 from grpc_health.v1 import health_pb2
 from protobuf.wkt import Any as ConnectAny
 
-from xcron.server.api.auth import Authorizer, AuthRefused, Principal
+from xcron.server.api.auth import AuthFailures, Authorizer, AuthRefused, Principal
 from xcron.server.api.connect_gen.job_service_connect import JobServiceASGIApplication
 from xcron.server.api.handlers import CallContext, JobHandlers
 from xcron.server.api.status import to_rpc_status
@@ -87,11 +87,11 @@ class ConnectJobService:
         self,
         handlers: JobHandlers,
         authorizer: Authorizer | None,
-        on_refused: Callable[[str, str], None] | None = None,
+        failures: AuthFailures | None = None,
     ) -> None:
         self._handlers = handlers
         self._authorizer = authorizer
-        self._on_refused = on_refused
+        self._failures = failures
         self._closing = asyncio.Event()
 
     def close_streams(self) -> None:
@@ -106,9 +106,10 @@ class ConnectJobService:
             try:
                 principal = await self._authorizer.check(method, metadata)
             except AuthRefused as refused:
-                log.info("refused %s from http:%s: %s", method, ctx.client_address, refused.error.message)
-                if self._on_refused is not None:
-                    self._on_refused((ctx.client_address or "unknown").rsplit(":", 1)[0], refused.kind)
+                if self._failures is not None:
+                    address = (ctx.client_address or "unknown").rsplit(":", 1)[0]
+                    peer = f"http:{ctx.client_address or 'unknown'}"
+                    self._failures.record(address, refused.kind, method, peer, refused.error.message)
                 raise connect_error(refused.error) from None
         return call_context(ctx, principal)
 
