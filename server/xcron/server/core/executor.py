@@ -308,7 +308,7 @@ class Executor:
             parameters=parameters,
             trigger=trigger,
             scheduled_time=scheduled_time,
-            on_progress=lambda p, s: self._progress.report(job_id, record.id, p, s),
+            on_progress=self._progress.sink(job_id, record.id),
             services=self.services,
         )
         context.bind_loop(asyncio.get_running_loop())

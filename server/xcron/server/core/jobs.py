@@ -164,7 +164,8 @@ class JobContext:
     def report_progress(self, progress: float, status: str | None = None) -> None:
         """Progress in 0..1 (values outside are clamped) and an optional status text."""
         value = float(progress)
-        value = 0.0 if value != value else min(1.0, max(0.0, value))  # NaN -> 0
+        if not 0.0 <= value <= 1.0:  # false for NaN too
+            value = 1.0 if value > 1.0 else 0.0  # NaN -> 0
         self._on_progress(value, status)
 
     def wait(self, seconds: float) -> bool:
