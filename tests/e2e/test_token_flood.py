@@ -15,7 +15,7 @@ import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from xcron.server.api import auth
+from xcron.server.api import tokens
 from xcron.server.api.auth import Role, hash_token, parse_token_lines, peer_address, scrypt_hash_token
 from xcron.v1 import job_service_pb2 as pb
 from xcron.v1 import job_service_pb2_grpc as pb_grpc
@@ -30,7 +30,7 @@ def test_new_lines_are_keyed_hashes_and_unknown_tokens_never_run_scrypt(monkeypa
     def no_scrypt(*args: object) -> bytes:
         raise AssertionError("scrypt ran for an HMAC tokens file")
 
-    monkeypatch.setattr(auth, "_scrypt", no_scrypt)
+    monkeypatch.setattr(tokens, "_scrypt", no_scrypt)
     assert hash_token(VALID).startswith("hmac-sha256$")
     for _ in range(100):
         assert table.verify(secrets.token_urlsafe(32)) is None
