@@ -66,6 +66,34 @@ def test_metrics_endpoint_counts_runs_rpcs_and_watchers(server_factory: Any) -> 
         eventually(lambda: scrape(url)[("xcron_watchers", ())] == 0)  # nothing leaks when a client leaves
 
 
+def test_calls_on_the_http_port_count_like_grpc_calls(server_factory: Any) -> None:
+    """Connect calls (curl, the panel) are RPCs too: counted under the same method and gRPC code names."""
+    server = server_factory(extra_args=["--metrics-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"]).start()
+    url = metrics_url(server)
+
+    def post(method: str, body: dict[str, Any]) -> int:
+        request = urllib.request.Request(
+            f"{server.http_url}/{JOB_SERVICE}/{method}",
+            data=json.dumps(body).encode(),
+            headers={"content-type": "application/json"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as error:
+            return error.code
+
+    assert post("GetJob", {"jobId": "test.tick"}) == 200
+    assert post("GetJob", {"jobId": "nope"}) == 404
+    assert post("GetJob", {"jobId": ""}) == 400
+    metrics = scrape(url)
+    get_job = f"{JOB_SERVICE}/GetJob"
+    assert metrics[("xcron_rpcs_total", (("code", "OK"), ("method", get_job)))] == 1
+    assert metrics[("xcron_rpcs_total", (("code", "NOT_FOUND"), ("method", get_job)))] == 1
+    assert metrics[("xcron_rpcs_total", (("code", "INVALID_ARGUMENT"), ("method", get_job)))] == 1
+
+
 RESERVED_BY_PROMETHEUS = {"job", "instance"}  # target labels a scrape attaches; an exported one is renamed
 
 

@@ -190,7 +190,9 @@ class XcronServer:
         authorizer = (
             None if tokens is None else Authorizer(tokens, reflection_requires_token=config.reflection_requires_token)
         )
-        self._connect = ConnectJobService(self._servicer.handlers, authorizer, self.auth_failures)
+        self._connect = ConnectJobService(
+            self._servicer.handlers, authorizer, self.auth_failures, on_call_end=self.metrics.count_rpc
+        )
         app = http_app(
             connect_app(self._connect, read_max_bytes=config.limits.max_request_bytes),
             load_panel(),

@@ -112,6 +112,10 @@ class Metrics:
     def interceptor(self) -> grpc.aio.ServerInterceptor:
         return _RpcCounter(self)
 
+    def count_rpc(self, method: str, code: str) -> None:
+        """One call ended (the HTTP port's Connect calls; the gRPC port counts through `interceptor`)."""
+        self.rpcs.labels(method, code).inc()
+
 
 class _QuietHandler(WSGIRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
@@ -187,7 +191,7 @@ class _RpcCounter(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             name = "DEADLINE_EXCEEDED" if near_deadline else "CANCELLED"
         else:
             name = "OK"
-        self._metrics.rpcs.labels(method, name).inc()
+        self._metrics.count_rpc(method, name)
 
 
 DEADLINE_SLACK = 0.5

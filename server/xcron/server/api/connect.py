@@ -88,11 +88,19 @@ class ConnectJobService:
         handlers: JobHandlers,
         authorizer: Authorizer | None,
         failures: AuthFailures | None = None,
+        on_call_end: Callable[[str, str], None] | None = None,
     ) -> None:
+        """`on_call_end(method, code)` counts each call as the gRPC port does (full method name, gRPC code
+        name), so `xcron_rpcs_total` covers both ports."""
         self._handlers = handlers
         self._authorizer = authorizer
         self._failures = failures
+        self._on_call_end = on_call_end
         self._closing = asyncio.Event()
+
+    def _ended(self, name: str, code: str) -> None:
+        if self._on_call_end is not None:
+            self._on_call_end(f"{_SERVICE}/{name}", code)
 
     def close_streams(self) -> None:
         """Ends every WatchJobs stream cleanly (the client sees the stream end, not a reset), for shutdown."""
@@ -116,13 +124,25 @@ class ConnectJobService:
     async def _unary(
         self, name: str, handler: Callable[[Q, CallContext], Awaitable[R]], request: Q, ctx: RequestContext[Any, Any]
     ) -> R:
-        call = await self._call_context(name, ctx)
+        code = "UNKNOWN"
         try:
-            return await handler(request, call)
-        except XcronServerError as exc:
-            raise connect_error(exc) from None
-        except Exception as exc:
-            raise _internal(name, exc) from None
+            call = await self._call_context(name, ctx)
+            try:
+                response = await handler(request, call)
+            except XcronServerError as exc:
+                raise connect_error(exc) from None
+            except Exception as exc:
+                raise _internal(name, exc) from None
+            code = "OK"
+            return response
+        except ConnectError as exc:
+            code = _grpc_code_name(exc.code)
+            raise
+        except asyncio.CancelledError:
+            code = "CANCELLED"  # the client went away
+            raise
+        finally:
+            self._ended(name, code)
 
     async def list_jobs(self, request: pb.ListJobsRequest, ctx: RequestContext[Any, Any]) -> pb.ListJobsResponse:
         return await self._unary("ListJobs", self._handlers.list_jobs, request, ctx)
@@ -172,6 +192,23 @@ class ConnectJobService:
     async def watch_jobs(
         self, request: pb.WatchJobsRequest, ctx: RequestContext[Any, Any]
     ) -> AsyncIterator[pb.WatchJobsResponse]:
+        code = "UNKNOWN"
+        try:
+            async for response in self._watch_jobs(request, ctx):
+                yield response
+            code = "OK"
+        except ConnectError as exc:
+            code = _grpc_code_name(exc.code)
+            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            code = "CANCELLED"  # the client went away
+            raise
+        finally:
+            self._ended("WatchJobs", code)
+
+    async def _watch_jobs(
+        self, request: pb.WatchJobsRequest, ctx: RequestContext[Any, Any]
+    ) -> AsyncIterator[pb.WatchJobsResponse]:
         call = await self._call_context("WatchJobs", ctx)
         try:
             stream = await self._handlers.watch_jobs(request, call)
@@ -196,6 +233,11 @@ class ConnectJobService:
         finally:
             closing.cancel()
             await stream.aclose()  # closes the watcher now
+
+
+def _grpc_code_name(code: Code) -> str:
+    """Connect spells one code differently from gRPC: CANCELED."""
+    return "CANCELLED" if code is Code.CANCELED else code.name
 
 
 def connect_app(service: ConnectJobService, *, read_max_bytes: int) -> JobServiceASGIApplication:
