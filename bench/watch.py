@@ -261,7 +261,8 @@ def storm(args: argparse.Namespace, report: Report, tmp: Path) -> None:
     warmup, measure = (0.3, args.measure or 0.6) if quick else (1.0, args.measure or 8.0)
     count = 2_000 if quick else STORM_REPORTS
     processes = 1 if streams < 50 else args.client_processes
-    server = xcron_server(tmp / "storm-xcron", jobs=("bench.jobs", "bench.storm_jobs"))
+    profile = args.profile / "watch-storm-xcron.prof" if args.profile else None
+    server = xcron_server(tmp / "storm-xcron", profile=profile, jobs=("bench.jobs", "bench.storm_jobs"))
     with (
         server,
         Workers(clients.storm_watch_worker, [()] * processes) as watchers,

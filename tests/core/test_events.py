@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from xcron.server.core.errors import LimitExceeded
-from xcron.server.core.events import MAX_SAFE_INTEGER, BatchKind, EventBus, JobStatus
+from xcron.server.core.events import MAX_SAFE_INTEGER, WAKE_BATCH, BatchKind, EventBus, JobStatus
 from xcron.server.core.model import JobState
 from xcron.server.core.ports import JobRecord
 
@@ -174,3 +174,18 @@ async def test_a_sequence_from_another_replica_gets_a_snapshot_not_replays() -> 
     assert resumed.kind is BatchKind.SNAPSHOT  # … yet b does not replay from it
     own = await b.subscribe(after_sequence=held[0]).next_batch()
     assert own.kind is BatchKind.CHANGES  # its own numbers still resume
+
+
+async def test_a_change_wakes_watchers_a_group_per_turn_and_reaches_all() -> None:
+    """1,000 watchers woken at once would make every RPC wait for 1,000 stream writes in one turn."""
+    bus = seeded()
+    watchers = [bus.subscribe() for _ in range(3 * WAKE_BATCH + 1)]
+    for watcher in watchers:
+        await watcher.next_batch()  # the snapshot
+    bus.publish(status("a", 0.5))
+    assert sum(watcher._wakeup.is_set() for watcher in watchers) == WAKE_BATCH
+    bus.publish(status("b", 0.5))  # a second change before the rest are woken queues no one twice
+    batches = await asyncio.wait_for(asyncio.gather(*(w.next_batch() for w in watchers)), 5)
+    assert all([s.job_id for s in batch.statuses][-1] == "b" for batch in batches)
+    assert all(not watcher._pending for watcher in watchers)
+    assert len(bus._to_wake) == 0
