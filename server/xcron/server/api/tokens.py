@@ -82,22 +82,23 @@ def _hmac(token: str, key: bytes) -> bytes:
     return hmac.new(key, token.encode(), hashlib.sha256).digest()
 
 
-def hash_token(token: str) -> str:
-    """The ``hmac-sha256$key$mac`` line field for ``token``, with a fresh random key."""
+def _usable(token: str) -> str:
     problem = check_token_text(token)
     if problem:
         raise ValueError(problem)
+    return token
+
+
+def hash_token(token: str) -> str:
+    """The ``hmac-sha256$key$mac`` line field for ``token``, with a fresh random key."""
     key = secrets.token_bytes(HMAC_KEY_BYTES)
-    return f"{HMAC_SCHEME}${key.hex()}${_hmac(token, key).hex()}"
+    return f"{HMAC_SCHEME}${key.hex()}${_hmac(_usable(token), key).hex()}"
 
 
 def scrypt_hash_token(token: str) -> str:
     """The older ``scrypt$salt$key`` form (still accepted in tokens files; kept for tests and tools)."""
-    problem = check_token_text(token)
-    if problem:
-        raise ValueError(problem)
     salt = secrets.token_bytes(SALT_BYTES)
-    return f"scrypt${salt.hex()}${_scrypt(token, salt, KEY_BYTES).hex()}"
+    return f"scrypt${salt.hex()}${_scrypt(_usable(token), salt, KEY_BYTES).hex()}"
 
 
 def _parse_hash(text: str) -> tuple[str, bytes, bytes]:
