@@ -5,8 +5,13 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
+
+
+class Timer(Protocol):
+    def cancel(self) -> object: ...
 
 
 class Clock(Protocol):
@@ -16,6 +21,11 @@ class Clock(Protocol):
 
     async def sleep_until(self, deadline: datetime) -> None:
         """Returns once now() >= deadline (may be cancelled)."""
+        ...
+
+    def wake_at(self, deadline: datetime, callback: Callable[[], None]) -> Timer:
+        """Calls `callback` on the running loop once now() >= deadline, unless cancelled first: a timer
+        handle, where sleep_until needs a task to wait in."""
         ...
 
 
@@ -39,6 +49,31 @@ class SystemClock:
                 return
             await asyncio.sleep(min(remaining, self.MAX_NAP))
 
+    def wake_at(self, deadline: datetime, callback: Callable[[], None]) -> Timer:
+        return _WallTimer(self, deadline, callback)
+
+
+class _WallTimer:
+    """Naps of at most MAX_NAP on the loop's timer, reading the wall clock after each (as sleep_until)."""
+
+    def __init__(self, clock: SystemClock, deadline: datetime, callback: Callable[[], None]) -> None:
+        self._clock, self._deadline, self._callback = clock, deadline, callback
+        self._loop = asyncio.get_running_loop()
+        self._handle: asyncio.Handle = self._loop.call_later(self._nap(), self._check)
+
+    def _nap(self) -> float:
+        return max(0.0, min((self._deadline - self._clock.now()).total_seconds(), self._clock.MAX_NAP))
+
+    def _check(self) -> None:
+        nap = self._nap()
+        if nap > 0:
+            self._handle = self._loop.call_later(nap, self._check)
+        else:
+            self._callback()
+
+    def cancel(self) -> None:
+        self._handle.cancel()
+
 
 class FakeClock:
     """A clock that only moves when a test calls advance() or set()."""
@@ -58,6 +93,15 @@ class FakeClock:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._sleepers, (deadline, next(self._counter), future))
         await future
+
+    def wake_at(self, deadline: datetime, callback: Callable[[], None]) -> Timer:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(lambda f: None if f.cancelled() else callback())
+        if deadline <= self._now:
+            future.set_result(None)
+        else:
+            heapq.heappush(self._sleepers, (deadline, next(self._counter), future))
+        return future
 
     @property
     def sleeper_count(self) -> int:

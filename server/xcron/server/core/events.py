@@ -144,11 +144,12 @@ class EventBus:
 
     def publish(self, status: JobStatus) -> JobStatus:
         self._sequence += self.TAGS
-        numbered = replace(status, sequence=self._sequence)
-        self._latest[numbered.job_id] = numbered
+        numbered = JobStatus(status.record, self._sequence, status.origin)
+        job_id = status.record.job_id
+        self._latest[job_id] = numbered
         self._replay.append(numbered)
         for watcher in self._watchers:
-            if watcher.wants(numbered.job_id):
+            if watcher.wants(job_id):
                 watcher.offer(numbered)
         for listener in self._listeners:
             listener(numbered)

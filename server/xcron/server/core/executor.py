@@ -19,7 +19,7 @@ from xcron.server.core.jobs import JobCancelled, JobContext
 from xcron.server.core.model import ExecutionState, JobState, ParameterValue, Trigger
 from xcron.server.core.observe import NullObserver, Observer
 from xcron.server.core.outcomes import HealthListener, UnrecordedOutcomes
-from xcron.server.core.ports import INTERRUPTED, ExecutionRecord, JobRecord, StateStore
+from xcron.server.core.ports import INTERRUPTED, ExecutionRecord, JobRecord, StateStore, queued
 from xcron.server.core.progress import ProgressCoalescer
 from xcron.server.core.registry import JobRegistry
 from xcron.server.core.requests import RequestIds
@@ -41,6 +41,18 @@ class ClusterHooks(Protocol):
     async def cancel_remote(self, job_id: str, execution_id: str) -> ExecutionRecord | None: ...
     async def claim(self, job_id: str, schedule_key: str, due: datetime, *, run: bool = True) -> bool: ...
     async def settle_run(self, record: ExecutionRecord, job: JobRecord) -> tuple[ExecutionRecord, JobRecord]: ...
+
+
+async def _all(*writes: asyncio.Future[None]) -> None:
+    """Waits for every write (none left unretrieved), then raises the first failure. Cheaper than gather."""
+    failure: BaseException | None = None
+    for write in writes:
+        try:
+            await write
+        except Exception as exc:
+            failure = failure or exc
+    if failure is not None:
+        raise failure
 
 
 def _ids(record: ExecutionRecord) -> dict[str, str]:
@@ -246,7 +258,16 @@ class Executor:
     def _code_starts(self, entry: _Running) -> None:
         """A scheduled run's code starts now: stamp the instant, publish, count, and queue the start's rows."""
         record = entry.record = replace(entry.record, start_time=self._clock.now())
-        job = self._jobs[record.job_id] = replace(self._jobs[record.job_id], last_start=record.start_time)
+        before = self._jobs[record.job_id]
+        job = self._jobs[record.job_id] = JobRecord(
+            job_id=before.job_id,
+            state=before.state,
+            progress=before.progress,
+            status_text=before.status_text,
+            last_start=record.start_time,
+            last_finish=before.last_finish,
+            execution_id=before.execution_id,
+        )
         self._bus.publish(self._status(job))
         self.observer.run_started(record)
         if record.scheduled_time is not None:
@@ -332,9 +353,10 @@ class Executor:
             return record
         # Queued together, so the store commits both in one transaction. Shielded: if the caller is
         # cancelled meanwhile, the rows may land anyway, so wait to know and undo them.
-        writes = asyncio.ensure_future(
-            asyncio.gather(self._store.save_execution(record), self._store.save_job(job_record), return_exceptions=True)
-        )
+        writes = asyncio.gather(
+            queued(self._store.save_execution(record)), queued(self._store.save_job(job_record)),
+            return_exceptions=True,
+        )  # fmt: skip
         try:
             outcomes = await asyncio.shield(writes)
         except asyncio.CancelledError:
@@ -473,16 +495,16 @@ class Executor:
         }[state]
         if state is ExecutionState.COMPLETED and entry.record.status_text in ("starting", ""):
             status = "completed"
-        record = replace(entry.record, state=state, finish_time=now, error=error, status_text=status)
-        if state is ExecutionState.COMPLETED:
-            record = replace(record, progress=1.0)
+        progress = 1.0 if state is ExecutionState.COMPLETED else entry.record.progress
+        record = replace(entry.record, state=state, finish_time=now, error=error, status_text=status, progress=progress)
         entry.record = record
         del self._running[job_id]
-        job = replace(
-            self._jobs[job_id],
+        job = JobRecord(
+            job_id=job_id,
             state=_JOB_STATE[state],
-            progress=record.progress,
+            progress=progress,
             status_text=status,
+            last_start=self._jobs[job_id].last_start,
             last_finish=now,
             execution_id=record.id,
         )
@@ -495,7 +517,7 @@ class Executor:
         else:
             await self._set_job(job, persist=False)
             try:
-                await asyncio.gather(self._store.save_execution(record), self._store.save_job(job))
+                await _all(queued(self._store.save_execution(record)), queued(self._store.save_job(job)))
             except Exception as exc:
                 # Memory is right and stays the truth; the store must catch up, or the job would look
                 # RUNNING after a restart. Keep trying while we live.

@@ -36,7 +36,7 @@ from xcron.server.core.errors import Conflict, FailedPrecondition, InvalidArgume
 from xcron.server.core.executor import ClusterHooks, Executor
 from xcron.server.core.model import JobSchedules, MisfirePolicy, OverlapPolicy, Schedule, Trigger
 from xcron.server.core.params import bind_parameters
-from xcron.server.core.ports import ExecutionRecord, ScheduleRecord, StateStore
+from xcron.server.core.ports import ExecutionRecord, ScheduleRecord, StateStore, queued
 from xcron.server.core.registry import JobRegistry
 from xcron.server.core.triggers import fire_times, next_fire_time, occurrences_between
 
@@ -85,9 +85,9 @@ class Scheduler:
         self._records: dict[tuple[str, str], ScheduleRecord] = {}
         self._heap: list[tuple[datetime, int, int, _Entry]] = []
         self._counter = itertools.count()
-        self._wakeup = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None  # resolved to wake the loop up (see _wake)
         self._task: asyncio.Task[None] | None = None
-        self._inflight: set[asyncio.Task[object]] = set()
+        self._inflight: set[asyncio.Future[Any]] = set()
         self._starting: set[str] = set()
         self._idle = False
         self._version = 0
@@ -203,8 +203,8 @@ class Scheduler:
         for entry in entries:
             self._plan(entry)
         if unpausing:
-            self._spawn(self._save_records([e.record for e in entries]))
-        self._wakeup.set()
+            self._save_soon([e.record for e in entries])
+        self._wake()
 
     def _count_skipped(self, entry: _Entry, count: int) -> None:
         self._version += 1
@@ -216,6 +216,19 @@ class Scheduler:
             await self._store.save_schedule_records(records)
         except Exception as exc:
             log.warning("could not save schedule fire times: %s", exc)
+
+    def _save_soon(self, records: list[ScheduleRecord]) -> None:
+        """As _save_records, without a task: the write is queued now and its failure logged when it settles."""
+        if self._stopped or not records:
+            return
+        write = queued(self._store.save_schedule_records(records))
+        self._inflight.add(write)
+        write.add_done_callback(self._saved)
+
+    def _saved(self, write: asyncio.Future[Any]) -> None:
+        self._inflight.discard(write)
+        if not write.cancelled() and write.exception() is not None:
+            log.warning("could not save schedule fire times: %s", write.exception())
 
     def schedule_info(self, job_id: str, count: int) -> list[tuple[Schedule, ScheduleRecord, list[datetime]]]:
         """Each schedule with its record and next `count` fire times (none while paused).
@@ -253,6 +266,7 @@ class Scheduler:
             heapq.heappush(self._heap, (entry.next_due, next(self._counter), entry.version, entry))
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             now = self._clock.now()
             due: list[_Entry] = []
@@ -264,17 +278,23 @@ class Scheduler:
                 self._handle_due(due, now)
                 await asyncio.sleep(0)  # let the runs just started get going before looking again
                 continue
-            self._wakeup.clear()
-            waiters: set[asyncio.Task[Any]] = {asyncio.create_task(self._wakeup.wait())}
-            if self._heap:
-                waiters.add(asyncio.create_task(self._clock.sleep_until(self._heap[0][0])))
+            # One future and one timer per wait (not two tasks): the timer, or a change of schedules, wakes it.
+            waiter = self._waiter = loop.create_future()
+            timer = self._clock.wake_at(self._heap[0][0], self._wake) if self._heap else None
             self._idle = True
             try:
-                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                await waiter
             finally:
                 self._idle = False
-                for waiter in waiters:
-                    waiter.cancel()
+                self._waiter = None
+                if timer is not None:
+                    timer.cancel()
+
+    def _wake(self) -> None:
+        """The earliest schedule is due, or schedules changed: the loop looks again."""
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def settled(self) -> None:
         """Returns once all that is due at the clock's current time has been handled and the runs
@@ -284,7 +304,8 @@ class Scheduler:
             if self._inflight:
                 await asyncio.wait(set(self._inflight))
             top = self._heap[0][0] if self._heap else None
-            calm = self._idle and not self._wakeup.is_set() and not self._inflight
+            woken = self._waiter is None or self._waiter.done()
+            calm = self._idle and not woken and not self._inflight
             quiet = quiet + 1 if calm and (top is None or top > self._clock.now()) else 0
             await asyncio.sleep(0)
 
@@ -319,7 +340,7 @@ class Scheduler:
         # once (a crash never makes a started run look missed).
         # In a cluster the replica that claims an occurrence records its fire time with the claim.
         firing = {id(e) for e, _ in to_fire} if self._cluster is not None else set()
-        self._spawn(self._save_records([e.record for e in due if id(e) not in firing]))
+        self._save_soon([e.record for e in due if id(e) not in firing])
 
     def _decide(self, entry: _Entry, now: datetime) -> list[datetime]:
         """Applies the misfire policy to a due entry, updates its record and re-plans it."""
@@ -385,7 +406,7 @@ class Scheduler:
                 self._spawn(self._skip_if_claimed(entry, due))
                 return
             self._count_skipped(entry, 1)
-            self._spawn(self._save_records([entry.record]))
+            self._save_soon([entry.record])
             self._executor.observer.overlap_skipped(job_id, policy.value)
             self._log_skip(job_id, due)
             return
@@ -436,7 +457,7 @@ class Scheduler:
         """Adds to a schedule's skip counters and saves them."""
         record = self._add_counts(job_id, key, overlap, misfire)
         if record is not None:
-            self._spawn(self._save_records([record]))
+            self._save_soon([record])
 
     def adjust_counters(self, deltas: dict[tuple[str, str], tuple[int, int]]) -> None:
         """What other replicas counted since this one last looked (cluster): GetJob shows cluster totals."""
@@ -492,9 +513,9 @@ class Scheduler:
         self._starting.add(entry.job_id)  # until the executor has registered the run
         self._spawn(self._start_run(entry, due))
 
-    def _not_started(self, entry: _Entry, due: datetime, exc: Exception) -> None:
+    def _not_started(self, entry: _Entry, due: datetime, exc: Exception, *, drain: bool = True) -> None:
         """An occurrence that was due and free to run did not start: counted (per schedule, and in the
-        metrics under a reason), logged, and what waits behind it goes on."""
+        metrics under a reason), logged, and (`drain`) what waits behind it goes on."""
         if isinstance(exc, LimitExceeded):
             reason = "max_running"
         elif isinstance(exc, InvalidArgument):
@@ -513,7 +534,8 @@ class Scheduler:
                 if e.schedule.key == entry.schedule.key:
                     e.record = replace(e.record, not_started=record.not_started)
         log.warning("scheduled run of %s at %s not started (%s): %s", entry.job_id, due.isoformat(), reason, exc)
-        self._drain(entry.job_id)
+        if drain:
+            self._drain(entry.job_id)
 
     async def _start_run(self, entry: _Entry, due: datetime) -> None:
         try:
@@ -528,8 +550,9 @@ class Scheduler:
             self._bump(entry.job_id, entry.schedule.key, overlap=1)  # counted (and saved) by the claimant
             log.info("scheduled run of %s at %s skipped: %s", entry.job_id, due.isoformat(), exc.message)
         except Exception as exc:
-            self._starting.discard(entry.job_id)
-            self._not_started(entry, due, exc)
+            # Not drained here: the next occurrence's start would mark the job starting, and the `finally`
+            # below would take that mark away, letting a third occurrence start alongside it.
+            self._not_started(entry, due, exc, drain=False)
         finally:
             self._starting.discard(entry.job_id)
             self._drain(entry.job_id)  # what waits behind it goes on (a no-op when the run started)

@@ -6,12 +6,12 @@ import asyncio
 import contextlib
 import json
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from xcron.server.core.errors import StoreUnavailable
 from xcron.server.core.model import ExecutionState, JobState, Trigger
@@ -94,10 +94,20 @@ class SqliteStateStore:
         self._idle: asyncio.Event | None = None
 
     async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        if self._closed:
-            raise StoreUnavailable("the state store is closed")
+        return await self._enqueue(fn)
+
+    def _write(self, fn: Callable[[sqlite3.Connection], object]) -> asyncio.Future[None]:
+        """A write queued now; its cursor is closed on the store thread, so its result is None."""
+        return cast("asyncio.Future[None]", self._enqueue(fn))
+
+    def _enqueue(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        """Queues a call now (not when first awaited) and returns its future: writes made one after another
+        are in the store's order at once, and cost the caller no task to get there."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
+        if self._closed:
+            future.set_exception(StoreUnavailable("the state store is closed"))
+            return future
         self._queue.append((fn, future))
         if not self._busy:
             # Submitted after this turn of the loop, so that the calls made in it go in one transaction
@@ -107,7 +117,7 @@ class SqliteStateStore:
                 self._idle = asyncio.Event()
             self._idle.clear()
             loop.call_soon(self._submit, loop)
-        return await future
+        return future
 
     def _submit(self, loop: asyncio.AbstractEventLoop) -> None:
         batch, self._queue = self._queue, []
@@ -221,8 +231,8 @@ class SqliteStateStore:
 
         return await self._call(q)
 
-    async def save_job(self, record: JobRecord) -> None:
-        await self._call(
+    def save_job(self, record: JobRecord) -> Awaitable[None]:
+        return self._write(
             lambda c: c.execute(
                 "INSERT OR REPLACE INTO jobs VALUES (?,?,?,?,?,?,?)",
                 (
@@ -237,8 +247,8 @@ class SqliteStateStore:
             )
         )
 
-    async def save_execution(self, record: ExecutionRecord) -> None:
-        await self._call(
+    def save_execution(self, record: ExecutionRecord) -> Awaitable[None]:
+        return self._write(
             lambda c: c.execute(
                 "INSERT OR REPLACE INTO executions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
@@ -369,8 +379,8 @@ class SqliteStateStore:
             )
         )
 
-    async def save_schedule_records(self, records: Sequence[ScheduleRecord]) -> None:
-        await self._call(
+    def save_schedule_records(self, records: Sequence[ScheduleRecord]) -> Awaitable[None]:
+        return self._write(
             lambda c: c.executemany(
                 "INSERT OR REPLACE INTO schedules VALUES (?,?,?,?,?,?)",
                 [
