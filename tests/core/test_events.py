@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from xcron.server.core.errors import LimitExceeded
-from xcron.server.core.events import MAX_SAFE_INTEGER, BatchKind, EventBus, JobStatus
+from xcron.server.core.events import MAX_SAFE_INTEGER, MESSAGES_PER_SECOND, PACE, BatchKind, EventBus, JobStatus
 from xcron.server.core.model import JobState
 from xcron.server.core.ports import JobRecord
 
@@ -174,3 +174,18 @@ async def test_a_sequence_from_another_replica_gets_a_snapshot_not_replays() -> 
     assert resumed.kind is BatchKind.SNAPSHOT  # … yet b does not replay from it
     own = await b.subscribe(after_sequence=held[0]).next_batch()
     assert own.kind is BatchKind.CHANGES  # its own numbers still resume
+
+
+def test_pacing_bounds_what_all_watchers_cost_not_what_one_watcher_waits() -> None:
+    """A watcher alone (a client following its runs) is not held back PACE per batch; a thousand are paced at
+    PACE, so all of them together get at most MESSAGES_PER_SECOND batches a second."""
+    bus = seeded()
+    watchers = [bus.subscribe()]
+    assert bus.pace == 1 / MESSAGES_PER_SECOND
+    watchers += [bus.subscribe() for _ in range(999)]
+    assert bus.pace == PACE and len(watchers) / bus.pace <= MESSAGES_PER_SECOND
+    watchers.append(bus.subscribe())
+    assert bus.pace == PACE  # never slower than PACE
+    for watcher in watchers[1:]:
+        watcher.close()
+    assert bus.pace == 1 / MESSAGES_PER_SECOND

@@ -40,7 +40,12 @@ class JobStatus:
 
 
 PACE = 0.05
-"""At most one batch per watcher per PACE seconds while changes keep coming."""
+"""At most one batch per watcher per PACE seconds while changes keep coming..."""
+MESSAGES_PER_SECOND = 20_000
+"""...or rather per watchers / MESSAGES_PER_SECOND seconds, when that is less: pacing bounds what all
+watchers together cost (each batch is a message to send), so 1,000 watchers are paced at PACE, while
+one watcher following its runs (a client waiting for each run's end) is not held back 50 ms a batch;
+its batches still coalesce while the previous one is being sent."""
 
 
 class BatchKind(StrEnum):
@@ -91,7 +96,7 @@ class Watcher:
         # Pace only when changes come fast: within PACE of the last batch, wait out the rest so the
         # changes meanwhile join this batch (coalesced); a change after a quiet spell goes at once.
         loop = asyncio.get_running_loop()
-        wait = self._sent_at + PACE - loop.time()
+        wait = self._sent_at + self._bus.pace - loop.time()
         if wait > 0:
             await asyncio.sleep(wait)
         self._sent_at = loop.time()
@@ -132,6 +137,11 @@ class EventBus:
     @property
     def watcher_count(self) -> int:
         return len(self._watchers)
+
+    @property
+    def pace(self) -> float:
+        """Seconds between two batches to one watcher while changes keep coming (see MESSAGES_PER_SECOND)."""
+        return min(PACE, len(self._watchers) / MESSAGES_PER_SECOND)
 
     def seed(self, statuses: Iterable[JobStatus]) -> None:
         """Sets the starting status of jobs without counting it as a change."""
