@@ -81,6 +81,7 @@ def _execution(row: sqlite3.Row) -> ExecutionRecord:
 
 
 Outcome = tuple[bool, Any]
+Settle = Callable[[list[Outcome]], None]
 
 
 class SqliteStateStore:
@@ -129,15 +130,9 @@ class SqliteStateStore:
         if self._idle is None:
             self._idle = asyncio.Event()
         self._idle.clear()
-        done = asyncio.wrap_future(self._thread.submit(self._run_batch, [fn for fn, _ in batch]), loop=loop)
+        fns = [fn for fn, _ in batch]
 
-        def settle(task: asyncio.Future[list[Outcome]]) -> None:
-            outcomes: list[Outcome]
-            if task.cancelled() or task.exception() is not None:
-                error = StoreUnavailable(f"state store: {task.exception() or 'cancelled'}")
-                outcomes = [(False, error)] * len(batch)
-            else:
-                outcomes = task.result()
+        def settle(outcomes: list[Outcome]) -> None:
             for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
                 if future.done():
                     continue
@@ -152,7 +147,20 @@ class SqliteStateStore:
                 assert self._idle is not None
                 self._idle.set()
 
-        done.add_done_callback(settle)
+        # The store thread hands the outcomes back itself: one callback on the loop per batch (an asyncio
+        # future wrapping the thread's future took two, and their bookkeeping).
+        self._thread.submit(self._run_batch_for, loop, fns, settle)
+
+    def _run_batch_for(
+        self, loop: asyncio.AbstractEventLoop, fns: list[Callable[[sqlite3.Connection], Any]], settle: Settle
+    ) -> None:
+        """On the store thread: runs a batch and hands its outcomes to `settle` on the loop."""
+        try:
+            outcomes = self._run_batch(fns)
+        except BaseException as exc:  # whatever happens, the callers' futures must settle
+            outcomes = [(False, StoreUnavailable(f"state store: {exc}"))] * len(fns)
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(settle, outcomes)
 
     def _run_batch(self, fns: list[Callable[[sqlite3.Connection], Any]]) -> list[Outcome]:
         conn = self._conn
