@@ -7,7 +7,15 @@ import asyncio
 import pytest
 
 from xcron.server.core.errors import LimitExceeded
-from xcron.server.core.events import MAX_SAFE_INTEGER, WAKE_BATCH, BatchKind, EventBus, JobStatus
+from xcron.server.core.events import (
+    MAX_SAFE_INTEGER,
+    MESSAGES_PER_SECOND,
+    PACE,
+    WAKE_BATCH,
+    BatchKind,
+    EventBus,
+    JobStatus,
+)
 from xcron.server.core.model import JobState
 from xcron.server.core.ports import JobRecord
 
@@ -189,3 +197,18 @@ async def test_a_change_wakes_watchers_a_group_per_turn_and_reaches_all() -> Non
     assert all([s.job_id for s in batch.statuses][-1] == "b" for batch in batches)
     assert all(not watcher._pending for watcher in watchers)
     assert len(bus._to_wake) == 0
+
+
+def test_pacing_bounds_what_all_watchers_cost_not_what_one_watcher_waits() -> None:
+    """A watcher alone (a client following its runs) is not held back PACE per batch; a thousand are paced at
+    PACE, so all of them together get at most MESSAGES_PER_SECOND batches a second."""
+    bus = seeded()
+    watchers = [bus.subscribe()]
+    assert bus.pace == 1 / MESSAGES_PER_SECOND
+    watchers += [bus.subscribe() for _ in range(999)]
+    assert bus.pace == PACE and len(watchers) / bus.pace <= MESSAGES_PER_SECOND
+    watchers.append(bus.subscribe())
+    assert bus.pace == PACE  # never slower than PACE
+    for watcher in watchers[1:]:
+        watcher.close()
+    assert bus.pace == 1 / MESSAGES_PER_SECOND

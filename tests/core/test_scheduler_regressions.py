@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 import pytest
-from core_harness import START, Gate, Harness, Stuck
+from core_harness import START, Gate, Harness, Stuck, Tick
 
+from xcron.server.core.clock import FakeClock
 from xcron.server.core.errors import FailedPrecondition, InvalidArgument, LimitExceeded, StoreUnavailable
 from xcron.server.core.limits import Limits
 from xcron.server.core.model import (
@@ -24,7 +26,10 @@ from xcron.server.core.model import (
     Schedule,
 )
 from xcron.server.core.observe import NullObserver
-from xcron.server.core.ports import ExecutionRecord
+from xcron.server.core.ports import ExecutionRecord, ScheduleRecord
+from xcron.server.core.registry import JobRegistry
+from xcron.server.core.scheduler import Scheduler
+from xcron.server.stores.sqlite import SqliteStateStore
 
 MIN = timedelta(minutes=1)
 
@@ -278,3 +283,69 @@ async def test_an_occurrence_the_max_running_limit_refuses_is_counted_not_droppe
     await harness.advance_to(START + 30 * MIN)
     runs = await harness.recorder.wait_for(2)
     assert runs[-1].job_id == "t.tick" and runs[-1].scheduled_time == START + 30 * MIN
+
+
+class _ClaimsAll:
+    """A cluster in which this replica wins every claim."""
+
+    async def claim(self, job_id: str, schedule_key: str, due: object, *, run: bool = True) -> bool:
+        return True
+
+
+class _FirstStartFails:
+    """An executor whose first start fails (bad parameters) and whose later starts stay in progress (a claim,
+    a store write) until `release`; `most` is the largest number of starts in progress at once."""
+
+    def __init__(self) -> None:
+        self.observer = NullObserver()
+        self.calls = 0
+        self.active = 0
+        self.most = 0
+        self.second = asyncio.Event()
+        self.release = asyncio.Event()
+
+    def add_finish_listener(self, listener: object) -> None:
+        pass
+
+    def running(self, job_id: str) -> None:
+        return None
+
+    async def run(self, job_id: str, parameters: object, **kwargs: object) -> None:
+        self.calls += 1
+        if self.calls == 1:
+            raise InvalidArgument("parameters", "bad")
+        self.active += 1
+        self.most = max(self.most, self.active)
+        self.second.set()
+        try:
+            await self.release.wait()
+        finally:
+            self.active -= 1
+
+
+async def test_in_a_cluster_a_failed_start_lets_one_buffered_occurrence_start_not_two(tmp_path: Path) -> None:
+    """Three missed occurrences caught up (RUN_ALL) run one after another. When the first fails to start, the
+    next one starts, alone: `_not_started` drained, then the `finally` of the failed start took the starting
+    mark of that next one away and drained again, so a third started alongside it."""
+    store = SqliteStateStore(tmp_path / "state.sqlite3")
+    await store.open()
+    schedule = every(10, misfire_policy=MisfirePolicy.RUN_ALL, max_catchup_runs=3)
+    await store.save_schedule_records([ScheduleRecord(job_id="t.tick", schedule_key=schedule.key, last_fire=START)])
+    executor = _FirstStartFails()
+    scheduler = Scheduler(
+        registry=JobRegistry((Tick,)),
+        executor=cast(Any, executor),
+        store=store,
+        clock=FakeClock(START + 35 * MIN),
+        default_zone="UTC",
+        cluster=cast(Any, _ClaimsAll()),
+    )
+    try:
+        await scheduler.start({"t.tick": JobSchedules(schedules=(schedule,))})
+        await asyncio.wait_for(executor.second.wait(), 10)
+        # The start tasks the failed one spawned have all taken their first step by now (FIFO ready queue).
+        assert executor.most == 1
+    finally:
+        executor.release.set()
+        await scheduler.stop()
+        await store.close()

@@ -19,11 +19,12 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client import CollectorRegistry, Counter, Gauge, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 
 from xcron.server.api.wrapping import behaviour_of, responses, same_kind
 from xcron.server.core.ports import ExecutionRecord
+from xcron.server.run_metrics import RunMetrics
 
 RUN_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600)
 LATENESS_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 60, 300)
@@ -33,18 +34,8 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.runs_started = Counter("xcron_runs_started", "Runs started", ["job_id", "trigger"], registry=r)
-        self.runs_finished = Counter("xcron_runs_finished", "Runs finished", ["job_id", "outcome"], registry=r)
-        self.run_duration = Histogram(
-            "xcron_run_duration_seconds", "Run duration", ["job_id"], buckets=RUN_BUCKETS, registry=r
-        )
-        self.lateness_seconds = Histogram(
-            "xcron_schedule_lateness_seconds",
-            "Actual start minus due time of scheduled runs",
-            ["job_id"],
-            buckets=LATENESS_BUCKETS,
-            registry=r,
-        )
+        # Touched by every run: kept in plain dicts (run_metrics.py), not prometheus-client children.
+        self.runs = RunMetrics(r, RUN_BUCKETS, LATENESS_BUCKETS)
         self.misfires = Counter(
             "xcron_misfires", "Occurrences dropped by misfire policies", ["job_id", "policy"], registry=r
         )
@@ -71,12 +62,12 @@ class Metrics:
     # -- Observer ---------------------------------------------------------------------------
 
     def run_started(self, record: ExecutionRecord) -> None:
-        self.runs_started.labels(record.job_id, record.trigger.value).inc()
+        self.runs.started(record.job_id, record.trigger.value)
 
     def run_finished(self, record: ExecutionRecord) -> None:
-        self.runs_finished.labels(record.job_id, record.state.value).inc()
-        if record.finish_time is not None:
-            self.run_duration.labels(record.job_id).observe((record.finish_time - record.start_time).total_seconds())
+        finish = record.finish_time
+        duration = (finish - record.start_time).total_seconds() if finish is not None else None
+        self.runs.finished(record.job_id, record.state.value, duration)
 
     def misfired(self, job_id: str, policy: str, dropped: int) -> None:
         self.misfires.labels(job_id, policy).inc(dropped)
@@ -88,7 +79,7 @@ class Metrics:
         self.not_started_total.labels(job_id, reason).inc()
 
     def lateness(self, job_id: str, late_by: timedelta) -> None:
-        self.lateness_seconds.labels(job_id).observe(max(0.0, late_by.total_seconds()))
+        self.runs.late(job_id, max(0.0, late_by.total_seconds()))
 
     # -- wiring -----------------------------------------------------------------------------
 

@@ -40,7 +40,12 @@ class JobStatus:
 
 
 PACE = 0.05
-"""At most one batch per watcher per PACE seconds while changes keep coming."""
+"""At most one batch per watcher per PACE seconds while changes keep coming..."""
+MESSAGES_PER_SECOND = 20_000
+"""...or rather per watchers / MESSAGES_PER_SECOND seconds, when that is less: pacing bounds what all
+watchers together cost (each batch is a message to send), so 1,000 watchers are paced at PACE, while
+one watcher following its runs (a client waiting for each run's end) is not held back 50 ms a batch;
+its batches still coalesce while the previous one is being sent."""
 
 WAKE_BATCH = 32
 """Watchers woken per turn of the event loop. Sending a change to 1,000 watchers costs ~1,000 stream writes;
@@ -108,7 +113,7 @@ class Watcher:
         # Pace only when changes come fast: within PACE of the last batch, wait out the rest so the
         # changes meanwhile join this batch (coalesced); a change after a quiet spell goes at once.
         loop = asyncio.get_running_loop()
-        wait = self._sent_at + PACE - loop.time()
+        wait = self._sent_at + self._bus.pace - loop.time()
         if wait > 0:
             await asyncio.sleep(wait)
         self._sent_at = loop.time()
@@ -152,6 +157,11 @@ class EventBus:
     def watcher_count(self) -> int:
         return len(self._watchers)
 
+    @property
+    def pace(self) -> float:
+        """Seconds between two batches to one watcher while changes keep coming (see MESSAGES_PER_SECOND)."""
+        return min(PACE, len(self._watchers) / MESSAGES_PER_SECOND)
+
     def seed(self, statuses: Iterable[JobStatus]) -> None:
         """Sets the starting status of jobs without counting it as a change."""
         for status in statuses:
@@ -163,12 +173,13 @@ class EventBus:
 
     def publish(self, status: JobStatus) -> JobStatus:
         self._sequence += self.TAGS
-        numbered = replace(status, sequence=self._sequence)
-        self._latest[numbered.job_id] = numbered
+        numbered = JobStatus(status.record, self._sequence, status.origin)
+        job_id = status.record.job_id
+        self._latest[job_id] = numbered
         self._replay.append(numbered)
         to_wake = self._to_wake
         for watcher in self._watchers:
-            if watcher.wants(numbered.job_id) and watcher.offer(numbered):
+            if watcher.wants(job_id) and watcher.offer(numbered):
                 to_wake.append(watcher)
         if to_wake and not self._waking:
             self._waking = True

@@ -5,65 +5,39 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from xcron.server.core.clock import Clock
 from xcron.server.core.errors import Conflict, FailedPrecondition, LimitExceeded, NotFound
 from xcron.server.core.events import EventBus, JobStatus
-from xcron.server.core.jobs import JobCancelled, JobContext
-from xcron.server.core.model import ExecutionState, JobState, ParameterValue, Trigger
+from xcron.server.core.jobs import JobCancelled
+from xcron.server.core.model import ExecutionState, ParameterValue, Trigger
 from xcron.server.core.observe import NullObserver, Observer
 from xcron.server.core.outcomes import HealthListener, UnrecordedOutcomes
-from xcron.server.core.ports import INTERRUPTED, ExecutionRecord, JobRecord, StateStore
+from xcron.server.core.ports import INTERRUPTED, ExecutionRecord, JobRecord, StateStore, queued
 from xcron.server.core.progress import ProgressCoalescer
 from xcron.server.core.registry import JobRegistry
 from xcron.server.core.requests import RequestIds
+from xcron.server.core.runs import (
+    ClusterHooks,
+    ExecutionIds,
+    FinishListener,
+    Running,
+    StartWrites,
+    all_written,
+    ended,
+    log_ids,
+    new_run,
+    running_job,
+)
+
+__all__ = ["ClusterHooks", "Executor", "FinishListener"]
 
 log = logging.getLogger(__name__)
-
-_JOB_STATE = {
-    ExecutionState.RUNNING: JobState.RUNNING,
-    ExecutionState.COMPLETED: JobState.COMPLETED,
-    ExecutionState.ABORTED: JobState.ABORTED,
-    ExecutionState.CANCELLED: JobState.CANCELLED,
-}
-
-FinishListener = Callable[[ExecutionRecord], None]
-
-
-class ClusterHooks(Protocol):
-    async def try_start_run(self, record: ExecutionRecord) -> ExecutionRecord | None: ...
-    async def cancel_remote(self, job_id: str, execution_id: str) -> ExecutionRecord | None: ...
-    async def claim(self, job_id: str, schedule_key: str, due: datetime, *, run: bool = True) -> bool: ...
-    async def settle_run(self, record: ExecutionRecord, job: JobRecord) -> tuple[ExecutionRecord, JobRecord]: ...
-
-
-def _ids(record: ExecutionRecord) -> dict[str, str]:
-    return {"job_id": record.job_id, "execution_id": record.id}
-
-
-@dataclass
-class _StartWrites:
-    """Which rows of a start may be in the store: the execution's, the job's."""
-
-    execution: bool = False
-    job: bool = False
-
-    def note(self, outcomes: Sequence[object]) -> None:
-        self.execution = not isinstance(outcomes[0], BaseException)
-        self.job = not isinstance(outcomes[1], BaseException)
-
-
-@dataclass
-class _Running:
-    record: ExecutionRecord
-    context: JobContext
-    task: asyncio.Task[None] | None = None
 
 
 class Executor:
@@ -88,8 +62,9 @@ class Executor:
         self._pool = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="xcron-job")
         self._max_running = max_running
         self._jobs: dict[str, JobRecord] = {}
-        self._running: dict[str, _Running] = {}
+        self._running: dict[str, Running] = {}
         self._request_ids = RequestIds(store, self.get_execution)
+        self._ids = ExecutionIds()
         self._listeners: list[FinishListener] = []
         self._accepting = True
         # What jobs may use besides their parameters; the store and clock are the server's own.
@@ -112,7 +87,7 @@ class Executor:
         self._progress.bind_loop(self._loop)
         interrupted = await self._store.abort_interrupted(self._clock.now())
         for record in interrupted:
-            log.warning("run was interrupted by a server stop; recorded ABORTED", extra=_ids(record))
+            log.warning("run was interrupted by a server stop; recorded ABORTED", extra=log_ids(record))
         stored = await self._store.load_jobs()
         for job in self._registry:
             self._jobs[job.id] = stored.get(job.id) or JobRecord(job_id=job.id)
@@ -180,21 +155,13 @@ class Executor:
         if request_id:
             self._request_ids.remember(job_id, request_id, record.id)
         before = self._jobs[job_id]
-        written = _StartWrites()
+        written = StartWrites()
         # From here a shutdown waits for this start to settle: it runs, or it is refused and undone
         # (execution ABORTED, job row back to its previous state), never left half-done.
         self._starts += 1
         self._starts_settled.clear()
         try:
-            job_record = JobRecord(
-                job_id=job_id,
-                state=JobState.RUNNING,
-                progress=0.0,
-                status_text=record.status_text,
-                last_start=record.start_time,
-                last_finish=before.last_finish,
-                execution_id=record.id,
-            )
+            job_record = running_job(record, before)
             winner = await self._record_start(record, job_record, written)
             if winner is not record:  # the same request_id reached another replica first
                 self._running.pop(job_id, None)
@@ -212,7 +179,7 @@ class Executor:
                 self._starts_settled.set()
         entry.task = asyncio.create_task(self._execute(job, entry), name=f"xcron-run-{job_id}-{record.id}")
         self.observer.run_started(record)
-        log.info("run started (%s)", trigger.value, extra=_ids(record))
+        log.info("run started (%s)", trigger.value, extra=log_ids(record))
         if scheduled_time is not None:
             self.observer.lateness(job_id, record.start_time - scheduled_time)
         return record
@@ -230,31 +197,22 @@ class Executor:
         entry = self._new_run(job_id, parameters, Trigger.SCHEDULE, "", scheduled_time)
         record = entry.record
         self._running[job_id] = entry
-        before = self._jobs[job_id]
-        self._jobs[job_id] = JobRecord(
-            job_id=job_id,
-            state=JobState.RUNNING,
-            progress=0.0,
-            status_text=record.status_text,
-            last_start=record.start_time,
-            last_finish=before.last_finish,
-            execution_id=record.id,
-        )
+        self._jobs[job_id] = running_job(record, self._jobs[job_id])
         entry.task = asyncio.create_task(self._execute(job, entry, record_start=True), name=f"xcron-run-{job_id}")
         return record
 
-    def _code_starts(self, entry: _Running) -> None:
+    def _code_starts(self, entry: Running) -> None:
         """A scheduled run's code starts now: stamp the instant, publish, count, and queue the start's rows."""
         record = entry.record = replace(entry.record, start_time=self._clock.now())
-        job = self._jobs[record.job_id] = replace(self._jobs[record.job_id], last_start=record.start_time)
+        job = self._jobs[record.job_id] = running_job(record, self._jobs[record.job_id])
         self._bus.publish(self._status(job))
         self.observer.run_started(record)
         if record.scheduled_time is not None:
             self.observer.lateness(record.job_id, record.start_time - record.scheduled_time)
-        log.info("run started (schedule)", extra=_ids(record))
+        log.info("run started (schedule)", extra=log_ids(record))
         asyncio.get_running_loop().call_soon(self._write_start, entry, record, job)
 
-    def _write_start(self, entry: _Running, record: ExecutionRecord, job: JobRecord) -> None:
+    def _write_start(self, entry: Running, record: ExecutionRecord, job: JobRecord) -> None:
         """After the code's first step: a run that ended already has its end's rows queued, which hold
         all its start's do (a no-op's rows are written once); one still running has its start queued now,
         before its end's, and the store commits in call order."""
@@ -290,32 +248,22 @@ class Executor:
         trigger: Trigger,
         request_id: str,
         scheduled_time: datetime | None,
-    ) -> _Running:
-        record = ExecutionRecord(
-            id=str(uuid.uuid4()),
-            job_id=job_id,
-            parameters=dict(parameters),
-            trigger=trigger,
-            state=ExecutionState.RUNNING,
-            start_time=self._clock.now(),
-            scheduled_time=scheduled_time,
-            request_id=request_id,
-            status_text="starting",
+    ) -> Running:
+        execution_id = self._ids.new()
+        return new_run(
+            execution_id,
+            job_id,
+            parameters,
+            trigger,
+            request_id,
+            scheduled_time,
+            self._clock.now(),
+            self._progress.sink(job_id, execution_id),
+            self.services,
         )
-        context = JobContext(
-            job_id=job_id,
-            execution_id=record.id,
-            parameters=parameters,
-            trigger=trigger,
-            scheduled_time=scheduled_time,
-            on_progress=self._progress.sink(job_id, record.id),
-            services=self.services,
-        )
-        context.bind_loop(asyncio.get_running_loop())
-        return _Running(record=record, context=context)
 
     async def _record_start(
-        self, record: ExecutionRecord, job_record: JobRecord, written: _StartWrites
+        self, record: ExecutionRecord, job_record: JobRecord, written: StartWrites
     ) -> ExecutionRecord:
         """Writes the start; returns `record`, or the run another replica started for the same request id.
         `written` says, even when this raises, which rows may be in the store (to undo them)."""
@@ -332,9 +280,10 @@ class Executor:
             return record
         # Queued together, so the store commits both in one transaction. Shielded: if the caller is
         # cancelled meanwhile, the rows may land anyway, so wait to know and undo them.
-        writes = asyncio.ensure_future(
-            asyncio.gather(self._store.save_execution(record), self._store.save_job(job_record), return_exceptions=True)
-        )
+        writes = asyncio.gather(
+            queued(self._store.save_execution(record)), queued(self._store.save_job(job_record)),
+            return_exceptions=True,
+        )  # fmt: skip
         try:
             outcomes = await asyncio.shield(writes)
         except asyncio.CancelledError:
@@ -347,7 +296,7 @@ class Executor:
                 raise outcome
         return record
 
-    def _undo_start(self, entry: _Running, before: JobRecord, written: _StartWrites) -> None:
+    def _undo_start(self, entry: Running, before: JobRecord, written: StartWrites) -> None:
         """The run never started: put the job back as it was, in memory and in the store (retried until
         written, like an outcome), and leave no RUNNING row behind."""
         record = entry.record
@@ -409,11 +358,11 @@ class Executor:
         self._jobs[status.job_id] = status.record
         self._bus.publish(status)
 
-    def _request_cancel(self, entry: _Running) -> None:
+    def _request_cancel(self, entry: Running) -> None:
         if not entry.record.cancel_requested:
             entry.record = replace(entry.record, cancel_requested=True)
             entry.context.request_cancel()
-            log.info("cancel requested", extra=_ids(entry.record))
+            log.info("cancel requested", extra=log_ids(entry.record))
 
     def cancel_for_overlap(self, job_id: str) -> None:
         """For the CANCEL_OTHER overlap policy: asks the running execution to stop."""
@@ -433,7 +382,7 @@ class Executor:
             raise NotFound(f"no execution with id {execution_id!r}")
         return record
 
-    async def _execute(self, job_type: type[Any], entry: _Running, *, record_start: bool = False) -> None:
+    async def _execute(self, job_type: type[Any], entry: Running, *, record_start: bool = False) -> None:
         context = entry.context
         error = ""
         try:
@@ -454,38 +403,20 @@ class Executor:
             state, error = ExecutionState.ABORTED, INTERRUPTED
         except BaseException as exc:  # a job's failure (even SystemExit) must never take the server down
             state, error = ExecutionState.ABORTED, f"{type(exc).__name__}: {exc}"
-            log.warning("run failed: %s", error, extra=_ids(entry.record))
+            log.warning("run failed: %s", error, extra=log_ids(entry.record))
         if state is ExecutionState.CANCELLED and not error:
             error = "cancelled on request"
         await self._finish(entry, state, error)
 
-    async def _finish(self, entry: _Running, state: ExecutionState, error: str) -> None:
+    async def _finish(self, entry: Running, state: ExecutionState, error: str) -> None:
         job_id = entry.record.job_id
         if self._running.get(job_id) is not entry:
             return  # already recorded (e.g. by shutdown)
         self._apply_pending_progress(job_id)  # the last report counts, even if not yet published
         self._progress.forget(job_id)
-        now = self._clock.now()
-        status = {
-            ExecutionState.COMPLETED: entry.record.status_text if entry.record.progress >= 1 else "completed",
-            ExecutionState.CANCELLED: "cancelled",
-            ExecutionState.ABORTED: error,
-        }[state]
-        if state is ExecutionState.COMPLETED and entry.record.status_text in ("starting", ""):
-            status = "completed"
-        record = replace(entry.record, state=state, finish_time=now, error=error, status_text=status)
-        if state is ExecutionState.COMPLETED:
-            record = replace(record, progress=1.0)
+        record, job = ended(entry.record, self._jobs[job_id], state, error, self._clock.now())
         entry.record = record
         del self._running[job_id]
-        job = replace(
-            self._jobs[job_id],
-            state=_JOB_STATE[state],
-            progress=record.progress,
-            status_text=status,
-            last_finish=now,
-            execution_id=record.id,
-        )
         if self.cluster is not None:
             # Fenced: what the database holds wins (another replica may have aborted the run meanwhile).
             record, job = await self.cluster.settle_run(record, job)
@@ -495,14 +426,16 @@ class Executor:
         else:
             await self._set_job(job, persist=False)
             try:
-                await asyncio.gather(self._store.save_execution(record), self._store.save_job(job))
+                await all_written(queued(self._store.save_execution(record)), queued(self._store.save_job(job)))
             except Exception as exc:
                 # Memory is right and stays the truth; the store must catch up, or the job would look
                 # RUNNING after a restart. Keep trying while we live.
-                log.error("could not record the end of the run (%s); kept in memory, retrying", exc, extra=_ids(record))
+                log.error(
+                    "could not record the end of the run (%s); kept in memory, retrying", exc, extra=log_ids(record)
+                )
                 self.outcomes.record(record, job, record.id, refused=True)
         self.observer.run_finished(record)
-        log.info("run ended %s", state.value.upper(), extra=_ids(record))
+        log.info("run ended %s", state.value.upper(), extra=log_ids(record))
         for listener in list(self._listeners):
             try:
                 listener(record)

@@ -106,13 +106,22 @@ class JobContext:
         self.trigger = trigger
         self.scheduled_time = scheduled_time
         self.services: Mapping[str, Any] = services or {}
-        self.logger = logging.LoggerAdapter(
-            logging.getLogger(f"xcron.job.{job_id}"), {"job_id": job_id, "execution_id": execution_id}
-        )
+        self._logger: logging.LoggerAdapter[logging.Logger] | None = None  # built on first use: most jobs never log
         self._on_progress = on_progress
         self._cancel_flag = threading.Event()
         self._cancel_async: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def logger(self) -> logging.LoggerAdapter[logging.Logger]:
+        """The job's logger; what it logs carries the job id and execution id."""
+        logger = self._logger
+        if logger is None:
+            logger = self._logger = logging.LoggerAdapter(
+                logging.getLogger(f"xcron.job.{self.job_id}"),
+                {"job_id": self.job_id, "execution_id": self.execution_id},
+            )
+        return logger
 
     def _typed(self, name: str, kind: type[T]) -> T:
         value = self.parameters.get(name)
@@ -143,9 +152,6 @@ class JobContext:
 
     def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._cancel_async = asyncio.Event()
-        if self._cancel_flag.is_set():
-            self._cancel_async.set()
 
     @property
     def cancel_requested(self) -> bool:
@@ -174,8 +180,12 @@ class JobContext:
 
     async def sleep(self, seconds: float) -> bool:
         """Async jobs: sleep up to `seconds`, returning True early if a cancel is requested."""
-        if self._cancel_async is None:
+        if self._loop is None:
             raise RuntimeError("JobContext.sleep is for async jobs")
+        if self._cancel_async is None:  # made on first use (on the loop, as request_cancel runs)
+            self._cancel_async = asyncio.Event()
+            if self._cancel_flag.is_set():
+                self._cancel_async.set()
         try:
             await asyncio.wait_for(self._cancel_async.wait(), timeout=seconds)
         except TimeoutError:

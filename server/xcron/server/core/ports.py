@@ -11,11 +11,12 @@ abstract classes in one place:
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from xcron.server.core.model import ExecutionState, JobState, ParameterValue, Schedule, Trigger
 
@@ -23,6 +24,8 @@ NO_END_FLOOR = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
 """From here on an end time is .NET's DateTime.MaxValue: SanteDB's "no end"."""
 
 INTERRUPTED = "interrupted: server stopped"
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -83,9 +86,11 @@ class StateStore(Protocol):
     async def close(self) -> None: ...
 
     async def load_jobs(self) -> dict[str, JobRecord]: ...
-    async def save_job(self, record: JobRecord) -> None: ...
+    # Writes may be queued when called (SQLite: a future, so calls made together share a transaction and need
+    # no task) or when first awaited (a coroutine): callers await each write they make.
+    def save_job(self, record: JobRecord) -> Awaitable[None]: ...
 
-    async def save_execution(self, record: ExecutionRecord) -> None:
+    def save_execution(self, record: ExecutionRecord) -> Awaitable[None]:
         """Inserts or replaces by id."""
         ...
 
@@ -108,10 +113,16 @@ class StateStore(Protocol):
         ...
 
     async def load_schedule_records(self) -> dict[tuple[str, str], ScheduleRecord]: ...
-    async def save_schedule_records(self, records: Sequence[ScheduleRecord]) -> None: ...
+    def save_schedule_records(self, records: Sequence[ScheduleRecord]) -> Awaitable[None]: ...
     async def delete_schedule_records(self, job_id: str, schedule_keys: Sequence[str]) -> None:
         """Forgets removed schedules, so one put back later starts afresh."""
         ...
+
+
+def queued(write: Awaitable[T]) -> asyncio.Future[T]:
+    """A store write as a future, without a task when the store's write already is one (SQLite's: queued
+    when called, so writes made together share a transaction)."""
+    return write if isinstance(write, asyncio.Future) else asyncio.ensure_future(write)
 
 
 class RunFenced(Exception):

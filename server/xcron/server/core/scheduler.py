@@ -2,16 +2,9 @@
 until the earliest (or until schedules change), so a run starts within milliseconds of its time.
 
 What it remembers across restarts is each schedule's last handled occurrence (`last_fire`), kept
-in the state store. On start, and whenever it wakes late (machine asleep), the occurrences
-between `last_fire` and now are the missed ones, and the schedule's misfire policy decides:
-
-- RUN_ONCE (default): one run now, for the latest missed occurrence (Quartz's "fire once now").
-- SKIP: none; they are counted as misfire-skipped.
-- RUN_ALL: each of them (the newest `max_catchup_runs`), one after another.
-
-Missed occurrences older than `misfire_grace` are dropped and counted. An occurrence less than
-`MISFIRE_THRESHOLD` late is on time, not missed (Quartz's misfireThreshold). A schedule seen
-for the first time starts from "now": xcron never back-fills a newly set schedule.
+in the state store; what runs of the occurrences missed since (on start, or after waking late) is the
+schedule's misfire policy (misfires.py). A schedule seen for the first time starts from "now": xcron
+never back-fills a newly set schedule.
 
 When an occurrence is due while the job still runs, the overlap policy decides: SKIP (default,
 counted), BUFFER_ONE (run once as soon as the current run ends), CANCEL_OTHER (ask the running
@@ -25,20 +18,21 @@ import contextlib
 import heapq
 import itertools
 import logging
-from collections import deque
 from collections.abc import Coroutine
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from xcron.server.core.clock import Clock
-from xcron.server.core.errors import Conflict, FailedPrecondition, InvalidArgument, LimitExceeded
+from xcron.server.core.errors import Conflict
 from xcron.server.core.executor import ClusterHooks, Executor
-from xcron.server.core.model import JobSchedules, MisfirePolicy, OverlapPolicy, Schedule, Trigger
+from xcron.server.core.misfires import due_occurrences
+from xcron.server.core.model import JobSchedules, OverlapPolicy, Schedule, Trigger
+from xcron.server.core.occurrences import ClusterCounts, Entry, log_skip, not_started_reason
 from xcron.server.core.params import bind_parameters
-from xcron.server.core.ports import ExecutionRecord, ScheduleRecord, StateStore
+from xcron.server.core.ports import ExecutionRecord, ScheduleRecord, StateStore, queued
 from xcron.server.core.registry import JobRegistry
-from xcron.server.core.triggers import fire_times, next_fire_time, occurrences_between
+from xcron.server.core.triggers import fire_times, next_fire_time
 
 log = logging.getLogger(__name__)
 
@@ -48,16 +42,6 @@ MISFIRE_THRESHOLD = timedelta(seconds=60)
 def _report_death(task: asyncio.Task[Any]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.critical("the scheduler stopped: no schedule fires until a restart", exc_info=task.exception())
-
-
-@dataclass(eq=False)
-class _Entry:
-    job_id: str
-    schedule: Schedule
-    record: ScheduleRecord
-    next_due: datetime | None = None
-    pending: deque[datetime] = field(default_factory=deque)
-    version: int = 0
 
 
 class Scheduler:
@@ -75,19 +59,20 @@ class Scheduler:
         """`cluster`: given when replicas share the store; the replica that claims an occurrence runs it."""
         self._registry = registry
         self._cluster = cluster
+        self._counts = ClusterCounts(cluster, executor, self._bump) if cluster is not None else None
         self._executor = executor
         self._store = store
         self._clock = clock
         self._default_zone = default_zone
         self._misfire_threshold = misfire_threshold
-        self._entries: dict[str, list[_Entry]] = {}
+        self._entries: dict[str, list[Entry]] = {}
         self._paused: set[str] = set()
         self._records: dict[tuple[str, str], ScheduleRecord] = {}
-        self._heap: list[tuple[datetime, int, int, _Entry]] = []
+        self._heap: list[tuple[datetime, int, int, Entry]] = []
         self._counter = itertools.count()
-        self._wakeup = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None  # resolved to wake the loop up (see _wake)
         self._task: asyncio.Task[None] | None = None
-        self._inflight: set[asyncio.Task[object]] = set()
+        self._inflight: set[asyncio.Future[Any]] = set()
         self._starting: set[str] = set()
         self._idle = False
         self._version = 0
@@ -179,13 +164,13 @@ class Scheduler:
         for key in removed:
             self._records.pop((job_id, key), None)
         old = {e.schedule.key: e for e in self._entries.get(job_id, [])}
-        entries: list[_Entry] = []
+        entries: list[Entry] = []
         for schedule in job_schedules.schedules:
             record = self._records[(job_id, schedule.key)]
             if unpausing:
                 record = replace(record, last_fire=max(now, record.last_fire or now))
                 self._records[(job_id, schedule.key)] = record
-            entry = _Entry(job_id=job_id, schedule=schedule, record=record)
+            entry = Entry(job_id=job_id, schedule=schedule, record=record)
             previous = old.get(schedule.key)
             if previous is not None and previous.pending:
                 if job_schedules.paused:
@@ -203,10 +188,10 @@ class Scheduler:
         for entry in entries:
             self._plan(entry)
         if unpausing:
-            self._spawn(self._save_records([e.record for e in entries]))
-        self._wakeup.set()
+            self._save_soon([e.record for e in entries])
+        self._wake()
 
-    def _count_skipped(self, entry: _Entry, count: int) -> None:
+    def _count_skipped(self, entry: Entry, count: int) -> None:
         self._version += 1
         entry.record = replace(entry.record, overlap_skipped=entry.record.overlap_skipped + count)
         self._records[(entry.job_id, entry.record.schedule_key)] = entry.record
@@ -216,6 +201,19 @@ class Scheduler:
             await self._store.save_schedule_records(records)
         except Exception as exc:
             log.warning("could not save schedule fire times: %s", exc)
+
+    def _save_soon(self, records: list[ScheduleRecord]) -> None:
+        """As _save_records, without a task: the write is queued now and its failure logged when it settles."""
+        if self._stopped or not records:
+            return
+        write = queued(self._store.save_schedule_records(records))
+        self._inflight.add(write)
+        write.add_done_callback(self._saved)
+
+    def _saved(self, write: asyncio.Future[Any]) -> None:
+        self._inflight.discard(write)
+        if not write.cancelled() and write.exception() is not None:
+            log.warning("could not save schedule fire times: %s", write.exception())
 
     def schedule_info(self, job_id: str, count: int) -> list[tuple[Schedule, ScheduleRecord, list[datetime]]]:
         """Each schedule with its record and next `count` fire times (none while paused).
@@ -240,7 +238,7 @@ class Scheduler:
         """Changes whenever any schedule's plan or record may have changed (for response caches)."""
         return self._version
 
-    def _plan(self, entry: _Entry) -> None:
+    def _plan(self, entry: Entry) -> None:
         self._version += 1
         entry.version += 1
         if entry.job_id in self._paused:
@@ -253,9 +251,10 @@ class Scheduler:
             heapq.heappush(self._heap, (entry.next_due, next(self._counter), entry.version, entry))
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             now = self._clock.now()
-            due: list[_Entry] = []
+            due: list[Entry] = []
             while self._heap and self._heap[0][0] <= now:
                 _, _, version, entry = heapq.heappop(self._heap)
                 if version == entry.version:
@@ -264,17 +263,23 @@ class Scheduler:
                 self._handle_due(due, now)
                 await asyncio.sleep(0)  # let the runs just started get going before looking again
                 continue
-            self._wakeup.clear()
-            waiters: set[asyncio.Task[Any]] = {asyncio.create_task(self._wakeup.wait())}
-            if self._heap:
-                waiters.add(asyncio.create_task(self._clock.sleep_until(self._heap[0][0])))
+            # One future and one timer per wait (not two tasks): the timer, or a change of schedules, wakes it.
+            waiter = self._waiter = loop.create_future()
+            timer = self._clock.wake_at(self._heap[0][0], self._wake) if self._heap else None
             self._idle = True
             try:
-                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                await waiter
             finally:
                 self._idle = False
-                for waiter in waiters:
-                    waiter.cancel()
+                self._waiter = None
+                if timer is not None:
+                    timer.cancel()
+
+    def _wake(self) -> None:
+        """The earliest schedule is due, or schedules changed: the loop looks again."""
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def settled(self) -> None:
         """Returns once all that is due at the clock's current time has been handled and the runs
@@ -284,13 +289,14 @@ class Scheduler:
             if self._inflight:
                 await asyncio.wait(set(self._inflight))
             top = self._heap[0][0] if self._heap else None
-            calm = self._idle and not self._wakeup.is_set() and not self._inflight
+            woken = self._waiter is None or self._waiter.done()
+            calm = self._idle and not woken and not self._inflight
             quiet = quiet + 1 if calm and (top is None or top > self._clock.now()) else 0
             await asyncio.sleep(0)
 
-    def _handle_due(self, due: list[_Entry], now: datetime) -> None:
+    def _handle_due(self, due: list[Entry], now: datetime) -> None:
         """Decides what each due schedule does, saves the new last-fire times, then starts the runs."""
-        to_fire: list[tuple[_Entry, list[datetime]]] = []
+        to_fire: list[tuple[Entry, list[datetime]]] = []
         for entry in due:
             try:
                 chosen = self._decide(entry, now)
@@ -319,58 +325,47 @@ class Scheduler:
         # once (a crash never makes a started run look missed).
         # In a cluster the replica that claims an occurrence records its fire time with the claim.
         firing = {id(e) for e, _ in to_fire} if self._cluster is not None else set()
-        self._spawn(self._save_records([e.record for e in due if id(e) not in firing]))
+        self._save_soon([e.record for e in due if id(e) not in firing])
 
-    def _decide(self, entry: _Entry, now: datetime) -> list[datetime]:
+    def _decide(self, entry: Entry, now: datetime) -> list[datetime]:
         """Applies the misfire policy to a due entry, updates its record and re-plans it."""
-        schedule = entry.schedule
-        limit = max(1, schedule.max_catchup_runs) if schedule.misfire_policy is MisfirePolicy.RUN_ALL else 1
-        last = entry.record.last_fire or now
-        missed, total = occurrences_between(schedule, last, now, default_zone=self._default_zone, limit=limit)
-        if not missed:
+        schedule, record = entry.schedule, entry.record
+        due = due_occurrences(
+            schedule, record.last_fire or now, now, threshold=self._misfire_threshold, default_zone=self._default_zone
+        )
+        if due is None:
             self._plan(entry)
             return []
-        newest = missed[-1]
-        # Only the newest occurrence can be on time; anything before it was missed.
-        on_time = [newest] if now - newest <= self._misfire_threshold else []
-        late = missed[:-1] if on_time else missed
-        late_total = total - len(on_time)
-        if schedule.misfire_grace:
-            late = [t for t in late if now - t <= schedule.misfire_grace]
-        if schedule.misfire_policy is MisfirePolicy.SKIP:
-            run_late: list[datetime] = []
-        elif schedule.misfire_policy is MisfirePolicy.RUN_ONCE:
-            run_late = late[-1:] if not on_time else []
-        else:
-            run_late = late
-        dropped = late_total - len(run_late)
-        if dropped and self._cluster is not None:
+        dropped = due.dropped
+        if dropped and self._counts is not None:
             # Every replica sees the same misses: the one that claims them counts them.
-            self._spawn(self._count_missed_if_claimed(entry.job_id, schedule, missed[-1], dropped))
+            self._spawn(self._counts.count_missed_if_claimed(entry.job_id, schedule, due.newest, dropped))
             dropped = 0
         if dropped:
             self._executor.observer.misfired(entry.job_id, schedule.misfire_policy.value, dropped)
-        chosen = run_late + on_time
-        if late_total:
+        if due.late:
             log.info(
                 "job %s schedule %s: %d occurrence(s) missed; policy %s runs %d",
                 entry.job_id,
                 schedule.key,
-                late_total,
+                due.late,
                 schedule.misfire_policy.value,
-                len(run_late),
+                due.run_late,
             )
-        entry.record = replace(
-            entry.record,
-            last_fire=newest,
-            last_run=chosen[-1] if chosen else entry.record.last_run,
-            misfire_skipped=entry.record.misfire_skipped + dropped,
+        entry.record = ScheduleRecord(
+            job_id=record.job_id,
+            schedule_key=record.schedule_key,
+            last_fire=due.newest,
+            last_run=due.chosen[-1] if due.chosen else record.last_run,
+            overlap_skipped=record.overlap_skipped,
+            misfire_skipped=record.misfire_skipped + dropped,
+            not_started=record.not_started,
         )
-        self._records[(entry.job_id, entry.record.schedule_key)] = entry.record
+        self._records[(entry.job_id, record.schedule_key)] = entry.record
         self._plan(entry)
-        return chosen
+        return due.chosen
 
-    def _fire(self, entry: _Entry, due: datetime) -> None:
+    def _fire(self, entry: Entry, due: datetime) -> None:
         job_id = entry.job_id
         if not self._busy(job_id):
             if any(e.pending for e in self._entries.get(job_id, [])):
@@ -381,13 +376,13 @@ class Scheduler:
             return
         policy = entry.schedule.overlap_policy
         if policy is OverlapPolicy.SKIP or (policy is OverlapPolicy.BUFFER_ONE and entry.pending):
-            if self._cluster is not None:  # the replica that claims the occurrence counts it
-                self._spawn(self._skip_if_claimed(entry, due))
+            if self._counts is not None:  # the replica that claims the occurrence counts it
+                self._spawn(self._counts.skip_if_claimed(entry, due))
                 return
             self._count_skipped(entry, 1)
-            self._spawn(self._save_records([entry.record]))
+            self._save_soon([entry.record])
             self._executor.observer.overlap_skipped(job_id, policy.value)
-            self._log_skip(job_id, due)
+            log_skip(self._executor, job_id, due)
             return
         if policy is OverlapPolicy.CANCEL_OTHER:
             # The newest occurrence supersedes one still waiting for the cancelled run to end.
@@ -400,43 +395,11 @@ class Scheduler:
         entry.pending.append(due)
         self._drain(job_id)
 
-    async def _skip_if_claimed(self, entry: _Entry, due: datetime) -> None:
-        cluster = self._cluster
-        assert cluster is not None
-        try:
-            if not await cluster.claim(entry.job_id, entry.schedule.key, due, run=False):
-                return  # another replica handles (runs or counts) this occurrence
-        except Exception as exc:
-            log.warning("job %s: occurrence %s neither run nor counted: %s", entry.job_id, due.isoformat(), exc)
-            return
-        self._bump(entry.job_id, entry.schedule.key, overlap=1)
-        self._executor.observer.overlap_skipped(entry.job_id, entry.schedule.overlap_policy.value)
-        self._log_skip(entry.job_id, due)
-
-    async def _count_missed_if_claimed(self, job_id: str, schedule: Schedule, newest: datetime, count: int) -> None:
-        cluster = self._cluster
-        assert cluster is not None
-        try:
-            if not await cluster.claim(job_id, schedule.key + "#missed", newest, run=False):
-                return
-        except Exception as exc:
-            log.warning("job %s: %d missed occurrence(s) not counted: %s", job_id, count, exc)
-            return
-        self._bump(job_id, schedule.key, misfire=count)
-        self._executor.observer.misfired(job_id, schedule.misfire_policy.value, count)
-
-    def _log_skip(self, job_id: str, due: datetime) -> None:
-        if self._executor.running(job_id) is not None:
-            log.info("job %s is still running: occurrence %s skipped", job_id, due.isoformat())
-        else:  # the previous occurrence's start still waits on the store (a claim, or the run's record)
-            log.info("job %s is still being started (waiting on the store): occurrence %s skipped", job_id,
-                     due.isoformat())  # fmt: skip
-
     def _bump(self, job_id: str, key: str, *, overlap: int = 0, misfire: int = 0) -> None:
         """Adds to a schedule's skip counters and saves them."""
         record = self._add_counts(job_id, key, overlap, misfire)
         if record is not None:
-            self._spawn(self._save_records([record]))
+            self._save_soon([record])
 
     def adjust_counters(self, deltas: dict[tuple[str, str], tuple[int, int]]) -> None:
         """What other replicas counted since this one last looked (cluster): GetJob shows cluster totals."""
@@ -476,7 +439,7 @@ class Scheduler:
         entry = min(candidates, key=lambda e: e.pending[0])
         self._start(entry, entry.pending.popleft())
 
-    def _start(self, entry: _Entry, due: datetime) -> None:
+    def _start(self, entry: Entry, due: datetime) -> None:
         if self._cluster is None:
             # Local store: the run starts now, in this call (no task, no wait on the store); the
             # executor records its start once the code runs.
@@ -492,17 +455,10 @@ class Scheduler:
         self._starting.add(entry.job_id)  # until the executor has registered the run
         self._spawn(self._start_run(entry, due))
 
-    def _not_started(self, entry: _Entry, due: datetime, exc: Exception) -> None:
+    def _not_started(self, entry: Entry, due: datetime, exc: Exception, *, drain: bool = True) -> None:
         """An occurrence that was due and free to run did not start: counted (per schedule, and in the
-        metrics under a reason), logged, and what waits behind it goes on."""
-        if isinstance(exc, LimitExceeded):
-            reason = "max_running"
-        elif isinstance(exc, InvalidArgument):
-            reason = "invalid_parameters"
-        elif isinstance(exc, FailedPrecondition) and exc.reason == "SHUTTING_DOWN":
-            reason = "shutting_down"
-        else:
-            reason = "error"
+        metrics under a reason), logged, and (`drain`) what waits behind it goes on."""
+        reason = not_started_reason(exc)
         self._executor.observer.not_started(entry.job_id, reason)
         record = self._records.get((entry.job_id, entry.schedule.key))
         if record is not None:
@@ -513,9 +469,10 @@ class Scheduler:
                 if e.schedule.key == entry.schedule.key:
                     e.record = replace(e.record, not_started=record.not_started)
         log.warning("scheduled run of %s at %s not started (%s): %s", entry.job_id, due.isoformat(), reason, exc)
-        self._drain(entry.job_id)
+        if drain:
+            self._drain(entry.job_id)
 
-    async def _start_run(self, entry: _Entry, due: datetime) -> None:
+    async def _start_run(self, entry: Entry, due: datetime) -> None:
         try:
             cluster = self._cluster
             if cluster is not None and not await cluster.claim(entry.job_id, entry.schedule.key, due):
@@ -528,8 +485,9 @@ class Scheduler:
             self._bump(entry.job_id, entry.schedule.key, overlap=1)  # counted (and saved) by the claimant
             log.info("scheduled run of %s at %s skipped: %s", entry.job_id, due.isoformat(), exc.message)
         except Exception as exc:
-            self._starting.discard(entry.job_id)
-            self._not_started(entry, due, exc)
+            # Not drained here: the next occurrence's start would mark the job starting, and the `finally`
+            # below would take that mark away, letting a third occurrence start alongside it.
+            self._not_started(entry, due, exc, drain=False)
         finally:
             self._starting.discard(entry.job_id)
             self._drain(entry.job_id)  # what waits behind it goes on (a no-op when the run started)

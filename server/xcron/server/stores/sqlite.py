@@ -6,12 +6,12 @@ import asyncio
 import contextlib
 import json
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from xcron.server.core.errors import StoreUnavailable
 from xcron.server.core.model import ExecutionState, JobState, Trigger
@@ -49,7 +49,11 @@ CREATE TABLE IF NOT EXISTS schedules (
 
 def _ts(value: datetime | None) -> str | None:
     # Fixed-width UTC text sorts in time order, so SQL can order and compare on it.
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ") if value is not None else None
+    if value is None:
+        return None
+    if value.tzinfo is UTC and value.year >= 1000:  # the usual case, without strftime: 1.8 us instead of 2.7
+        return value.isoformat(timespec="microseconds")[:26] + "Z"
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _dt(text: str | None) -> datetime | None:
@@ -77,6 +81,7 @@ def _execution(row: sqlite3.Row) -> ExecutionRecord:
 
 
 Outcome = tuple[bool, Any]
+Settle = Callable[[list[Outcome]], None]
 
 
 class SqliteStateStore:
@@ -94,10 +99,20 @@ class SqliteStateStore:
         self._idle: asyncio.Event | None = None
 
     async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        if self._closed:
-            raise StoreUnavailable("the state store is closed")
+        return await self._enqueue(fn)
+
+    def _write(self, fn: Callable[[sqlite3.Connection], object]) -> asyncio.Future[None]:
+        """A write queued now; its cursor is closed on the store thread, so its result is None."""
+        return cast("asyncio.Future[None]", self._enqueue(fn))
+
+    def _enqueue(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        """Queues a call now (not when first awaited) and returns its future: writes made one after another
+        are in the store's order at once, and cost the caller no task to get there."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
+        if self._closed:
+            future.set_exception(StoreUnavailable("the state store is closed"))
+            return future
         self._queue.append((fn, future))
         if not self._busy:
             # Submitted after this turn of the loop, so that the calls made in it go in one transaction
@@ -107,7 +122,7 @@ class SqliteStateStore:
                 self._idle = asyncio.Event()
             self._idle.clear()
             loop.call_soon(self._submit, loop)
-        return await future
+        return future
 
     def _submit(self, loop: asyncio.AbstractEventLoop) -> None:
         batch, self._queue = self._queue, []
@@ -115,15 +130,9 @@ class SqliteStateStore:
         if self._idle is None:
             self._idle = asyncio.Event()
         self._idle.clear()
-        done = asyncio.wrap_future(self._thread.submit(self._run_batch, [fn for fn, _ in batch]), loop=loop)
+        fns = [fn for fn, _ in batch]
 
-        def settle(task: asyncio.Future[list[Outcome]]) -> None:
-            outcomes: list[Outcome]
-            if task.cancelled() or task.exception() is not None:
-                error = StoreUnavailable(f"state store: {task.exception() or 'cancelled'}")
-                outcomes = [(False, error)] * len(batch)
-            else:
-                outcomes = task.result()
+        def settle(outcomes: list[Outcome]) -> None:
             for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
                 if future.done():
                     continue
@@ -138,7 +147,20 @@ class SqliteStateStore:
                 assert self._idle is not None
                 self._idle.set()
 
-        done.add_done_callback(settle)
+        # The store thread hands the outcomes back itself: one callback on the loop per batch (an asyncio
+        # future wrapping the thread's future took two, and their bookkeeping).
+        self._thread.submit(self._run_batch_for, loop, fns, settle)
+
+    def _run_batch_for(
+        self, loop: asyncio.AbstractEventLoop, fns: list[Callable[[sqlite3.Connection], Any]], settle: Settle
+    ) -> None:
+        """On the store thread: runs a batch and hands its outcomes to `settle` on the loop."""
+        try:
+            outcomes = self._run_batch(fns)
+        except BaseException as exc:  # whatever happens, the callers' futures must settle
+            outcomes = [(False, StoreUnavailable(f"state store: {exc}"))] * len(fns)
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(settle, outcomes)
 
     def _run_batch(self, fns: list[Callable[[sqlite3.Connection], Any]]) -> list[Outcome]:
         conn = self._conn
@@ -221,8 +243,8 @@ class SqliteStateStore:
 
         return await self._call(q)
 
-    async def save_job(self, record: JobRecord) -> None:
-        await self._call(
+    def save_job(self, record: JobRecord) -> Awaitable[None]:
+        return self._write(
             lambda c: c.execute(
                 "INSERT OR REPLACE INTO jobs VALUES (?,?,?,?,?,?,?)",
                 (
@@ -237,8 +259,8 @@ class SqliteStateStore:
             )
         )
 
-    async def save_execution(self, record: ExecutionRecord) -> None:
-        await self._call(
+    def save_execution(self, record: ExecutionRecord) -> Awaitable[None]:
+        return self._write(
             lambda c: c.execute(
                 "INSERT OR REPLACE INTO executions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
@@ -369,8 +391,8 @@ class SqliteStateStore:
             )
         )
 
-    async def save_schedule_records(self, records: Sequence[ScheduleRecord]) -> None:
-        await self._call(
+    def save_schedule_records(self, records: Sequence[ScheduleRecord]) -> Awaitable[None]:
+        return self._write(
             lambda c: c.executemany(
                 "INSERT OR REPLACE INTO schedules VALUES (?,?,?,?,?,?)",
                 [

@@ -1,0 +1,162 @@
+"""What the executor builds for each run, kept apart from how it runs them: the run's records at its start
+and end, its context, its id, and the cluster hooks the executor calls. Built directly (no
+`dataclasses.replace`, no uuid4 system call per run): the scheduler starts up to a thousand runs a second."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any, Protocol
+
+from xcron.server.core.jobs import JobContext
+from xcron.server.core.model import ExecutionState, JobState, ParameterValue, Trigger
+from xcron.server.core.ports import ExecutionRecord, JobRecord
+
+FinishListener = Callable[[ExecutionRecord], None]
+
+JOB_STATE = {
+    ExecutionState.RUNNING: JobState.RUNNING,
+    ExecutionState.COMPLETED: JobState.COMPLETED,
+    ExecutionState.ABORTED: JobState.ABORTED,
+    ExecutionState.CANCELLED: JobState.CANCELLED,
+}
+
+
+class ClusterHooks(Protocol):
+    async def try_start_run(self, record: ExecutionRecord) -> ExecutionRecord | None: ...
+    async def cancel_remote(self, job_id: str, execution_id: str) -> ExecutionRecord | None: ...
+    async def claim(self, job_id: str, schedule_key: str, due: datetime, *, run: bool = True) -> bool: ...
+    async def settle_run(self, record: ExecutionRecord, job: JobRecord) -> tuple[ExecutionRecord, JobRecord]: ...
+
+
+def log_ids(record: ExecutionRecord) -> dict[str, str]:
+    """The `extra` of every log line about a run."""
+    return {"job_id": record.job_id, "execution_id": record.id}
+
+
+class ExecutionIds:
+    """Random (version 4) UUIDs as text, drawn from os.urandom 4 KiB at a time: one system call per 256 ids
+    (uuid.uuid4 makes one per id, 9 us here against 1 us)."""
+
+    _VERSION_MASK = ~(0xF000 << 64 | 0xC000 << 48)
+    _VERSION_BITS = 0x4000 << 64 | 0x8000 << 48  # version 4, RFC 4122 variant
+
+    def __init__(self) -> None:
+        self._pool = b""
+        self._at = 0
+
+    def new(self) -> str:
+        at = self._at
+        if at + 16 > len(self._pool):
+            self._pool, at = os.urandom(4096), 0
+        self._at = at + 16
+        value = int.from_bytes(self._pool[at : at + 16]) & self._VERSION_MASK | self._VERSION_BITS
+        h = value.to_bytes(16).hex()
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+@dataclass
+class StartWrites:
+    """Which rows of a start may be in the store: the execution's, the job's."""
+
+    execution: bool = False
+    job: bool = False
+
+    def note(self, outcomes: Sequence[object]) -> None:
+        self.execution = not isinstance(outcomes[0], BaseException)
+        self.job = not isinstance(outcomes[1], BaseException)
+
+
+@dataclass
+class Running:
+    record: ExecutionRecord
+    context: JobContext
+    task: asyncio.Task[None] | None = None
+
+
+def new_run(
+    execution_id: str,
+    job_id: str,
+    parameters: Mapping[str, ParameterValue],
+    trigger: Trigger,
+    request_id: str,
+    scheduled_time: datetime | None,
+    now: datetime,
+    on_progress: Callable[[float, str | None], None],
+    services: Mapping[str, Any],
+) -> Running:
+    record = ExecutionRecord(
+        id=execution_id,
+        job_id=job_id,
+        parameters=dict(parameters),
+        trigger=trigger,
+        state=ExecutionState.RUNNING,
+        start_time=now,
+        scheduled_time=scheduled_time,
+        request_id=request_id,
+        status_text="starting",
+    )
+    context = JobContext(
+        job_id=job_id,
+        execution_id=execution_id,
+        parameters=parameters,
+        trigger=trigger,
+        scheduled_time=scheduled_time,
+        on_progress=on_progress,
+        services=services,
+    )
+    context.bind_loop(asyncio.get_running_loop())
+    return Running(record=record, context=context)
+
+
+def running_job(record: ExecutionRecord, before: JobRecord) -> JobRecord:
+    """The job's row while `record` runs."""
+    return JobRecord(
+        job_id=record.job_id,
+        state=JobState.RUNNING,
+        progress=record.progress,
+        status_text=record.status_text,
+        last_start=record.start_time,
+        last_finish=before.last_finish,
+        execution_id=record.id,
+    )
+
+
+def ended(
+    record: ExecutionRecord, before: JobRecord, state: ExecutionState, error: str, now: datetime
+) -> tuple[ExecutionRecord, JobRecord]:
+    """The execution's and the job's rows once the run ended in `state` at `now`."""
+    if state is ExecutionState.COMPLETED:
+        progress = 1.0
+        # A job's last progress text stands, unless it never reported one (or not to the end).
+        kept = record.progress >= 1 and record.status_text not in ("starting", "")
+        status = record.status_text if kept else "completed"
+    else:
+        progress = record.progress
+        status = "cancelled" if state is ExecutionState.CANCELLED else error
+    record = replace(record, state=state, finish_time=now, error=error, status_text=status, progress=progress)
+    job = JobRecord(
+        job_id=record.job_id,
+        state=JOB_STATE[state],
+        progress=progress,
+        status_text=status,
+        last_start=before.last_start,
+        last_finish=now,
+        execution_id=record.id,
+    )
+    return record, job
+
+
+async def all_written(*writes: asyncio.Future[None]) -> None:
+    """Waits for every write (none left unretrieved), then raises the first failure. Cheaper than gather."""
+    failure: BaseException | None = None
+    for write in writes:
+        try:
+            await write
+        except Exception as exc:
+            failure = failure or exc
+    if failure is not None:
+        raise failure
