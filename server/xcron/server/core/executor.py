@@ -37,6 +37,7 @@ FinishListener = Callable[[ExecutionRecord], None]
 
 
 class ClusterHooks(Protocol):
+    # try_start_run writes the RUNNING execution and points the job row at it, in one transaction.
     async def try_start_run(self, record: ExecutionRecord) -> ExecutionRecord | None: ...
     async def cancel_remote(self, job_id: str, execution_id: str) -> ExecutionRecord | None: ...
     async def claim(self, job_id: str, schedule_key: str, due: datetime, *, run: bool = True) -> bool: ...
@@ -202,7 +203,7 @@ class Executor:
                 return winner
             if not self._accepting or self._running.get(job_id) is not entry:
                 raise FailedPrecondition("the server is shutting down; no new runs are started", reason="SHUTTING_DOWN")
-            await self._set_job(job_record, persist=self.cluster is not None)
+            await self._set_job(job_record, persist=False)  # written with the start (a cluster's too)
         except BaseException:
             self._undo_start(entry, before, written)
             raise
