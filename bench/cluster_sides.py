@@ -7,9 +7,11 @@ One step: start the three processes, let them warm up, then count, over `measure
   - the lateness of each run (its code's start - its occurrence), from the files the jobs append to;
   - missing occurrences (due in the window, never run) and occurrences run more than once, from the
     database (xcron's executions; procrastinate's jobs), and from the jobs' own records;
-  - the database's transactions (pg_stat_database xact_commit + xact_rollback of that database).
-PostgreSQL flushes a backend's statistics at most once a second (idle ones within 10 s), so the
-transaction counts of a window are right to within a few flushes: windows are 10 s or more.
+  - the database's transactions (pg_stat_database xact_commit + xact_rollback of that database) per run.
+A backend's statistics reach pg_stat_database at most once a second, and up to 10 s late after a burst
+(PGSTAT_MIN_INTERVAL, PGSTAT_IDLE_INTERVAL), but always when it exits: so transactions are counted over the
+processes' whole life, from before they start to after they stopped, less what starting and stopping cost
+(measured in the idle phase, which therefore comes first), divided by the runs made in that life.
 """
 
 from __future__ import annotations
@@ -64,8 +66,9 @@ class Step:
     lateness: list[float] = field(default_factory=list)  # one per occurrence run (first run)
     missing: int = 0
     duplicates: int = 0  # occurrences run (or recorded) more than once
-    transactions: int = 0
-    seconds: float = 0.0  # the transaction window
+    transactions: float = 0.0  # over the processes' life, less start-up and shut-down
+    seconds: float = 0.0  # the processes' life
+    runs: int = 0  # runs made in it (all, not only the window's)
     load: float = 0.0  # the 1-minute load average at the end of the step
 
     @property
@@ -80,7 +83,7 @@ class Step:
 
     @property
     def per_occurrence(self) -> float:
-        return self.transactions / self.expected if self.expected else math.nan
+        return self.transactions / self.runs if self.runs else math.nan
 
     @property
     def per_second(self) -> float:
@@ -116,6 +119,27 @@ class Database:
         self._admin.close()
 
 
+FLUSHED = 1.0  # seconds for the backends of closed connections to exit, which flushes their statistics
+
+
+class Ledger:
+    """The database's transactions over a set of processes' whole life (see the module docstring)."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        time.sleep(FLUSHED)  # pacing: what came before has been counted
+        self._before = db.transactions()
+        self._began = time.time()
+        self.total = 0
+        self.seconds = 0.0
+
+    def close(self) -> None:
+        """Once the processes have stopped."""
+        self.seconds = time.time() - self._began
+        time.sleep(FLUSHED)
+        self.total = self._db.transactions() - self._before
+
+
 def _sleep_until(instant: float) -> None:
     time.sleep(max(0.0, instant - time.time()))  # pacing the measurement, not synchronising with it
 
@@ -142,14 +166,10 @@ def _stop_all(processes: Sequence[ServerProcess]) -> None:
 def _measure(
     db: Database, processes: Sequence[ServerProcess], count: int, timing: Timing, out: Path
 ) -> tuple[Step, float, float]:
-    """Waits for the window, counts its transactions and reads the jobs' records; returns the window."""
+    """Waits for the window to pass and reads the jobs' records; returns the window."""
     lo = float(math.ceil(time.time() + timing.warmup))
     hi = lo + timing.measure - 1
     step = Step(count, expected=count * timing.measure)
-    _sleep_until(lo - 0.5)
-    before, began = db.transactions(), time.time()
-    _sleep_until(hi + 0.5)
-    step.transactions, step.seconds = db.transactions() - before, time.time() - began
     _sleep_until(hi + timing.settle)
     runs, late = _records(out, lo, hi)
     step.lateness = list(late.values())
@@ -188,7 +208,7 @@ class XcronSide:
         self.profile = profile
         self._steps = 0
 
-    def _replicas(self, folder: Path, count: int, anchor: datetime) -> list[ServerProcess]:
+    def _replicas(self, folder: Path, count: int, anchor: datetime) -> tuple[list[ServerProcess], Ledger]:
         self._steps += 1
         schema = f"bench_{self._steps}"
         os.environ["XCRON_BENCH_CLUSTER_JOBS"] = str(count)
@@ -205,6 +225,7 @@ class XcronSide:
             capture_output=True,
             timeout=120,
         )
+        ledger = Ledger(self.db)
         replicas = []
         try:
             for r in range(REPLICAS):
@@ -221,42 +242,61 @@ class XcronSide:
             _stop_all(replicas)
             raise
         self.schema = schema
-        return replicas
+        return replicas, ledger
 
     def step(self, count: int, timing: Timing) -> Step:
         with tempfile.TemporaryDirectory(prefix="xcron-bench-cluster-") as tmp:
             folder = Path(tmp)
-            replicas = self._replicas(folder, count, datetime(2026, 1, 1, tzinfo=UTC))
+            replicas, ledger = self._replicas(folder, count, datetime(2026, 1, 1, tzinfo=UTC))
             try:
                 step, lo, hi = _measure(self.db, replicas, count, timing, folder)
             finally:
                 _stop_all(replicas)
+                ledger.close()
+            schema = sql.Identifier(self.schema)
             # Exactly once, as the database has it: each (job, occurrence) one execution, across replicas.
             rows = self.db.query(
                 sql.SQL(
                     """SELECT count(*) AS n FROM {}.executions
                        WHERE scheduled_time BETWEEN to_timestamp(%s) AND to_timestamp(%s)
                        GROUP BY job_id, scheduled_time"""
-                ).format(sql.Identifier(self.schema)),
+                ).format(schema),
                 (lo, hi),
             )
             step.duplicates = max(step.duplicates, sum(1 for (n,) in rows if n > 1))
             step.missing = max(step.missing, step.expected - len(rows))
-            return step
+            ((runs,),) = self.db.query(sql.SQL("SELECT count(*) FROM {}.executions").format(schema))
+            return _charge(step, ledger, self.overhead, runs)
+
+    overhead = 0.0
+    """Transactions of starting and stopping the replicas (from the idle phase)."""
 
     def idle(self, count: int, seconds: float, settle: float) -> Step:
         with tempfile.TemporaryDirectory(prefix="xcron-bench-cluster-") as tmp:
             folder = Path(tmp)
             anchor = datetime.fromtimestamp(math.floor(time.time()) + 86_400, UTC)
-            replicas = self._replicas(folder, count, anchor)
+            replicas, ledger = self._replicas(folder, count, anchor)
             try:
-                return _idle(self.db, count, seconds, settle)
+                step = _idle(self.db, count, seconds, settle)
             finally:
                 _stop_all(replicas)
+                ledger.close()
+            self.overhead = _overhead(step, ledger)
+            return step
+
+
+def _charge(step: Step, ledger: Ledger, overhead: float, runs: int) -> Step:
+    step.transactions, step.seconds, step.runs = max(0.0, ledger.total - overhead), ledger.seconds, runs
+    return step
+
+
+def _overhead(idle: Step, ledger: Ledger) -> float:
+    """What starting and stopping cost: the life's transactions less the idle rate over the life."""
+    return max(0.0, ledger.total - idle.per_second * ledger.seconds)
 
 
 def _idle(db: Database, count: int, seconds: float, settle: float) -> Step:
-    time.sleep(settle)  # start-up's own transactions are flushed and over (pacing, not synchronisation)
+    time.sleep(settle)  # start-up's own transactions are over and flushed (pacing, not synchronisation)
     before, began = db.transactions(), time.time()
     time.sleep(seconds)  # the idle window itself
     return Step(count, transactions=db.transactions() - before, seconds=time.time() - began, load=os.getloadavg()[0])
@@ -281,9 +321,13 @@ class ProcrastinateSide:
         with app.open():
             app.schema_manager.apply_schema()
 
-    def _workers(self, folder: Path, count: int, cron: str) -> list[ServerProcess]:
+    overhead = 0.0
+    """Transactions of starting and stopping the workers (from the idle phase)."""
+
+    def _workers(self, folder: Path, count: int, cron: str) -> tuple[list[ServerProcess], Ledger]:
         tables = sql.SQL(", ").join(sql.Identifier(t) for t in self._TABLES)
         self.db.query(sql.SQL("TRUNCATE {} CASCADE").format(tables))
+        ledger = Ledger(self.db)
         workers = []
         try:
             for w in range(REPLICAS):
@@ -295,18 +339,19 @@ class ProcrastinateSide:
         except BaseException:
             _stop_all(workers)
             raise
-        return workers
+        return workers, ledger
 
     def step(self, count: int, timing: Timing) -> Step:
         from bench.cluster_procrastinate import EVERY_SECOND
 
         with tempfile.TemporaryDirectory(prefix="xcron-bench-procrastinate-") as tmp:
             folder = Path(tmp)
-            workers = self._workers(folder, count, EVERY_SECOND)
+            workers, ledger = self._workers(folder, count, EVERY_SECOND)
             try:
                 step, lo, hi = _measure(self.db, workers, count, timing, folder)
             finally:
                 _stop_all(workers)
+                ledger.close()
             # Exactly once, as its database has it: each (periodic task, occurrence) one job, run once.
             rows = self.db.query(
                 """SELECT count(*) FROM procrastinate_jobs
@@ -316,12 +361,16 @@ class ProcrastinateSide:
             )
             step.duplicates = max(step.duplicates, sum(1 for (n,) in rows if n > 1))
             step.once = False  # the same criteria as xcron's, lateness and missed; its duplicates are reported
-            return step
+            ((runs,),) = self.db.query("SELECT count(*) FROM procrastinate_jobs WHERE status <> 'todo'")
+            return _charge(step, ledger, self.overhead, runs)
 
     def idle(self, count: int, seconds: float, settle: float) -> Step:
         with tempfile.TemporaryDirectory(prefix="xcron-bench-procrastinate-") as tmp:
-            workers = self._workers(Path(tmp), count, "0 0 1 1 *")  # once a year, on 1 January: nothing due
+            workers, ledger = self._workers(Path(tmp), count, "0 0 1 1 *")  # once a year, 1 January: nothing due
             try:
-                return _idle(self.db, count, seconds, settle)
+                step = _idle(self.db, count, seconds, settle)
             finally:
                 _stop_all(workers)
+                ledger.close()
+            self.overhead = _overhead(step, ledger)
+            return step
