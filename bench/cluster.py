@@ -2,7 +2,7 @@
 
 Both get N schedules firing every second (xcron: 1-second interval schedules on N no-op jobs; procrastinate:
 N `@app.periodic(cron="* * * * * *")` registrations of one no-op task), all on the whole second, each side on
-a database of its own. N steps up (10, 20, 50, 100, 200, 500, 1000, 2000 occurrences/s) until a step misses
+a database of its own. N steps up (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000 occurrences/s) until a step misses
 an occurrence, runs one twice, or its p99 lateness (the job's code start - its occurrence) passes 100 ms.
 Per side: the highest sustained rate, the database transactions per occurrence (pg_stat_database
 xact_commit + xact_rollback of its database over the window / occurrences due in it), and idle transactions
@@ -31,7 +31,7 @@ from bench.cluster_sides import (
 )
 from bench.common import Report, fmt_ms, parser, percentile, run_main
 
-RATES = (10, 20, 50, 100, 200, 500, 1000, 2000)
+RATES = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
 MAX_TX_PER_OCCURRENCE = 2.0
 RATE_RATIO = 1.0
 
