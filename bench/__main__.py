@@ -13,7 +13,7 @@ import time
 
 from bench.common import EXIT_ERROR, EXIT_MISSED, child_env
 
-SCRIPTS = ("xml_file", "runs", "rpc", "watch", "scheduler", "panel")
+SCRIPTS = ("xml_file", "runs", "rpc", "watch", "scheduler", "panel", "cluster")
 
 
 def main() -> None:

@@ -195,6 +195,10 @@ class ServerProcess:
             raise RuntimeError(f"{self.name} did not start:\n{''.join(self.output)}")
         return self
 
+    def poll(self) -> int | None:
+        """Its exit code, None while it runs."""
+        return self._process.poll() if self._process is not None else None
+
     def rss(self) -> int:
         return int(psutil.Process(self.pid).memory_info().rss)
 

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from requires import require
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 120
@@ -60,3 +61,27 @@ def test_script_runs_and_prints_its_summary(runs: dict[str, subprocess.Popen[str
     assert "Traceback" not in output, output
     for row in EXPECTED[script]:
         assert re.search(rf"^RESULT {re.escape(row)} (PASS|FAIL|INFO): \S", output, re.MULTILINE), output
+
+
+def test_cluster_bench_runs_and_prints_its_summary() -> None:
+    """bench.cluster needs a PostgreSQL it may create databases on (it makes two of its own and drops them)."""
+    sys.path.insert(0, str(ROOT))
+    from bench.cluster_sides import pg_unreachable
+
+    reason = pg_unreachable()
+    require(reason is None, f"a reachable PostgreSQL ({reason})")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.cluster", "--quick"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=TIMEOUT * 2,
+    )
+    assert done.returncode in (0, 1), done.stdout
+    assert "Traceback" not in done.stdout, done.stdout
+    for row in ("cluster.xcron.rate5", "cluster.procrastinate.rate5", "cluster.sustained", "cluster.exactly_once",
+                "cluster.tx_per_occurrence", "cluster.idle"):  # fmt: skip
+        assert re.search(rf"^RESULT {re.escape(row)} (PASS|FAIL|INFO): \S", done.stdout, re.MULTILINE), done.stdout

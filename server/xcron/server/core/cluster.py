@@ -62,10 +62,12 @@ class ClusterStore(Protocol):
     async def load_jobs(self) -> dict[str, JobRecord]: ...
     async def save_job(self, record: JobRecord) -> None: ...
     async def save_execution(self, record: ExecutionRecord) -> None: ...
+    async def settle_run(self, record: ExecutionRecord, job: JobRecord) -> None: ...
     async def expire_dead_replicas(self, lease: timedelta) -> list[ExecutionRecord]: ...
     async def request_cancel(self, execution_id: str) -> ExecutionRecord | None: ...
     async def running_execution(self, job_id: str) -> ExecutionRecord | None: ...
     async def publish_event(self, payload: str) -> None: ...
+    async def publish_events(self, payloads: list[str]) -> None: ...
     def listen_events(self, *, on_listen: Callable[[], object] | None = None) -> AsyncGenerator[str, None]: ...
     def listen_cancels(self, *, on_listen: Callable[[], object] | None = None) -> AsyncGenerator[str, None]: ...
 
@@ -272,7 +274,7 @@ class Cluster:
         another replica aborted after this one lost its lease stays ABORTED). When the database cannot be
         reached, returns the local outcome and keeps trying in the background."""
         try:
-            await self.store.save_execution(record)
+            await self.store.settle_run(record, job)  # both rows, one transaction
         except RunFenced as fenced:
             return fenced.stored, await self._fenced(record, fenced.stored)
         except Exception as exc:
@@ -281,12 +283,6 @@ class Cluster:
                 exc,
                 extra={"job_id": record.job_id, "execution_id": record.id},
             )
-            self._spawn(self._settle_later(record, job))
-            return record, job
-        try:
-            await self.store.save_job(job)
-        except Exception as exc:
-            log.warning("cluster: could not record the state of %s (%s); retrying", job.job_id, exc)
             self._spawn(self._settle_later(record, job))
         return record, job
 
@@ -310,8 +306,7 @@ class Cluster:
             await asyncio.sleep(delay)  # back-off between attempts, not synchronisation
             delay = min(delay * 2, 5.0)
             try:
-                await self.store.save_execution(record)
-                await self.store.save_job(job)
+                await self.store.settle_run(record, job)
                 return
             except RunFenced as fenced:
                 row = await self._fenced(record, fenced.stored)
@@ -342,12 +337,15 @@ class Cluster:
         self._wake.set()
 
     async def _flush(self) -> None:
+        """The statuses pending, one NOTIFY each, all in one transaction: every listening replica wakes
+        once for the lot."""
         batch, self._pending = self._pending, {}
-        for status in batch.values():
-            try:
-                await self.store.publish_event(encode_status(status, self.replica_id))
-            except Exception as exc:
-                log.warning("cluster: could not publish the state of %s: %s", status.job_id, exc)
+        if not batch:
+            return
+        try:
+            await self.store.publish_events([encode_status(status, self.replica_id) for status in batch.values()])
+        except Exception as exc:
+            log.warning("cluster: could not publish the state of %d job(s): %s", len(batch), exc)
 
     async def _relay_out(self) -> None:
         while True:

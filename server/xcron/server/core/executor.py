@@ -169,7 +169,7 @@ class Executor:
                 return winner
             if not self._accepting or self._running.get(job_id) is not entry:
                 raise FailedPrecondition("the server is shutting down; no new runs are started", reason="SHUTTING_DOWN")
-            await self._set_job(job_record, persist=self.cluster is not None)
+            await self._set_job(job_record, persist=False)  # written with the start (a cluster's too)
         except BaseException:
             self._undo_start(entry, before, written)
             raise

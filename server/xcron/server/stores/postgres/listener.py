@@ -28,6 +28,14 @@ class PostgresListeners(PostgresCluster):
         async with self._conn() as conn:
             await conn.execute("SELECT pg_notify(%s, %s)", (self.events_channel, payload))
 
+    async def publish_events(self, payloads: list[str]) -> None:
+        """`publish_event` for each payload, in one transaction (listeners are woken once for them all)."""
+        for payload in payloads:
+            if len(payload.encode()) >= MAX_PAYLOAD_BYTES:
+                raise ValueError(f"event payload is {len(payload.encode())} bytes; NOTIFY allows < {MAX_PAYLOAD_BYTES}")
+        async with self._conn() as conn, conn.transaction(), conn.cursor() as cur:
+            await cur.executemany("SELECT pg_notify(%s, %s)", [(self.events_channel, p) for p in payloads])
+
     def listen_events(self, *, on_listen: Callable[[], object] | None = None) -> AsyncGenerator[str, None]:
         """Yields payloads published by any replica. Runs on a dedicated connection that reconnects on
         failure; `on_listen` is called each time LISTEN is in effect (what was published before is missed).

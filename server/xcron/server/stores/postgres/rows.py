@@ -12,9 +12,7 @@ from typing import Any
 from psycopg.types.json import Json
 
 from xcron.server.core.model import ExecutionState, Trigger
-from xcron.server.core.ports import (
-    ExecutionRecord,
-)
+from xcron.server.core.ports import ExecutionRecord, JobRecord
 from xcron.server.stores._codec import decode_parameters, encode_parameters
 
 
@@ -67,6 +65,43 @@ def _execution_params(record: ExecutionRecord, owner: str, epoch: int) -> dict[s
         "progress": record.progress,
         "status_text": record.status_text,
         "scheduled_time": _utc(record.scheduled_time),
+        "request_id": record.request_id,
+        "cancel_requested": record.cancel_requested,
+        "owner": owner,
+        "epoch": epoch,
+    }
+
+
+def _job_params(record: JobRecord) -> tuple[Any, ...]:
+    return (
+        record.job_id,
+        record.state.value,
+        record.progress,
+        record.status_text,
+        _utc(record.last_start),
+        _utc(record.last_finish),
+        record.execution_id,
+    )
+
+
+def _execution_json(record: ExecutionRecord, owner: str, epoch: int) -> dict[str, Any]:
+    """An executions row as JSON, for json_populate_recordset (several rows in one parameter)."""
+
+    def iso(value: datetime | None) -> str | None:
+        return value.astimezone(UTC).isoformat() if value is not None else None
+
+    return {
+        "id": record.id,
+        "job_id": record.job_id,
+        "parameters": encode_parameters(record.parameters),
+        "trigger": record.trigger.value,
+        "state": record.state.value,
+        "start_time": iso(record.start_time),
+        "finish_time": iso(record.finish_time),
+        "error": record.error,
+        "progress": record.progress,
+        "status_text": record.status_text,
+        "scheduled_time": iso(record.scheduled_time),
         "request_id": record.request_id,
         "cancel_requested": record.cancel_requested,
         "owner": owner,

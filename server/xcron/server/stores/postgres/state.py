@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -20,7 +21,7 @@ from xcron.server.core.ports import (
 )
 from xcron.server.stores.postgres.base import PostgresBase
 from xcron.server.stores.postgres.pool import Connection
-from xcron.server.stores.postgres.rows import _execution, _execution_params, _utc
+from xcron.server.stores.postgres.rows import _execution, _execution_params, _job_params, _utc
 from xcron.server.stores.postgres.schema import (
     _EXECUTION_COLUMNS,
     _EXECUTION_VALUES,
@@ -51,27 +52,19 @@ class PostgresState(PostgresBase):
 
     async def save_job(self, record: JobRecord) -> None:
         async with self._conn() as conn:
-            await conn.execute(
-                self._sql(
-                    """INSERT INTO {s}.jobs
-                         (job_id, state, progress, status_text, last_start, last_finish, execution_id)
-                       VALUES (%s, %s, %s, %s, %s, %s, %s)
-                       ON CONFLICT (job_id) DO UPDATE SET state = EXCLUDED.state, progress = EXCLUDED.progress,
-                         status_text = EXCLUDED.status_text, last_start = EXCLUDED.last_start,
-                         last_finish = EXCLUDED.last_finish, execution_id = EXCLUDED.execution_id
-                       WHERE """
-                    + _JOB_ROW_GUARD
-                ),
-                (
-                    record.job_id,
-                    record.state.value,
-                    record.progress,
-                    record.status_text,
-                    _utc(record.last_start),
-                    _utc(record.last_finish),
-                    record.execution_id,
-                ),
-            )
+            await conn.execute(self._save_job_sql(), _job_params(record))
+
+    def _save_job_sql(self) -> sql.Composed:
+        return self._sql(
+            """INSERT INTO {s}.jobs
+                 (job_id, state, progress, status_text, last_start, last_finish, execution_id)
+               VALUES (%s, %s, %s, %s, %s, %s, %s)
+               ON CONFLICT (job_id) DO UPDATE SET state = EXCLUDED.state, progress = EXCLUDED.progress,
+                 status_text = EXCLUDED.status_text, last_start = EXCLUDED.last_start,
+                 last_finish = EXCLUDED.last_finish, execution_id = EXCLUDED.execution_id
+               WHERE """
+            + _JOB_ROW_GUARD
+        )
 
     async def save_execution(self, record: ExecutionRecord) -> None:
         """Inserts or replaces by id. A new row is owned by this replica under its lease epoch. A replace is
@@ -82,19 +75,8 @@ class PostgresState(PostgresBase):
 
         Raises Conflict when the row would be a second RUNNING execution of the job, or reuse a request id.
         """
-        query = self._sql(
-            "INSERT INTO {s}.executions (" + _EXECUTION_COLUMNS + ") VALUES (" + _EXECUTION_VALUES + ")"
-            """ ON CONFLICT (id) DO UPDATE SET job_id = EXCLUDED.job_id, parameters = EXCLUDED.parameters,
-                 trigger = EXCLUDED.trigger, state = EXCLUDED.state, start_time = EXCLUDED.start_time,
-                 finish_time = EXCLUDED.finish_time, error = EXCLUDED.error, progress = EXCLUDED.progress,
-                 status_text = EXCLUDED.status_text, scheduled_time = EXCLUDED.scheduled_time,
-                 request_id = EXCLUDED.request_id,
-                 cancel_requested = EXCLUDED.cancel_requested OR executions.cancel_requested
-               WHERE executions.state = %(running)s AND executions.owner = %(me)s
-                 AND executions.epoch = %(epoch)s AND """ + _LEASE_HELD + " RETURNING id"
-        )
-        params = _execution_params(record, self.replica_id, self.epoch)
-        params.update(running=RUNNING, me=self.replica_id, lease=self.lease)
+        query = self._save_execution_sql()
+        params = self._save_execution_params(record)
         async with self._conn() as conn:
             try:
                 cur = await conn.execute(query, params)
@@ -112,6 +94,24 @@ class PostgresState(PostgresBase):
                 raise
         if not written:
             await self._fenced(record)
+
+    def _save_execution_sql(self) -> sql.Composed:
+        return self._sql(
+            "INSERT INTO {s}.executions (" + _EXECUTION_COLUMNS + ") VALUES (" + _EXECUTION_VALUES + ")"
+            """ ON CONFLICT (id) DO UPDATE SET job_id = EXCLUDED.job_id, parameters = EXCLUDED.parameters,
+                 trigger = EXCLUDED.trigger, state = EXCLUDED.state, start_time = EXCLUDED.start_time,
+                 finish_time = EXCLUDED.finish_time, error = EXCLUDED.error, progress = EXCLUDED.progress,
+                 status_text = EXCLUDED.status_text, scheduled_time = EXCLUDED.scheduled_time,
+                 request_id = EXCLUDED.request_id,
+                 cancel_requested = EXCLUDED.cancel_requested OR executions.cancel_requested
+               WHERE executions.state = %(running)s AND executions.owner = %(me)s
+                 AND executions.epoch = %(epoch)s AND """ + _LEASE_HELD + " RETURNING id"
+        )
+
+    def _save_execution_params(self, record: ExecutionRecord) -> dict[str, Any]:
+        params = _execution_params(record, self.replica_id, self.epoch)
+        params.update(running=RUNNING, me=self.replica_id, lease=self.lease)
+        return params
 
     async def _fenced(self, record: ExecutionRecord) -> None:
         """A fenced replace wrote nothing: returns if the store already holds this outcome (a retry),
