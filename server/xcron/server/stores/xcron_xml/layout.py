@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from xml.parsers import expat
 from zoneinfo import ZoneInfo
@@ -89,19 +90,16 @@ def _has_xcron_parts(element: etree._Element) -> bool:
     )
 
 
+# A tag up to its closing ">": quoted attribute values may hold ">" (lxml and .NET escape it, hand edits may not).
+_TAG = re.compile(rb"[^>\"']*(?:(?:\"[^\"]*\"|'[^']*')[^>\"']*)*>")
+
+
 def _tag_end(data: bytes, at: int) -> int:
     """The offset just past the tag starting at `at` (quotes skipped)."""
-    quote = b""
-    for index in range(at, len(data)):
-        char = data[index : index + 1]
-        if quote:
-            if char == quote:
-                quote = b""
-        elif char in (b'"', b"'"):
-            quote = char
-        elif char == b">":
-            return index + 1
-    raise ValueError("unterminated tag")
+    match = _TAG.match(data, at)
+    if match is None:
+        raise ValueError("unterminated tag")
+    return match.end()
 
 
 def _indent(data: bytes, spans: list[tuple[int, int]]) -> bytes:
