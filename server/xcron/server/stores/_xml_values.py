@@ -24,6 +24,8 @@ _DATETIME = re.compile(
     r"(?:\.(?P<fraction>\d+))?(?P<zone>Z|[+-]\d\d:\d\d)?",
     re.ASCII,
 )
+# Its most common form, whose offset needs no range check (hours 00..14 as .NET writes them).
+_PLAIN_DATETIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:Z|[+-](?:0\d|1[0-4]):[0-5]\d)?", re.ASCII)
 _INTEGER = re.compile(r"[+-]?\d+", re.ASCII)
 _DECIMAL = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)", re.ASCII)
 
@@ -49,6 +51,7 @@ NO_START = datetime.min.replace(tzinfo=UTC)
 NO_END = datetime.max.replace(tzinfo=UTC)
 MIN_VALUE_TEXT = "0001-01-01T00:00:00"
 MAX_VALUE_TEXT = "9999-12-31T23:59:59.9999999"
+_MAX_WALL = datetime.max.replace(microsecond=0)
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,7 @@ class XsDateTime:
 
     @property
     def is_max_value(self) -> bool:
-        return self.wall >= datetime.max.replace(microsecond=0)
+        return self.wall >= _MAX_WALL
 
     def instant(self, zone: ZoneInfo, *, santedb: bool = False) -> datetime:
         """The instant as aware UTC; without an offset the wall time is read in `zone` (fold=0).
@@ -101,6 +104,11 @@ class XsDateTime:
 def parse_xs_datetime(text: str) -> XsDateTime:
     """An xs:dateTime's digits and offset. Fractions beyond microseconds are truncated, so .NET's 7-digit
     ticks never round up a second."""
+    if _PLAIN_DATETIME.fullmatch(text):  # the usual form, without fraction or spaces: datetime's own parser
+        try:
+            return XsDateTime(datetime.fromisoformat(text[:19]), text[19:])
+        except ValueError:
+            pass  # out of range: the general path below says why, in its words
     match = _DATETIME.fullmatch(text.strip())
     if match is None:
         raise ValueError("expected an xs:dateTime such as 2026-03-01T09:00:00+01:00")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 from xml.parsers import expat
 from zoneinfo import ZoneInfo
@@ -37,15 +38,18 @@ def _element_bytes(element: etree._Element) -> bytes:
     return head + raw[end:]
 
 
-def _santedb_view(element: etree._Element) -> tuple[Any, ...]:
+def _santedb_view(
+    element: etree._Element, parse: Callable[[str], values.XsDateTime] = values.parse_xs_datetime
+) -> tuple[Any, ...]:
     """The entry as SanteDB's JobItemConfiguration holds it (what survives its re-save), normalised so
-    that SanteDB's re-serialisation of the same values compares equal."""
+    that SanteDB's re-serialisation of the same values compares equal. `parse`: the reader's, which
+    remembers the values it has parsed already."""
 
     def moment(text: str | None) -> Any:
         if text is None:
             return None
         try:
-            parsed = values.parse_xs_datetime(text)
+            parsed = parse(text)
         except ValueError:
             return text.strip()
         if parsed.offset in ("", "Z") or parsed.is_min_value or parsed.is_max_value:
