@@ -36,6 +36,7 @@ from xcron.server.stores.xcron_xml import (
     render_schedule_xml,
     save_schedule_file,
 )
+from xcron.server.stores.xcron_xml.layout import _scan_layout, _walk_layout
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 SAMPLE = DATA / "santedb.sample.xml"
@@ -432,6 +433,33 @@ def test_unknown_entry_with_other_prefix_is_kept() -> None:
     assert b'o:note="kept"' in rendered
     assert parse(rendered) == doc
     assert parse(rendered).entries[0].element == doc.entries[0].element
+
+
+_JOB_TAG = "JobItemConfiguration"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        f'<{_JOB_TAG} type="A"/>\n  <{_JOB_TAG} type="B" startType="never" />',
+        f'<{_JOB_TAG} type="A" note="&gt; /&gt;" other=\'"\'></{_JOB_TAG} >\r\n\t<{_JOB_TAG}\n type="B"></{_JOB_TAG}>',
+        f'<{_JOB_TAG} type="A"><x:{_JOB_TAG} xmlns:x="urn:other"/><p>{_JOB_TAG}</p></{_JOB_TAG}>',
+        f'<{_JOB_TAG} type="A"><s xmlns="urn:other"><{_JOB_TAG}/></s></{_JOB_TAG}>',  # nested: expat decides
+        f'<!-- <{_JOB_TAG}> --><{_JOB_TAG} type="A"/>',  # a comment: expat decides
+        f'<?pi <{_JOB_TAG}/>?><{_JOB_TAG} type="A"/>',
+        "",
+    ],
+)
+def test_entry_offsets_found_in_the_text_match_expat(body: str) -> None:
+    """The reader finds entries by searching the bytes when that is unambiguous; expat walks the rest."""
+    for declaration in ("", '\ufeff<?xml version="1.0" encoding="utf-8"?>\r\n'):
+        data = f"{declaration}<ArrayOfJobItemConfiguration>\n  {body}\n</ArrayOfJobItemConfiguration>\n".encode()
+        entries = len(etree.fromstring(data.removeprefix(b"\xef\xbb\xbf")).findall(_JOB_TAG))
+        searched = _scan_layout(data, entries)
+        walked = _scan_layout(data)
+        assert searched == walked
+        assert (list(walked.spans), walked.close_at, walked.self_closing) == _walk_layout(data)
+        assert [data[a:b].split(b'type="')[1][:1] for a, b in searched.spans] == [b"A", b"B"][:entries]
 
 
 def test_known_changed_entry_is_rebuilt_and_others_stay_in_place() -> None:

@@ -12,6 +12,7 @@ from lxml import etree
 
 from xcron.server.stores import _xml_values as values
 from xcron.server.stores.xcron_xml.common import (
+    _JOB,
     _ROOT,
     _ROOT_DECLARATIONS,
     _S,
@@ -60,17 +61,16 @@ def _santedb_view(
     parameters: list[tuple[str, str]] = []
     for child in _elements(element):
         if child.tag == _S + "schedule":
-            for add in _elements(child):
-                if add.tag != _S + "add":
-                    continue
-                days = add.get("days")
+            for add in child.iterchildren(_S + "add"):
+                attributes: dict[str, str] = dict(add.items())  # type: ignore[arg-type]  # one call, not five gets
+                days = attributes.get("days")
                 adds.append(
                     (
-                        (add.get("type") or "scheduled").strip(),
+                        (attributes.get("type") or "scheduled").strip(),
                         None if days is None else frozenset(day.lower() for day in days.split()),
-                        moment(add.get("start")),
-                        moment(add.get("stop")),
-                        (add.get("interval") or "").strip() or None,
+                        moment(attributes.get("start")),
+                        moment(attributes.get("stop")),
+                        (attributes.get("interval") or "").strip() or None,
                     )
                 )
         elif child.tag == _S + "parameters":
@@ -116,8 +116,64 @@ def _indent(data: bytes, spans: list[tuple[int, int]]) -> bytes:
     return b"  "
 
 
-def _scan_layout(data: bytes) -> _Layout:
-    """Byte offsets of the root's children, found with expat (lxml gives lines, not offsets)."""
+_ROOT_OPEN = b"<" + _ROOT.encode()
+_ROOT_CLOSE = b"</" + _ROOT.encode()
+_ENTRY_OPEN = re.compile(rb"<" + _JOB.encode() + rb"[\s/>]")
+_ENTRY_CLOSE = re.compile(rb"</" + _JOB.encode() + rb"\s*>")
+
+
+def _spans_by_text(data: bytes, entries: int) -> tuple[list[tuple[int, int]], int] | None:
+    """The entries' spans and the root's end tag found by searching the bytes, or None when the text
+    leaves any doubt (then expat walks it).
+
+    Without comments, CDATA or processing instructions every "<" opens a tag (well-formed XML has
+    none in text or attribute values). Every child of the root is an unprefixed <JobItemConfiguration>
+    (the reader refuses anything else); when the text holds exactly `entries` of them, none is nested,
+    so each one ends at the next </JobItemConfiguration>."""
+    body = data.find(_ROOT_OPEN)
+    if entries == 0 or body < 0 or b"<!" in data or data.find(b"<?", body) >= 0:
+        return None
+    opens = [match.start() for match in _ENTRY_OPEN.finditer(data, body)]
+    if len(opens) != entries:
+        return None
+    spans = []
+    for began in opens:
+        head = _tag_end(data, began)
+        if data[head - 2 : head] == b"/>":
+            spans.append((began, head))
+        else:
+            close = _ENTRY_CLOSE.search(data, head)
+            if close is None:
+                return None
+            spans.append((began, close.end()))
+    close_at = data.rfind(_ROOT_CLOSE)
+    return (spans, close_at) if close_at > spans[-1][1] else None
+
+
+def _scan_layout(data: bytes, entries: int | None = None) -> _Layout:
+    """Byte offsets of the root's children (lxml gives lines, not offsets). `entries`: how many the
+    root has (all <JobItemConfiguration>), when the caller knows; the bytes are then searched
+    directly where that is unambiguous, else expat walks every element."""
+    found = _spans_by_text(data, entries) if entries is not None else None
+    if found is not None:
+        spans, close_at = found
+        self_closing = False
+    else:
+        spans, close_at, self_closing = _walk_layout(data)
+    head_end = data.find(b">", data.find(_ROOT_OPEN))
+    return _Layout(
+        spans=tuple(spans),
+        close_at=close_at,
+        self_closing=self_closing,
+        newline=b"\r\n" if b"\r\n" in data else b"\n",
+        indent=_indent(data, spans),
+        declares_xc=f'xmlns:xc="{XC_NS}"'.encode() in data[:head_end],
+        spaced_empty=b" />" in data,
+    )
+
+
+def _walk_layout(data: bytes) -> tuple[list[tuple[int, int]], int, bool]:
+    """The root's children's spans, where its end tag (or "/>") is and whether it is empty, by expat."""
     bom = 3 if data.startswith(b"\xef\xbb\xbf") else 0
     parser = expat.ParserCreate()
     spans: list[tuple[int, int]] = []
@@ -138,6 +194,9 @@ def _scan_layout(data: bytes) -> _Layout:
 
     def end(_name: str) -> None:
         nonlocal depth, close_at, self_closing
+        if depth > 2:  # only the root and its children matter
+            depth -= 1
+            return
         at = parser.CurrentByteIndex + bom
         began = opened if depth == 2 else root_opened
         head = _tag_end(data, began)
@@ -151,13 +210,4 @@ def _scan_layout(data: bytes) -> _Layout:
     parser.StartElementHandler = start
     parser.EndElementHandler = end
     parser.Parse(data[bom:], True)
-    head_end = data.find(b">", data.find(b"<" + _ROOT.encode()))
-    return _Layout(
-        spans=tuple(spans),
-        close_at=close_at,
-        self_closing=self_closing,
-        newline=b"\r\n" if b"\r\n" in data else b"\n",
-        indent=_indent(data, spans),
-        declares_xc=f'xmlns:xc="{XC_NS}"'.encode() in data[:head_end],
-        spaced_empty=b" />" in data,
-    )
+    return spans, close_at, self_closing

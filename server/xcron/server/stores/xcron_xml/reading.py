@@ -452,7 +452,7 @@ def parse_schedule_xml(
             if known is None or not type_name or known(type_name):
                 raise
             entries.append(reader.opaque(child, error))
-    layout = _scan_layout(data)
+    layout = _scan_layout(data, len(entries))
     for entry, span in zip(entries, layout.spans, strict=True):  # the entries are new: no need to copy them
         object.__setattr__(entry, "span", span)
         object.__setattr__(entry, "element_trusted", entry.unreadable is None)
