@@ -159,6 +159,10 @@ def santedb_calendar_start(spec: CalendarSpec, start: datetime, zone: ZoneInfo) 
     SanteDB takes the time of day from it. With days, SanteDB fires only on dates after the one in
     start, so it is the day before the first firing; without days, the date of the one firing."""
     day, _ = _first_calendar_firing(spec, start, zone)
-    if spec.days and day > date.min:
-        day -= timedelta(days=1)
+    return _santedb_calendar_wall(spec, day)
+
+
+def _santedb_calendar_wall(spec: CalendarSpec, first_day: date) -> datetime:
+    """santedb_calendar_start for a calendar that first fires on `first_day`."""
+    day = first_day - timedelta(days=1) if spec.days and first_day > date.min else first_day
     return datetime.combine(day, spec.time_of_day.replace(tzinfo=None, fold=0))
