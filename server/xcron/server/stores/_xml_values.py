@@ -7,9 +7,10 @@ the line and the attribute name.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from decimal import Decimal, InvalidOperation
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -51,6 +52,7 @@ NO_START = datetime.min.replace(tzinfo=UTC)
 NO_END = datetime.max.replace(tzinfo=UTC)
 MIN_VALUE_TEXT = "0001-01-01T00:00:00"
 MAX_VALUE_TEXT = "9999-12-31T23:59:59.9999999"
+_MIN_WALL = datetime.min
 _MAX_WALL = datetime.max.replace(microsecond=0)
 
 
@@ -63,7 +65,7 @@ class XsDateTime:
 
     @property
     def is_min_value(self) -> bool:
-        return self.wall == datetime.min
+        return self.wall == _MIN_WALL
 
     @property
     def is_max_value(self) -> bool:
@@ -77,18 +79,19 @@ class XsDateTime:
         DateTime.MinValue and MaxValue mean no bound; other values beyond the representable range are
         clamped to it (they lie before or after every time xcron can schedule).
         """
-        if self.is_min_value:
+        wall, offset = self.wall, self.offset
+        if wall == _MIN_WALL:
             return NO_START
-        if self.is_max_value:
+        if wall >= _MAX_WALL:
             return NO_END
         try:
-            if not self.offset or (santedb and self.offset == "Z"):
-                return self.wall.replace(tzinfo=zone).astimezone(UTC)
-            if self.offset == "Z":
-                return self.wall.replace(tzinfo=UTC)
-            return datetime.fromisoformat(self.wall.isoformat() + self.offset).astimezone(UTC)
+            if not offset or (santedb and offset == "Z"):
+                return wall.replace(tzinfo=zone).astimezone(UTC)
+            if offset == "Z":
+                return wall.replace(tzinfo=UTC)
+            return wall.replace(tzinfo=_fixed_offset(offset)).astimezone(UTC)
         except (OverflowError, ValueError):
-            return NO_START if self.wall.year < 5000 else NO_END
+            return NO_START if wall.year < 5000 else NO_END
 
     def local_wall(self, zone: ZoneInfo) -> datetime:
         """The wall time SanteDB's DateTime carries on a host in `zone` (offsets converted, else as written)."""
@@ -99,6 +102,14 @@ class XsDateTime:
             return instant.astimezone(zone).replace(tzinfo=None, fold=0)
         except OverflowError:
             return self.wall
+
+
+@functools.lru_cache(maxsize=4096)  # a file holds a few; there are at most 2,879 valid ones anyway
+def _fixed_offset(offset: str) -> tzinfo:
+    """The tzinfo of "+hh:mm" (ValueError out of range), as datetime.fromisoformat makes it."""
+    parsed = datetime.fromisoformat("2000-01-01T00:00:00" + offset).tzinfo
+    assert parsed is not None
+    return parsed
 
 
 def parse_xs_datetime(text: str) -> XsDateTime:
