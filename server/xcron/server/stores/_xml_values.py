@@ -53,6 +53,7 @@ NO_END = datetime.max.replace(tzinfo=UTC)
 MIN_VALUE_TEXT = "0001-01-01T00:00:00"
 MAX_VALUE_TEXT = "9999-12-31T23:59:59.9999999"
 _MIN_WALL = datetime.min
+_UTC_ZONE = ZoneInfo("UTC")
 _MAX_WALL = datetime.max.replace(microsecond=0)
 
 
@@ -86,6 +87,8 @@ class XsDateTime:
             return NO_END
         try:
             if not offset or (santedb and offset == "Z"):
+                if zone is _UTC_ZONE:  # the same instant, without asking the zone for its offset
+                    return wall.replace(tzinfo=UTC)
                 return wall.replace(tzinfo=zone).astimezone(UTC)
             if offset == "Z":
                 return wall.replace(tzinfo=UTC)

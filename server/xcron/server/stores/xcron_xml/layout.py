@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 from xml.parsers import expat
 from zoneinfo import ZoneInfo
@@ -40,11 +40,36 @@ def _element_bytes(element: etree._Element) -> bytes:
 
 
 def _santedb_view(
-    element: etree._Element, parse: Callable[[str], values.XsDateTime] = values.parse_xs_datetime
+    element: etree._Element,
+    parse: Callable[[str], values.XsDateTime] = values.parse_xs_datetime,
+    adds: tuple[tuple[Any, ...], ...] | None = None,
 ) -> tuple[Any, ...]:
     """The entry as SanteDB's JobItemConfiguration holds it (what survives its re-save), normalised so
     that SanteDB's re-serialisation of the same values compares equal. `parse`: the reader's, which
-    remembers the values it has parsed already."""
+    remembers the values it has parsed already; `adds`: the _add_view of each <add> in the entry's
+    <schedule>s, in order, when the reader has made them already."""
+    found: list[tuple[Any, ...]] = []
+    parameters: list[tuple[str, str]] = []
+    for child in _elements(element):
+        if child.tag == _S + "schedule":
+            if adds is None:
+                found.extend(_add_view(dict(add.items()), parse) for add in child.iterchildren(_S + "add"))  # type: ignore[arg-type]
+        elif child.tag == _S + "parameters":
+            parameters.extend(
+                (etree.QName(item).localname, _text(item).strip())
+                for item in _elements(child)
+                if etree.QName(item).namespace == SANTEDB_NS
+            )
+    return (
+        (element.get("type") or "").strip(),
+        (element.get("startType") or "immediate").strip().lower(),
+        tuple(found) if adds is None else adds,
+        tuple(parameters),
+    )
+
+
+def _add_view(attributes: Mapping[str, str], parse: Callable[[str], values.XsDateTime]) -> tuple[Any, ...]:
+    """One <add> of SanteDB's view (see _santedb_view), from its attributes."""
 
     def moment(text: str | None) -> Any:
         if text is None:
@@ -55,36 +80,19 @@ def _santedb_view(
             return text.strip()
         if parsed.offset in ("", "Z") or parsed.is_min_value or parsed.is_max_value:
             return (parsed.offset, parsed.wall)
-        return ("instant", parsed.instant(ZoneInfo("UTC")))
+        return ("instant", parsed.instant(_UTC_ZONE))
 
-    adds: list[tuple[Any, ...]] = []
-    parameters: list[tuple[str, str]] = []
-    for child in _elements(element):
-        if child.tag == _S + "schedule":
-            for add in child.iterchildren(_S + "add"):
-                attributes: dict[str, str] = dict(add.items())  # type: ignore[arg-type]  # one call, not five gets
-                days = attributes.get("days")
-                adds.append(
-                    (
-                        (attributes.get("type") or "scheduled").strip(),
-                        None if days is None else frozenset(day.lower() for day in days.split()),
-                        moment(attributes.get("start")),
-                        moment(attributes.get("stop")),
-                        (attributes.get("interval") or "").strip() or None,
-                    )
-                )
-        elif child.tag == _S + "parameters":
-            parameters.extend(
-                (etree.QName(item).localname, _text(item).strip())
-                for item in _elements(child)
-                if etree.QName(item).namespace == SANTEDB_NS
-            )
+    days = attributes.get("days")
     return (
-        (element.get("type") or "").strip(),
-        (element.get("startType") or "immediate").strip().lower(),
-        tuple(adds),
-        tuple(parameters),
+        (attributes.get("type") or "scheduled").strip(),
+        None if days is None else frozenset(day.lower() for day in days.split()),
+        moment(attributes.get("start")),
+        moment(attributes.get("stop")),
+        (attributes.get("interval") or "").strip() or None,
     )
+
+
+_UTC_ZONE = ZoneInfo("UTC")
 
 
 def _has_xcron_parts(element: etree._Element) -> bool:

@@ -45,10 +45,17 @@ from xcron.server.stores.xcron_xml.common import (
     _text,
     santedb_calendar_start,
 )
-from xcron.server.stores.xcron_xml.layout import _element_bytes, _has_xcron_parts, _santedb_view, _scan_layout
+from xcron.server.stores.xcron_xml.layout import (
+    _add_view,
+    _element_bytes,
+    _has_xcron_parts,
+    _santedb_view,
+    _scan_layout,
+)
 
 _XC_TIME_ZONE = _XC + "timeZone"
 _XC_CRON = _XC + "cron"
+_S_ADD = _S + "add"
 
 
 def _describe(tag: str) -> str:
@@ -121,6 +128,7 @@ class _Reader:
         self.moments: dict[str, values.XsDateTime] = {}
         self.zones: dict[str, ZoneInfo] = {}
         self.specs: dict[tuple[str, str], IntervalSpec | CronSpec | frozenset[int]] = {}
+        self.add_views: list[tuple[Any, ...]] = []  # the current entry's, for _santedb_view
 
     def xs_datetime(self, text: str) -> values.XsDateTime:
         """parse_xs_datetime, once per text (SanteDB's view of an entry reads its schedules' times again)."""
@@ -179,6 +187,7 @@ class _Reader:
         schedules: list[Schedule] = []
         disabled: list[DisabledSchedule] = []
         positional: list[ParameterValue] = []
+        self.add_views = []
         for child in _elements(element):
             if child.tag == _S + "schedule":
                 for item in self.schedules(child):
@@ -197,7 +206,7 @@ class _Reader:
             disabled=tuple(disabled),
             element=_element_bytes(element),
             line=_line(element.sourceline),
-            santedb_view=_santedb_view(element, self.xs_datetime),
+            santedb_view=_santedb_view(element, self.xs_datetime, tuple(self.add_views)),
             xcron_parts=_has_xcron_parts(element),
         )
         object.__setattr__(entry, "element_trusted", True)  # it was just read from this very element
@@ -233,6 +242,8 @@ class _Reader:
         (interval="0", a stop not after the start) is a DisabledSchedule.
         """
         attributes: dict[str, str] = dict(element.items())  # type: ignore[arg-type]  # lxml gives str here
+        if element.tag == _S_ADD:  # SanteDB's view of the entry holds its <add>s, read from the same attributes
+            self.add_views.append(_add_view(attributes, self.xs_datetime))
         get = attributes.get
         has_xc = self.check_xc_attributes(element, _SCHEDULE_ATTRIBUTES, attributes)
         zone_text = get(_XC_TIME_ZONE) if has_xc else None
