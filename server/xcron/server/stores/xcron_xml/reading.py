@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, time, timedelta
 from typing import Any
@@ -445,17 +446,33 @@ def _enum(kind: type[MisfirePolicy] | type[OverlapPolicy], text: str) -> Any:
 
 
 def parse_schedule_xml(
-    data: bytes, *, source: str, default_zone: str, known: Callable[[str], bool] | None = None
+    data: bytes,
+    *,
+    source: str,
+    default_zone: str,
+    known: Callable[[str], bool] | None = None,
+    rendered_from: ScheduleDocument | None = None,
 ) -> ScheduleDocument:
     """The whole document or a ScheduleFileError; never part of a document.
 
     With `known`, an entry whose type known() rejects (a job this server does not run) is never a
     reason to refuse the file: what xcron cannot read of it is kept exactly as written.
+
+    `rendered_from`: the document `data` was just rendered from. An entry of it that was read, with
+    this default zone, from an element serialized exactly as one in `data` reads the same again:
+    it is taken as read then (its position updated), so a save re-reads only what it rewrote.
     """
     reader = _Reader(source, values.load_zone(default_zone))
     root = _parse_root(data, source)
+    read_before = _read_entries(rendered_from, default_zone)
     entries = []
     for child in _elements(root):
+        if read_before and child.tag == _JOB:
+            same = read_before.get(_element_bytes(child))
+            if same is not None:
+                entries.append(copy.copy(same))  # a copy: its span and line are set below
+                object.__setattr__(entries[-1], "line", _line(child.sourceline))
+                continue
         try:
             entries.append(reader.entry(child))
         except ScheduleFileError as error:
@@ -467,4 +484,22 @@ def parse_schedule_xml(
     for entry, span in zip(entries, layout.spans, strict=True):  # the entries are new: no need to copy them
         object.__setattr__(entry, "span", span)
         object.__setattr__(entry, "element_trusted", entry.unreadable is None)
+        object.__setattr__(entry, "element_zone", default_zone)
     return ScheduleDocument(tuple(entries), data, layout)
+
+
+def _read_entries(document: ScheduleDocument | None, default_zone: str) -> dict[bytes, ScheduleEntry]:
+    """The entries of `document` the reader made from their element with `default_zone`, by element.
+
+    Entries with disabled schedules are left out: those carry their own line numbers."""
+    if document is None:
+        return {}
+    return {
+        entry.element: entry
+        for entry in document.entries
+        if entry.element is not None
+        and entry.element_trusted
+        and entry.element_zone == default_zone
+        and entry.unreadable is None
+        and not entry.disabled
+    }
