@@ -70,26 +70,28 @@ def _santedb_view(
 
 def _add_view(attributes: Mapping[str, str], parse: Callable[[str], values.XsDateTime]) -> tuple[Any, ...]:
     """One <add> of SanteDB's view (see _santedb_view), from its attributes."""
-
-    def moment(text: str | None) -> Any:
-        if text is None:
-            return None
-        try:
-            parsed = parse(text)
-        except ValueError:
-            return text.strip()
-        if parsed.offset in ("", "Z") or parsed.is_min_value or parsed.is_max_value:
-            return (parsed.offset, parsed.wall)
-        return ("instant", parsed.instant(_UTC_ZONE))
-
     days = attributes.get("days")
+    stop = attributes.get("stop")
     return (
         (attributes.get("type") or "scheduled").strip(),
         None if days is None else frozenset(day.lower() for day in days.split()),
-        moment(attributes.get("start")),
-        moment(attributes.get("stop")),
+        _moment(attributes.get("start"), parse),
+        None if stop is None else _moment(stop, parse),
         (attributes.get("interval") or "").strip() or None,
     )
+
+
+def _moment(text: str | None, parse: Callable[[str], values.XsDateTime]) -> Any:
+    """A start or stop as SanteDB's DateTime holds it: wall time and kind, or an instant."""
+    if text is None:
+        return None
+    try:
+        parsed = parse(text)
+    except ValueError:
+        return text.strip()
+    if parsed.offset in ("", "Z") or parsed.is_min_value or parsed.is_max_value:
+        return (parsed.offset, parsed.wall)
+    return ("instant", parsed.instant(_UTC_ZONE))
 
 
 _UTC_ZONE = ZoneInfo("UTC")

@@ -44,6 +44,7 @@ from xcron.server.stores.xcron_xml.common import (
     _parse_cron,
     _parser,
     _text,
+    _without_gc,
     santedb_calendar_start,
 )
 from xcron.server.stores.xcron_xml.layout import (
@@ -56,6 +57,7 @@ from xcron.server.stores.xcron_xml.layout import (
 
 _XC_TIME_ZONE = _XC + "timeZone"
 _XC_CRON = _XC + "cron"
+_ONE_SECOND = timedelta(seconds=1)
 _S_ADD = _S + "add"
 
 
@@ -129,6 +131,7 @@ class _Reader:
         self.moments: dict[str, values.XsDateTime] = {}
         self.zones: dict[str, ZoneInfo] = {}
         self.specs: dict[tuple[str, str], IntervalSpec | CronSpec | frozenset[int]] = {}
+        self.policy_sets: dict[tuple[str | None, ...], dict[str, Any]] = {}
         self.add_views: list[tuple[Any, ...]] = []  # the current entry's, for _santedb_view
 
     def xs_datetime(self, text: str) -> values.XsDateTime:
@@ -270,7 +273,7 @@ class _Reader:
             )
             end = None if stop.is_max_value else stop.instant(zone, santedb=True)
         spec = self.spec(element, attributes, written, zone)
-        if isinstance(spec, IntervalSpec) and spec.every < timedelta(seconds=1):
+        if isinstance(spec, IntervalSpec) and spec.every < _ONE_SECOND:
             return self.disable(
                 element,
                 f"interval={get('interval')!r}: SanteDB accepts it but xcron runs intervals of at least "
@@ -290,14 +293,11 @@ class _Reader:
         parameters = self.parameters(element) if len(element) else {}
         if not has_xc:
             return Schedule(spec=spec, start=start, end=end, time_zone=zone_name, parameters=parameters)
-        return Schedule(
-            spec=spec,
-            start=start,
-            end=end,
-            time_zone=zone_name,
-            parameters=parameters,
-            **self.policies(element, attributes),
-        )
+        key = (get(_XC + "misfire"), get(_XC + "misfireGrace"), get(_XC + "maxCatchup"), get(_XC + "overlap"))
+        policies = self.policy_sets.get(key)
+        if policies is None:
+            policies = self.policy_sets[key] = self.policies(element, attributes)
+        return Schedule(spec=spec, start=start, end=end, time_zone=zone_name, parameters=parameters, **policies)
 
     def calendar_start(
         self,
@@ -403,12 +403,13 @@ class _Reader:
                 if child.tag.startswith(_XC):
                     raise self.fail(child, f"unexpected {_describe(child.tag)}; expected <xc:param>")
                 continue
-            name = child.get("name") or ""
+            attributes = dict(child.items())
+            name = str(attributes.get("name") or "")
             if not name.strip():
                 raise self.fail(child, "<xc:param> needs a name attribute")
             if name in found:
                 raise self.fail(child, f"<xc:param> name={name!r} appears twice")
-            kind = (child.get("type") or ParameterType.STRING).strip()
+            kind = str(attributes.get("type") or ParameterType.STRING).strip()
             try:
                 found[name] = values.parse_parameter(kind, _text(child))
             except ValueError as error:
@@ -462,6 +463,17 @@ def parse_schedule_xml(
     this default zone, from an element serialized exactly as one in `data` reads the same again:
     it is taken as read then (its position updated), so a save re-reads only what it rewrote.
     """
+    with _without_gc():
+        return _read_document(data, source, default_zone, known, rendered_from)
+
+
+def _read_document(
+    data: bytes,
+    source: str,
+    default_zone: str,
+    known: Callable[[str], bool] | None,
+    rendered_from: ScheduleDocument | None,
+) -> ScheduleDocument:
     reader = _Reader(source, values.load_zone(default_zone))
     root = _parse_root(data, source)
     read_before = _read_entries(rendered_from, default_zone)
