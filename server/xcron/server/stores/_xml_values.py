@@ -52,6 +52,9 @@ NO_START = datetime.min.replace(tzinfo=UTC)
 NO_END = datetime.max.replace(tzinfo=UTC)
 MIN_VALUE_TEXT = "0001-01-01T00:00:00"
 MAX_VALUE_TEXT = "9999-12-31T23:59:59.9999999"
+_LAST_SECOND = NO_END.replace(microsecond=0)
+_ZERO = timedelta()
+_MINUTE = timedelta(minutes=1)
 _MIN_WALL = datetime.min
 _UTC_ZONE = ZoneInfo("UTC")
 _MAX_WALL = datetime.max.replace(microsecond=0)
@@ -172,23 +175,23 @@ def format_datetime(instant: datetime, zone: ZoneInfo, *, santedb: bool = False)
     """
     if instant <= NO_START:
         return MIN_VALUE_TEXT
-    if instant >= NO_END.replace(microsecond=0):
+    if instant >= _LAST_SECOND:
         return MAX_VALUE_TEXT
     try:
         local = instant.astimezone(zone)
     except OverflowError:  # within a day of the edges of the range: UTC is exact
         text = instant.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds")
         return text + ("+00:00" if santedb else "Z")  # SanteDB reads "Z" as a wall time, "+00:00" as UTC
-    offset = local.utcoffset() or timedelta()
-    if offset % timedelta(minutes=1):
+    offset = local.utcoffset() or _ZERO
+    if offset % _MINUTE:
         if santedb:  # SanteDB reads "Z" as a wall time: write the wall time, which it reads the same way
             return format_wall(local)
         local, offset = instant.astimezone(UTC), timedelta()
     text = local.replace(tzinfo=None).isoformat(timespec="microseconds" if local.microsecond else "seconds")
     if not offset:
         return text + "Z"
-    sign = "-" if offset < timedelta() else "+"
-    minutes = abs(offset) // timedelta(minutes=1)
+    sign = "-" if offset < _ZERO else "+"
+    minutes = abs(offset) // _MINUTE
     return f"{text}{sign}{minutes // 60:02d}:{minutes % 60:02d}"
 
 
