@@ -30,19 +30,16 @@ from xcron.server.stores import _xml_values as values
 from xcron.server.stores.xcron_xml.common import (
     _JOB,
     _POSITIONAL_TAGS_READ,
-    _ROOT,
     _S,
     _SCHEDULE_ATTRIBUTES,
     _XC,
-    MAX_DEPTH,
-    MAX_FILE_BYTES,
     SANTEDB_NS,
     START_TYPES,
     XC_NS,
     _elements,
     _line,
     _parse_cron,
-    _parser,
+    _parse_root,
     _text,
     _without_gc,
     santedb_calendar_start,
@@ -65,60 +62,6 @@ def _describe(tag: str) -> str:
     qname = etree.QName(tag)
     prefix = {XC_NS: "xc:"}.get(qname.namespace or "", "")
     return f"<{prefix}{qname.localname}>"
-
-
-def _parse_root(data: bytes, source: str) -> etree._Element:
-    """Parses untrusted bytes: bounded size, UTF-8 only, no DTD of any kind, bounded nesting."""
-    if len(data) > MAX_FILE_BYTES:
-        raise ScheduleFileError(source, None, f"file is {len(data)} bytes, over the {MAX_FILE_BYTES} byte limit")
-    data = data.removeprefix(b"\xef\xbb\xbf")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        line = data.count(b"\n", 0, error.start) + 1
-        raise ScheduleFileError(source, line, f"not valid UTF-8 (byte {error.start}); save it as UTF-8") from None
-    if not text.strip():
-        raise ScheduleFileError(
-            source,
-            None,
-            "file is empty (a crashed writer may have truncated it); delete it to start without schedules",
-        )
-    doctype = text.find("<!DOCTYPE")
-    if doctype >= 0:
-        line = text.count("\n", 0, doctype) + 1
-        raise ScheduleFileError(source, line, "DOCTYPE/DTD declarations are not allowed in xcron.xml; remove it")
-    try:
-        root = etree.fromstring(data, _parser())
-    except etree.XMLSyntaxError as error:
-        raise ScheduleFileError(source, _line(error.lineno), f"not well-formed XML: {error.msg}") from None
-    # Belt and braces: the text check above already catches every DOCTYPE.
-    if getattr(root.getroottree().docinfo, "doctype", ""):
-        raise ScheduleFileError(source, 1, "DOCTYPE/DTD declarations are not allowed in xcron.xml; remove it")
-    if root.xpath(_TOO_DEEP):  # then the walk below finds the element to name
-        _check_depth(root, source)
-    if root.tag != _ROOT:
-        raise ScheduleFileError(
-            source,
-            _line(root.sourceline),
-            f"root element must be <{_ROOT}> (no namespace), found {root.tag!r}",
-        )
-    return root
-
-
-# Whether any element lies deeper than MAX_DEPTH (libxml2 walks the tree; a Python walk is ten times slower).
-# A string, not a compiled etree.XPath: saves parse on worker threads, and lxml's evaluators are per thread.
-_TOO_DEEP = "boolean(" + "/*" * (MAX_DEPTH + 1) + ")"
-
-
-def _check_depth(root: etree._Element, source: str) -> None:
-    stack = [(root, 1)]
-    while stack:
-        element, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            raise ScheduleFileError(
-                source, _line(element.sourceline), f"elements nested deeper than {MAX_DEPTH} levels"
-            )
-        stack.extend((child, depth + 1) for child in _elements(element))
 
 
 class _Reader:
