@@ -36,6 +36,8 @@ from xcron.server.stores.xcron_xml import (
     render_schedule_xml,
     save_schedule_file,
 )
+from xcron.server.stores.xcron_xml.layout import _scan_layout, _walk_layout
+from xcron.server.stores.xcron_xml.reading import _Reader
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 SAMPLE = DATA / "santedb.sample.xml"
@@ -432,6 +434,79 @@ def test_unknown_entry_with_other_prefix_is_kept() -> None:
     assert b'o:note="kept"' in rendered
     assert parse(rendered) == doc
     assert parse(rendered).entries[0].element == doc.entries[0].element
+
+
+_JOB_TAG = "JobItemConfiguration"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        f'<{_JOB_TAG} type="A"/>\n  <{_JOB_TAG} type="B" startType="never" />',
+        f'<{_JOB_TAG} type="A" note="&gt; /&gt;" other=\'"\'></{_JOB_TAG} >\r\n\t<{_JOB_TAG}\n type="B"></{_JOB_TAG}>',
+        f'<{_JOB_TAG} type="A"><x:{_JOB_TAG} xmlns:x="urn:other"/><p>{_JOB_TAG}</p></{_JOB_TAG}>',
+        f'<{_JOB_TAG} type="A"><s xmlns="urn:other"><{_JOB_TAG}/></s></{_JOB_TAG}>',  # nested: expat decides
+        f'<!-- <{_JOB_TAG}> --><{_JOB_TAG} type="A"/>',  # a comment: expat decides
+        f'<?pi <{_JOB_TAG}/>?><{_JOB_TAG} type="A"/>',
+        "",
+    ],
+)
+def test_entry_offsets_found_in_the_text_match_expat(body: str) -> None:
+    """The reader finds entries by searching the bytes when that is unambiguous; expat walks the rest."""
+    for declaration in ("", '\ufeff<?xml version="1.0" encoding="utf-8"?>\r\n'):
+        data = f"{declaration}<ArrayOfJobItemConfiguration>\n  {body}\n</ArrayOfJobItemConfiguration>\n".encode()
+        entries = len(etree.fromstring(data.removeprefix(b"\xef\xbb\xbf")).findall(_JOB_TAG))
+        searched = _scan_layout(data, entries)
+        walked = _scan_layout(data)
+        assert searched == walked
+        assert (list(walked.spans), walked.close_at, walked.self_closing) == _walk_layout(data)
+        assert [data[a:b].split(b'type="')[1][:1] for a, b in searched.spans] == [b"A", b"B"][:entries]
+
+
+def _everything(doc: ScheduleDocument) -> list[tuple[object, ...]]:
+    """What a reader puts in each entry, equality or not."""
+    return [
+        (e, e.element, e.span, e.line, e.santedb_view, e.xcron_parts, e.unreadable, e.element_trusted, e.element_zone)
+        for e in doc.entries
+    ]
+
+
+@pytest.mark.parametrize("save_zone", ["UTC", "Europe/Paris"])
+@pytest.mark.parametrize("source", [SAMPLE, EXTENDED])
+def test_a_save_reads_back_what_a_fresh_read_of_the_file_gives(tmp_path: Path, source: Path, save_zone: str) -> None:
+    """A save takes the entries it kept unchanged as read before (in the zone they were read with):
+    the document it returns is exactly what reading the saved file gives."""
+    doc = load_schedule_file(source, default_zone="UTC")
+    first = doc.entries[0]
+    changed = doc.replace(dataclasses.replace(first, paused=not first.paused))  # the first entry, longer or shorter
+    target = tmp_path / "xcron.xml"
+    for document in (doc, changed, changed.remove(first.type_name), fresh(doc)):
+        written = save_schedule_file(target, document, default_zone=save_zone, known=lambda _: True)
+        reread = load_schedule_file(target, default_zone=save_zone, known=lambda _: True)
+        assert _everything(written) == _everything(reread)
+        assert written.original == target.read_bytes()
+        assert written.layout == reread.layout
+
+
+def test_a_save_rereads_only_the_entries_it_rewrote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    doc = load_schedule_file(SAMPLE, default_zone="UTC")
+    assert len(doc.entries) > 2
+    first = doc.entries[0]
+    read: list[str] = []
+    original_entry = _Reader.entry
+
+    def counting(self: _Reader, element: etree._Element) -> ScheduleEntry:
+        read.append(str(element.get("type")))
+        return original_entry(self, element)
+
+    monkeypatch.setattr(_Reader, "entry", counting)
+    target = tmp_path / "xcron.xml"
+    save_schedule_file(target, doc.replace(dataclasses.replace(first, paused=not first.paused)), default_zone="UTC")
+    with_disabled = [e.type_name for e in doc.entries if e.disabled]  # their lines are their own: read again
+    assert sorted(read) == sorted({first.type_name, *with_disabled})
+    read.clear()
+    save_schedule_file(target, doc, default_zone="Europe/Paris")  # read in another zone: all read again
+    assert len(read) == len(doc.entries)
 
 
 def test_known_changed_entry_is_rebuilt_and_others_stay_in_place() -> None:

@@ -172,6 +172,8 @@ class ScheduleEntry:
     """For an entry of a job this server does not run: why xcron could not read it (kept as written)."""
     element_trusted: bool = field(default=False, init=False, compare=False, repr=False)
     """Set by the reader only. dataclasses.replace() resets it, so an edited copy is checked again."""
+    element_zone: str | None = field(default=None, init=False, compare=False, repr=False)
+    """The default zone the reader read `element` with (set by the reader only, reset like element_trusted)."""
 
 
 def class_path(type_name: str) -> str:

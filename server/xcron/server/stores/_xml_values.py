@@ -7,9 +7,10 @@ the line and the attribute name.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from decimal import Decimal, InvalidOperation
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -24,6 +25,8 @@ _DATETIME = re.compile(
     r"(?:\.(?P<fraction>\d+))?(?P<zone>Z|[+-]\d\d:\d\d)?",
     re.ASCII,
 )
+# Its most common form, whose offset needs no range check (hours 00..14 as .NET writes them).
+_PLAIN_DATETIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:Z|[+-](?:0\d|1[0-4]):[0-5]\d)?", re.ASCII)
 _INTEGER = re.compile(r"[+-]?\d+", re.ASCII)
 _DECIMAL = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)", re.ASCII)
 
@@ -49,6 +52,12 @@ NO_START = datetime.min.replace(tzinfo=UTC)
 NO_END = datetime.max.replace(tzinfo=UTC)
 MIN_VALUE_TEXT = "0001-01-01T00:00:00"
 MAX_VALUE_TEXT = "9999-12-31T23:59:59.9999999"
+_LAST_SECOND = NO_END.replace(microsecond=0)
+_ZERO = timedelta()
+_MINUTE = timedelta(minutes=1)
+_MIN_WALL = datetime.min
+_UTC_ZONE = ZoneInfo("UTC")
+_MAX_WALL = datetime.max.replace(microsecond=0)
 
 
 @dataclass(frozen=True)
@@ -60,11 +69,11 @@ class XsDateTime:
 
     @property
     def is_min_value(self) -> bool:
-        return self.wall == datetime.min
+        return self.wall == _MIN_WALL
 
     @property
     def is_max_value(self) -> bool:
-        return self.wall >= datetime.max.replace(microsecond=0)
+        return self.wall >= _MAX_WALL
 
     def instant(self, zone: ZoneInfo, *, santedb: bool = False) -> datetime:
         """The instant as aware UTC; without an offset the wall time is read in `zone` (fold=0).
@@ -74,18 +83,21 @@ class XsDateTime:
         DateTime.MinValue and MaxValue mean no bound; other values beyond the representable range are
         clamped to it (they lie before or after every time xcron can schedule).
         """
-        if self.is_min_value:
+        wall, offset = self.wall, self.offset
+        if wall == _MIN_WALL:
             return NO_START
-        if self.is_max_value:
+        if wall >= _MAX_WALL:
             return NO_END
         try:
-            if not self.offset or (santedb and self.offset == "Z"):
-                return self.wall.replace(tzinfo=zone).astimezone(UTC)
-            if self.offset == "Z":
-                return self.wall.replace(tzinfo=UTC)
-            return datetime.fromisoformat(self.wall.isoformat() + self.offset).astimezone(UTC)
+            if not offset or (santedb and offset == "Z"):
+                if zone is _UTC_ZONE:  # the same instant, without asking the zone for its offset
+                    return wall.replace(tzinfo=UTC)
+                return wall.replace(tzinfo=zone).astimezone(UTC)
+            if offset == "Z":
+                return wall.replace(tzinfo=UTC)
+            return wall.replace(tzinfo=_fixed_offset(offset)).astimezone(UTC)
         except (OverflowError, ValueError):
-            return NO_START if self.wall.year < 5000 else NO_END
+            return NO_START if wall.year < 5000 else NO_END
 
     def local_wall(self, zone: ZoneInfo) -> datetime:
         """The wall time SanteDB's DateTime carries on a host in `zone` (offsets converted, else as written)."""
@@ -98,9 +110,22 @@ class XsDateTime:
             return self.wall
 
 
+@functools.lru_cache(maxsize=4096)  # a file holds a few; there are at most 2,879 valid ones anyway
+def _fixed_offset(offset: str) -> tzinfo:
+    """The tzinfo of "+hh:mm" (ValueError out of range), as datetime.fromisoformat makes it."""
+    parsed = datetime.fromisoformat("2000-01-01T00:00:00" + offset).tzinfo
+    assert parsed is not None
+    return parsed
+
+
 def parse_xs_datetime(text: str) -> XsDateTime:
     """An xs:dateTime's digits and offset. Fractions beyond microseconds are truncated, so .NET's 7-digit
     ticks never round up a second."""
+    if _PLAIN_DATETIME.fullmatch(text):  # the usual form, without fraction or spaces: datetime's own parser
+        try:
+            return XsDateTime(datetime.fromisoformat(text[:19]), text[19:])
+        except ValueError:
+            pass  # out of range: the general path below says why, in its words
     match = _DATETIME.fullmatch(text.strip())
     if match is None:
         raise ValueError("expected an xs:dateTime such as 2026-03-01T09:00:00+01:00")
@@ -150,23 +175,23 @@ def format_datetime(instant: datetime, zone: ZoneInfo, *, santedb: bool = False)
     """
     if instant <= NO_START:
         return MIN_VALUE_TEXT
-    if instant >= NO_END.replace(microsecond=0):
+    if instant >= _LAST_SECOND:
         return MAX_VALUE_TEXT
     try:
         local = instant.astimezone(zone)
     except OverflowError:  # within a day of the edges of the range: UTC is exact
         text = instant.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds")
         return text + ("+00:00" if santedb else "Z")  # SanteDB reads "Z" as a wall time, "+00:00" as UTC
-    offset = local.utcoffset() or timedelta()
-    if offset % timedelta(minutes=1):
+    offset = local.utcoffset() or _ZERO
+    if offset % _MINUTE:
         if santedb:  # SanteDB reads "Z" as a wall time: write the wall time, which it reads the same way
             return format_wall(local)
         local, offset = instant.astimezone(UTC), timedelta()
     text = local.replace(tzinfo=None).isoformat(timespec="microseconds" if local.microsecond else "seconds")
     if not offset:
         return text + "Z"
-    sign = "-" if offset < timedelta() else "+"
-    minutes = abs(offset) // timedelta(minutes=1)
+    sign = "-" if offset < _ZERO else "+"
+    minutes = abs(offset) // _MINUTE
     return f"{text}{sign}{minutes // 60:02d}:{minutes % 60:02d}"
 
 

@@ -172,7 +172,9 @@ class PostgresScheduleSource:
         for _ in range(self._ATTEMPTS):
             data = render_schedule_xml(document, default_zone=default_zone, known=known)
             # Never store what cannot be read back.
-            written = parse_schedule_xml(data, source=self.description, default_zone=default_zone, known=known)
+            written = parse_schedule_xml(
+                data, source=self.description, default_zone=default_zone, known=known, rendered_from=document
+            )
             version = await self.store.save_schedule_xml(data, expected_version=None if base is None else base[0])
             if version is not None:
                 self._base = (version, written)

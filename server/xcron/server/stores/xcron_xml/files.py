@@ -53,7 +53,7 @@ def save_schedule_file(
     """
     data = render_schedule_xml(doc, default_zone=default_zone, known=known)
     # Never write what we cannot read.
-    written = parse_schedule_xml(data, source=str(path), default_zone=default_zone, known=known)
+    written = parse_schedule_xml(data, source=str(path), default_zone=default_zone, known=known, rendered_from=doc)
     write_atomically(path, data)
     return written
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable, Mapping
 from typing import Any
 from xml.parsers import expat
 from zoneinfo import ZoneInfo
@@ -10,6 +12,7 @@ from lxml import etree
 
 from xcron.server.stores import _xml_values as values
 from xcron.server.stores.xcron_xml.common import (
+    _JOB,
     _ROOT,
     _ROOT_DECLARATIONS,
     _S,
@@ -36,38 +39,21 @@ def _element_bytes(element: etree._Element) -> bytes:
     return head + raw[end:]
 
 
-def _santedb_view(element: etree._Element) -> tuple[Any, ...]:
+def _santedb_view(
+    element: etree._Element,
+    parse: Callable[[str], values.XsDateTime] = values.parse_xs_datetime,
+    adds: tuple[tuple[Any, ...], ...] | None = None,
+) -> tuple[Any, ...]:
     """The entry as SanteDB's JobItemConfiguration holds it (what survives its re-save), normalised so
-    that SanteDB's re-serialisation of the same values compares equal."""
-
-    def moment(text: str | None) -> Any:
-        if text is None:
-            return None
-        try:
-            parsed = values.parse_xs_datetime(text)
-        except ValueError:
-            return text.strip()
-        if parsed.offset in ("", "Z") or parsed.is_min_value or parsed.is_max_value:
-            return (parsed.offset, parsed.wall)
-        return ("instant", parsed.instant(ZoneInfo("UTC")))
-
-    adds: list[tuple[Any, ...]] = []
+    that SanteDB's re-serialisation of the same values compares equal. `parse`: the reader's, which
+    remembers the values it has parsed already; `adds`: the _add_view of each <add> in the entry's
+    <schedule>s, in order, when the reader has made them already."""
+    found: list[tuple[Any, ...]] = []
     parameters: list[tuple[str, str]] = []
     for child in _elements(element):
         if child.tag == _S + "schedule":
-            for add in _elements(child):
-                if add.tag != _S + "add":
-                    continue
-                days = add.get("days")
-                adds.append(
-                    (
-                        (add.get("type") or "scheduled").strip(),
-                        None if days is None else frozenset(day.lower() for day in days.split()),
-                        moment(add.get("start")),
-                        moment(add.get("stop")),
-                        (add.get("interval") or "").strip() or None,
-                    )
-                )
+            if adds is None:
+                found.extend(_add_view(dict(add.items()), parse) for add in child.iterchildren(_S + "add"))  # type: ignore[arg-type]
         elif child.tag == _S + "parameters":
             parameters.extend(
                 (etree.QName(item).localname, _text(item).strip())
@@ -77,9 +63,38 @@ def _santedb_view(element: etree._Element) -> tuple[Any, ...]:
     return (
         (element.get("type") or "").strip(),
         (element.get("startType") or "immediate").strip().lower(),
-        tuple(adds),
+        tuple(found) if adds is None else adds,
         tuple(parameters),
     )
+
+
+def _add_view(attributes: Mapping[str, str], parse: Callable[[str], values.XsDateTime]) -> tuple[Any, ...]:
+    """One <add> of SanteDB's view (see _santedb_view), from its attributes."""
+    days = attributes.get("days")
+    stop = attributes.get("stop")
+    return (
+        (attributes.get("type") or "scheduled").strip(),
+        None if days is None else frozenset(day.lower() for day in days.split()),
+        _moment(attributes.get("start"), parse),
+        None if stop is None else _moment(stop, parse),
+        (attributes.get("interval") or "").strip() or None,
+    )
+
+
+def _moment(text: str | None, parse: Callable[[str], values.XsDateTime]) -> Any:
+    """A start or stop as SanteDB's DateTime holds it: wall time and kind, or an instant."""
+    if text is None:
+        return None
+    try:
+        parsed = parse(text)
+    except ValueError:
+        return text.strip()
+    if parsed.offset in ("", "Z") or parsed.is_min_value or parsed.is_max_value:
+        return (parsed.offset, parsed.wall)
+    return ("instant", parsed.instant(_UTC_ZONE))
+
+
+_UTC_ZONE = ZoneInfo("UTC")
 
 
 def _has_xcron_parts(element: etree._Element) -> bool:
@@ -89,19 +104,16 @@ def _has_xcron_parts(element: etree._Element) -> bool:
     )
 
 
+# A tag up to its closing ">": quoted attribute values may hold ">" (lxml and .NET escape it, hand edits may not).
+_TAG = re.compile(rb"[^>\"']*(?:(?:\"[^\"]*\"|'[^']*')[^>\"']*)*>")
+
+
 def _tag_end(data: bytes, at: int) -> int:
     """The offset just past the tag starting at `at` (quotes skipped)."""
-    quote = b""
-    for index in range(at, len(data)):
-        char = data[index : index + 1]
-        if quote:
-            if char == quote:
-                quote = b""
-        elif char in (b'"', b"'"):
-            quote = char
-        elif char == b">":
-            return index + 1
-    raise ValueError("unterminated tag")
+    match = _TAG.match(data, at)
+    if match is None:
+        raise ValueError("unterminated tag")
+    return match.end()
 
 
 def _indent(data: bytes, spans: list[tuple[int, int]]) -> bytes:
@@ -114,8 +126,64 @@ def _indent(data: bytes, spans: list[tuple[int, int]]) -> bytes:
     return b"  "
 
 
-def _scan_layout(data: bytes) -> _Layout:
-    """Byte offsets of the root's children, found with expat (lxml gives lines, not offsets)."""
+_ROOT_OPEN = b"<" + _ROOT.encode()
+_ROOT_CLOSE = b"</" + _ROOT.encode()
+_ENTRY_OPEN = re.compile(rb"<" + _JOB.encode() + rb"[\s/>]")
+_ENTRY_CLOSE = re.compile(rb"</" + _JOB.encode() + rb"\s*>")
+
+
+def _spans_by_text(data: bytes, entries: int) -> tuple[list[tuple[int, int]], int] | None:
+    """The entries' spans and the root's end tag found by searching the bytes, or None when the text
+    leaves any doubt (then expat walks it).
+
+    Without comments, CDATA or processing instructions every "<" opens a tag (well-formed XML has
+    none in text or attribute values). Every child of the root is an unprefixed <JobItemConfiguration>
+    (the reader refuses anything else); when the text holds exactly `entries` of them, none is nested,
+    so each one ends at the next </JobItemConfiguration>."""
+    body = data.find(_ROOT_OPEN)
+    if entries == 0 or body < 0 or b"<!" in data or data.find(b"<?", body) >= 0:
+        return None
+    opens = [match.start() for match in _ENTRY_OPEN.finditer(data, body)]
+    if len(opens) != entries:
+        return None
+    spans = []
+    for began in opens:
+        head = _tag_end(data, began)
+        if data[head - 2 : head] == b"/>":
+            spans.append((began, head))
+        else:
+            close = _ENTRY_CLOSE.search(data, head)
+            if close is None:
+                return None
+            spans.append((began, close.end()))
+    close_at = data.rfind(_ROOT_CLOSE)
+    return (spans, close_at) if close_at > spans[-1][1] else None
+
+
+def _scan_layout(data: bytes, entries: int | None = None) -> _Layout:
+    """Byte offsets of the root's children (lxml gives lines, not offsets). `entries`: how many the
+    root has (all <JobItemConfiguration>), when the caller knows; the bytes are then searched
+    directly where that is unambiguous, else expat walks every element."""
+    found = _spans_by_text(data, entries) if entries is not None else None
+    if found is not None:
+        spans, close_at = found
+        self_closing = False
+    else:
+        spans, close_at, self_closing = _walk_layout(data)
+    head_end = data.find(b">", data.find(_ROOT_OPEN))
+    return _Layout(
+        spans=tuple(spans),
+        close_at=close_at,
+        self_closing=self_closing,
+        newline=b"\r\n" if b"\r\n" in data else b"\n",
+        indent=_indent(data, spans),
+        declares_xc=f'xmlns:xc="{XC_NS}"'.encode() in data[:head_end],
+        spaced_empty=b" />" in data,
+    )
+
+
+def _walk_layout(data: bytes) -> tuple[list[tuple[int, int]], int, bool]:
+    """The root's children's spans, where its end tag (or "/>") is and whether it is empty, by expat."""
     bom = 3 if data.startswith(b"\xef\xbb\xbf") else 0
     parser = expat.ParserCreate()
     spans: list[tuple[int, int]] = []
@@ -136,6 +204,9 @@ def _scan_layout(data: bytes) -> _Layout:
 
     def end(_name: str) -> None:
         nonlocal depth, close_at, self_closing
+        if depth > 2:  # only the root and its children matter
+            depth -= 1
+            return
         at = parser.CurrentByteIndex + bom
         began = opened if depth == 2 else root_opened
         head = _tag_end(data, began)
@@ -149,13 +220,4 @@ def _scan_layout(data: bytes) -> _Layout:
     parser.StartElementHandler = start
     parser.EndElementHandler = end
     parser.Parse(data[bom:], True)
-    head_end = data.find(b">", data.find(b"<" + _ROOT.encode()))
-    return _Layout(
-        spans=tuple(spans),
-        close_at=close_at,
-        self_closing=self_closing,
-        newline=b"\r\n" if b"\r\n" in data else b"\n",
-        indent=_indent(data, spans),
-        declares_xc=f'xmlns:xc="{XC_NS}"'.encode() in data[:head_end],
-        spaced_empty=b" />" in data,
-    )
+    return spans, close_at, self_closing

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable, Iterator
+import copy
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -30,23 +30,32 @@ from xcron.server.stores import _xml_values as values
 from xcron.server.stores.xcron_xml.common import (
     _JOB,
     _POSITIONAL_TAGS_READ,
-    _ROOT,
     _S,
     _SCHEDULE_ATTRIBUTES,
     _XC,
-    MAX_DEPTH,
-    MAX_FILE_BYTES,
     SANTEDB_NS,
     START_TYPES,
     XC_NS,
     _elements,
     _line,
     _parse_cron,
-    _parser,
+    _parse_root,
     _text,
+    _without_gc,
     santedb_calendar_start,
 )
-from xcron.server.stores.xcron_xml.layout import _element_bytes, _has_xcron_parts, _santedb_view, _scan_layout
+from xcron.server.stores.xcron_xml.layout import (
+    _add_view,
+    _element_bytes,
+    _has_xcron_parts,
+    _santedb_view,
+    _scan_layout,
+)
+
+_XC_TIME_ZONE = _XC + "timeZone"
+_XC_CRON = _XC + "cron"
+_ONE_SECOND = timedelta(seconds=1)
+_S_ADD = _S + "add"
 
 
 def _describe(tag: str) -> str:
@@ -55,77 +64,61 @@ def _describe(tag: str) -> str:
     return f"<{prefix}{qname.localname}>"
 
 
-def _parse_root(data: bytes, source: str) -> etree._Element:
-    """Parses untrusted bytes: bounded size, UTF-8 only, no DTD of any kind, bounded nesting."""
-    if len(data) > MAX_FILE_BYTES:
-        raise ScheduleFileError(source, None, f"file is {len(data)} bytes, over the {MAX_FILE_BYTES} byte limit")
-    data = data.removeprefix(b"\xef\xbb\xbf")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        line = data.count(b"\n", 0, error.start) + 1
-        raise ScheduleFileError(source, line, f"not valid UTF-8 (byte {error.start}); save it as UTF-8") from None
-    if not text.strip():
-        raise ScheduleFileError(
-            source,
-            None,
-            "file is empty (a crashed writer may have truncated it); delete it to start without schedules",
-        )
-    doctype = text.find("<!DOCTYPE")
-    if doctype >= 0:
-        line = text.count("\n", 0, doctype) + 1
-        raise ScheduleFileError(source, line, "DOCTYPE/DTD declarations are not allowed in xcron.xml; remove it")
-    try:
-        root = etree.fromstring(data, _parser())
-    except etree.XMLSyntaxError as error:
-        raise ScheduleFileError(source, _line(error.lineno), f"not well-formed XML: {error.msg}") from None
-    # Belt and braces: the text check above already catches every DOCTYPE.
-    if getattr(root.getroottree().docinfo, "doctype", ""):
-        raise ScheduleFileError(source, 1, "DOCTYPE/DTD declarations are not allowed in xcron.xml; remove it")
-    stack = [(root, 1)]
-    while stack:
-        element, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            raise ScheduleFileError(
-                source, _line(element.sourceline), f"elements nested deeper than {MAX_DEPTH} levels"
-            )
-        stack.extend((child, depth + 1) for child in _elements(element))
-    if root.tag != _ROOT:
-        raise ScheduleFileError(
-            source,
-            _line(root.sourceline),
-            f"root element must be <{_ROOT}> (no namespace), found {root.tag!r}",
-        )
-    return root
-
-
 class _Reader:
     """Maps elements to entries; every failure names the file, the line and the attribute."""
 
     def __init__(self, source: str, default_zone: ZoneInfo) -> None:
         self.source = source
         self.default_zone = default_zone
+        # What one file repeats (zones, intervals, days, cron expressions, times), parsed once per read.
+        self.moments: dict[str, values.XsDateTime] = {}
+        self.zones: dict[str, ZoneInfo] = {}
+        self.specs: dict[tuple[str, str], IntervalSpec | CronSpec | frozenset[int]] = {}
+        self.policy_sets: dict[tuple[str | None, ...], dict[str, Any]] = {}
+        self.add_views: list[tuple[Any, ...]] = []  # the current entry's, for _santedb_view
+
+    def xs_datetime(self, text: str) -> values.XsDateTime:
+        """parse_xs_datetime, once per text (SanteDB's view of an entry reads its schedules' times again)."""
+        parsed = self.moments.get(text)
+        if parsed is None:
+            parsed = self.moments[text] = values.parse_xs_datetime(text)
+        return parsed
 
     def fail(self, element: etree._Element, reason: str) -> ScheduleFileError:
         return ScheduleFileError(self.source, _line(element.sourceline), reason)
 
-    def attribute(self, element: etree._Element, name: str, parse: Callable[[str], Any]) -> Any:
-        """parse(value) of an attribute that is present; ValueError becomes a located error."""
-        text = element.get(name)
+    def attribute(
+        self,
+        element: etree._Element,
+        name: str,
+        parse: Callable[[str], Any],
+        attributes: Mapping[str, str] | None = None,
+    ) -> Any:
+        """parse(value) of an attribute that is present; ValueError becomes a located error.
+        `attributes`: the element's, already read (lxml's get costs more than a dict's)."""
+        text = (element if attributes is None else attributes).get(name)
         try:
             return parse(text if text is not None else "")
         except ValueError as error:
             label = name.replace(_XC, "xc:")
             raise self.fail(element, f"{_describe(element.tag)} {label}={text!r}: {error}") from None
 
-    def check_xc_attributes(self, element: etree._Element, allowed: tuple[str, ...]) -> None:
-        for key in map(str, element.attrib):
-            name = key.removeprefix(_XC)
-            if name != key and name not in allowed:
+    def check_xc_attributes(
+        self, element: etree._Element, allowed: tuple[str, ...], keys: Iterable[str] | None = None
+    ) -> bool:
+        """Whether the element has xc: attributes (all of them allowed, else a ScheduleFileError)."""
+        found = False
+        for key in map(str, element.keys()) if keys is None else keys:
+            if not key.startswith(_XC):
+                continue
+            found = True
+            name = key[len(_XC) :]
+            if name not in allowed:
                 expected = ", ".join(f"xc:{known}" for known in allowed)
                 raise self.fail(
                     element, f"unknown attribute xc:{name} on {_describe(element.tag)} (allowed: {expected})"
                 )
+        return found
 
     def entry(self, element: etree._Element) -> ScheduleEntry:
         if element.tag != _JOB:
@@ -141,6 +134,7 @@ class _Reader:
         schedules: list[Schedule] = []
         disabled: list[DisabledSchedule] = []
         positional: list[ParameterValue] = []
+        self.add_views = []
         for child in _elements(element):
             if child.tag == _S + "schedule":
                 for item in self.schedules(child):
@@ -159,7 +153,7 @@ class _Reader:
             disabled=tuple(disabled),
             element=_element_bytes(element),
             line=_line(element.sourceline),
-            santedb_view=_santedb_view(element),
+            santedb_view=_santedb_view(element, self.xs_datetime, tuple(self.add_views)),
             xcron_parts=_has_xcron_parts(element),
         )
         object.__setattr__(entry, "element_trusted", True)  # it was just read from this very element
@@ -173,7 +167,7 @@ class _Reader:
             schedules=(),
             element=_element_bytes(element),
             line=_line(element.sourceline),
-            santedb_view=_santedb_view(element),
+            santedb_view=_santedb_view(element, self.xs_datetime),
             xcron_parts=_has_xcron_parts(element),
             unreadable=str(error.reason),
         )
@@ -194,50 +188,64 @@ class _Reader:
         What SanteDB's serializer refuses is a ScheduleFileError; what it accepts but xcron cannot run
         (interval="0", a stop not after the start) is a DisabledSchedule.
         """
-        self.check_xc_attributes(element, _SCHEDULE_ATTRIBUTES)
-        zone_name = (element.get(_XC + "timeZone") or "").strip()
+        attributes: dict[str, str] = dict(element.items())  # type: ignore[arg-type]  # lxml gives str here
+        if element.tag == _S_ADD:  # SanteDB's view of the entry holds its <add>s, read from the same attributes
+            self.add_views.append(_add_view(attributes, self.xs_datetime))
+        get = attributes.get
+        has_xc = self.check_xc_attributes(element, _SCHEDULE_ATTRIBUTES, attributes)
+        zone_text = get(_XC_TIME_ZONE) if has_xc else None
+        zone_name = zone_text.strip() if zone_text else ""
         zone: ZoneInfo = self.default_zone
         if zone_name:
-            zone = self.attribute(element, _XC + "timeZone", values.load_zone)
-        if element.get("start") is None:
+            assert zone_text is not None
+            zone = self.zones.get(zone_text) or self.zones.setdefault(
+                zone_text, self.attribute(element, _XC_TIME_ZONE, values.load_zone, attributes)
+            )
+        start_text = get("start")
+        if start_text is None:
             raise self.fail(element, f"{_describe(element.tag)} needs a start attribute (an xs:dateTime)")
-        written: values.XsDateTime = self.attribute(element, "start", values.parse_xs_datetime)
+        written: values.XsDateTime = self.moments.get(start_text) or self.attribute(
+            element, "start", self.xs_datetime, attributes
+        )
         start = written.instant(zone, santedb=True)
         end = None
-        if element.get("stop") is not None:
-            stop: values.XsDateTime = self.attribute(element, "stop", values.parse_xs_datetime)
+        stop_text = get("stop")
+        if stop_text is not None:
+            stop: values.XsDateTime = self.moments.get(stop_text) or self.attribute(
+                element, "stop", self.xs_datetime, attributes
+            )
             end = None if stop.is_max_value else stop.instant(zone, santedb=True)
-        wall = written.local_wall(zone)
-        spec = self.spec(element, wall.time().replace(fold=0))
-        if isinstance(spec, IntervalSpec) and spec.every < timedelta(seconds=1):
+        spec = self.spec(element, attributes, written, zone)
+        if isinstance(spec, IntervalSpec) and spec.every < _ONE_SECOND:
             return self.disable(
                 element,
-                f"interval={element.get('interval')!r}: SanteDB accepts it but xcron runs intervals of at least "
+                f"interval={get('interval')!r}: SanteDB accepts it but xcron runs intervals of at least "
                 "1 second; this schedule is disabled",
             )
         if isinstance(spec, CalendarSpec):
-            start = self.calendar_start(element, spec, written, start, zone)
-        elif element.get(_XC + "start") is not None:
+            start = self.calendar_start(element, attributes, spec, written, start, zone)
+        elif has_xc and get(_XC + "start") is not None:
             raise self.fail(element, f"xc:start is only used on calendar schedules, not on {_describe(element.tag)}")
         if end is not None and end <= start:
-            stop_text, begin = element.get("stop"), element.get("start")
+            stop_text, begin = get("stop"), get("start")
             return self.disable(
                 element,
                 f"stop={stop_text!r} is not after start={begin!r}, so it never fires (in SanteDB neither); "
                 "this schedule is disabled",
             )
-        return Schedule(
-            spec=spec,
-            start=start,
-            end=end,
-            time_zone=zone_name,
-            parameters=self.parameters(element),
-            **self.policies(element),
-        )
+        parameters = self.parameters(element) if len(element) else {}
+        if not has_xc:
+            return Schedule(spec=spec, start=start, end=end, time_zone=zone_name, parameters=parameters)
+        key = (get(_XC + "misfire"), get(_XC + "misfireGrace"), get(_XC + "maxCatchup"), get(_XC + "overlap"))
+        policies = self.policy_sets.get(key)
+        if policies is None:
+            policies = self.policy_sets[key] = self.policies(element, attributes)
+        return Schedule(spec=spec, start=start, end=end, time_zone=zone_name, parameters=parameters, **policies)
 
     def calendar_start(
         self,
         element: etree._Element,
+        attributes: Mapping[str, str],
         spec: CalendarSpec,
         written: values.XsDateTime,
         start: datetime,
@@ -250,8 +258,10 @@ class _Reader:
         its own start in xc:start; while start is still what xcron wrote for xc:start, xc:start is the
         start. Otherwise start was edited (by hand or in SanteDB): it wins.
         """
-        if element.get(_XC + "start") is not None:
-            exact: datetime = self.attribute(element, _XC + "start", lambda text: values.parse_datetime(text, zone))
+        if attributes.get(_XC + "start") is not None:
+            exact: datetime = self.attribute(
+                element, _XC + "start", lambda text: values.parse_datetime(text, zone), attributes
+            )
             try:
                 expected = santedb_calendar_start(spec, exact, zone)
             except ValueError:
@@ -265,54 +275,84 @@ class _Reader:
             return values.NO_END
         return values.XsDateTime(datetime.combine(next_day, time()), "").instant(zone)
 
-    def spec(self, element: etree._Element, wall_start: time) -> IntervalSpec | CalendarSpec | CronSpec:
-        if element.tag == _XC + "cron":
-            return CronSpec(expression=self.attribute(element, "expression", _parse_cron))
-        kind = (element.get("type") or "scheduled").strip()
+    def spec(
+        self, element: etree._Element, attributes: Mapping[str, str], written: values.XsDateTime, zone: ZoneInfo
+    ) -> IntervalSpec | CalendarSpec | CronSpec:
+        """The schedule's kind; a calendar's time of day is the wall time in `written` (its start)."""
+        get = attributes.get
+        if element.tag == _XC_CRON:
+            key = ("cron", get("expression") or "")
+            found = self.specs.get(key)
+            if found is None:
+                found = self.specs[key] = CronSpec(
+                    expression=self.attribute(element, "expression", _parse_cron, attributes)
+                )
+            return found  # type: ignore[return-value]
+        kind = (get("type") or "scheduled").strip()
         if kind == "interval":
-            if element.get("interval") is None:
+            interval = get("interval")
+            if interval is None:
                 raise self.fail(element, '<add type="interval"> needs an interval attribute (whole seconds)')
-            seconds = self.attribute(
-                element, "interval", lambda t: values.parse_int(t, minimum=values.INT32_MIN, maximum=values.INT32_MAX)
-            )
-            return IntervalSpec(every=timedelta(seconds=seconds))
+            key = ("interval", interval)
+            found = self.specs.get(key)
+            if found is None:
+                seconds = self.attribute(
+                    element,
+                    "interval",
+                    lambda t: values.parse_int(t, minimum=values.INT32_MIN, maximum=values.INT32_MAX),
+                    attributes,
+                )
+                found = self.specs[key] = IntervalSpec(every=timedelta(seconds=seconds))
+            return found  # type: ignore[return-value]
         if kind == "scheduled":
-            days = self.attribute(element, "days", values.parse_days)
-            return CalendarSpec(days=days, time_of_day=wall_start)
+            wall_start = written.local_wall(zone).time().replace(fold=0)
+            key = ("days", get("days") or "")
+            days = self.specs.get(key)
+            if days is None:
+                days = self.specs[key] = self.attribute(element, "days", values.parse_days, attributes)
+            return CalendarSpec(days=days, time_of_day=wall_start)  # type: ignore[arg-type]
         raise self.fail(element, f"<add> type={kind!r}: unknown schedule type (expected scheduled or interval)")
 
-    def policies(self, element: etree._Element) -> dict[str, Any]:
+    def policies(self, element: etree._Element, attributes: Mapping[str, str]) -> dict[str, Any]:
         found: dict[str, Any] = {}
-        if element.get(_XC + "misfire") is not None:
-            found["misfire_policy"] = self.attribute(element, _XC + "misfire", lambda t: _enum(MisfirePolicy, t))
-        if element.get(_XC + "misfireGrace") is not None:
+        get = attributes.get
+        if get(_XC + "misfire") is not None:
+            found["misfire_policy"] = self.attribute(
+                element, _XC + "misfire", lambda t: _enum(MisfirePolicy, t), attributes
+            )
+        if get(_XC + "misfireGrace") is not None:
             seconds = self.attribute(
-                element, _XC + "misfireGrace", lambda t: values.parse_int(t, minimum=0, maximum=10**9)
+                element, _XC + "misfireGrace", lambda t: values.parse_int(t, minimum=0, maximum=10**9), attributes
             )
             found["misfire_grace"] = timedelta(seconds=seconds)
-        if element.get(_XC + "maxCatchup") is not None:
+        if get(_XC + "maxCatchup") is not None:
             found["max_catchup_runs"] = self.attribute(
                 element,
                 _XC + "maxCatchup",
                 lambda t: values.parse_int(t, minimum=0, maximum=values.INT32_MAX),
+                attributes,
             )
-        if element.get(_XC + "overlap") is not None:
-            found["overlap_policy"] = self.attribute(element, _XC + "overlap", lambda t: _enum(OverlapPolicy, t))
+        if get(_XC + "overlap") is not None:
+            found["overlap_policy"] = self.attribute(
+                element, _XC + "overlap", lambda t: _enum(OverlapPolicy, t), attributes
+            )
         return found
 
     def parameters(self, element: etree._Element) -> dict[str, ParameterValue]:
+        """The <xc:param> children (the caller skips an element without children: none)."""
         found: dict[str, ParameterValue] = {}
         for child in _elements(element):
             if child.tag != _XC + "param":
                 if child.tag.startswith(_XC):
                     raise self.fail(child, f"unexpected {_describe(child.tag)}; expected <xc:param>")
                 continue
-            name = child.get("name") or ""
+            attributes = dict(child.items())
+            name = str(attributes.get("name") or "")
             if not name.strip():
                 raise self.fail(child, "<xc:param> needs a name attribute")
             if name in found:
                 raise self.fail(child, f"<xc:param> name={name!r} appears twice")
-            kind = (child.get("type") or ParameterType.STRING).strip()
+            kind = str(attributes.get("type") or ParameterType.STRING).strip()
             try:
                 found[name] = values.parse_parameter(kind, _text(child))
             except ValueError as error:
@@ -350,17 +390,44 @@ def _enum(kind: type[MisfirePolicy] | type[OverlapPolicy], text: str) -> Any:
 
 
 def parse_schedule_xml(
-    data: bytes, *, source: str, default_zone: str, known: Callable[[str], bool] | None = None
+    data: bytes,
+    *,
+    source: str,
+    default_zone: str,
+    known: Callable[[str], bool] | None = None,
+    rendered_from: ScheduleDocument | None = None,
 ) -> ScheduleDocument:
     """The whole document or a ScheduleFileError; never part of a document.
 
     With `known`, an entry whose type known() rejects (a job this server does not run) is never a
     reason to refuse the file: what xcron cannot read of it is kept exactly as written.
+
+    `rendered_from`: the document `data` was just rendered from. An entry of it that was read, with
+    this default zone, from an element serialized exactly as one in `data` reads the same again:
+    it is taken as read then (its position updated), so a save re-reads only what it rewrote.
     """
+    with _without_gc():
+        return _read_document(data, source, default_zone, known, rendered_from)
+
+
+def _read_document(
+    data: bytes,
+    source: str,
+    default_zone: str,
+    known: Callable[[str], bool] | None,
+    rendered_from: ScheduleDocument | None,
+) -> ScheduleDocument:
     reader = _Reader(source, values.load_zone(default_zone))
     root = _parse_root(data, source)
+    read_before = _read_entries(rendered_from, default_zone)
     entries = []
     for child in _elements(root):
+        if read_before and child.tag == _JOB:
+            same = read_before.get(_element_bytes(child))
+            if same is not None:
+                entries.append(copy.copy(same))  # a copy: its span and line are set below
+                object.__setattr__(entries[-1], "line", _line(child.sourceline))
+                continue
         try:
             entries.append(reader.entry(child))
         except ScheduleFileError as error:
@@ -368,8 +435,26 @@ def parse_schedule_xml(
             if known is None or not type_name or known(type_name):
                 raise
             entries.append(reader.opaque(child, error))
-    layout = _scan_layout(data)
-    placed = tuple(dataclasses.replace(e, span=span) for e, span in zip(entries, layout.spans, strict=True))
-    for entry in placed:
+    layout = _scan_layout(data, len(entries))
+    for entry, span in zip(entries, layout.spans, strict=True):  # the entries are new: no need to copy them
+        object.__setattr__(entry, "span", span)
         object.__setattr__(entry, "element_trusted", entry.unreadable is None)
-    return ScheduleDocument(placed, data, layout)
+        object.__setattr__(entry, "element_zone", default_zone)
+    return ScheduleDocument(tuple(entries), data, layout)
+
+
+def _read_entries(document: ScheduleDocument | None, default_zone: str) -> dict[bytes, ScheduleEntry]:
+    """The entries of `document` the reader made from their element with `default_zone`, by element.
+
+    Entries with disabled schedules are left out: those carry their own line numbers."""
+    if document is None:
+        return {}
+    return {
+        entry.element: entry
+        for entry in document.entries
+        if entry.element is not None
+        and entry.element_trusted
+        and entry.element_zone == default_zone
+        and entry.unreadable is None
+        and not entry.disabled
+    }

@@ -40,62 +40,75 @@ from xcron.server.stores.xcron_xml.common import (
     _Layout,
     _parse_cron,
     _parser,
-    santedb_calendar_start,
+    _santedb_calendar_wall,
 )
 from xcron.server.stores.xcron_xml.reading import parse_schedule_xml
 
+_XC_TIME_ZONE = _XC + "timeZone"
+_XC_CRON = _XC + "cron"
+_XC_PARAM = _XC + "param"
+_S_ADD = _S + "add"
 
-def _set_policies(element: etree._Element, schedule: Schedule) -> None:
+
+def _policies(attributes: dict[str, str], schedule: Schedule) -> None:
     """The xc: attributes, only where they differ from the defaults, so plain files stay plain."""
     if schedule.time_zone:
-        element.set(_XC + "timeZone", schedule.time_zone)
+        attributes[_XC_TIME_ZONE] = schedule.time_zone
     if schedule.misfire_policy is not MisfirePolicy.RUN_ONCE:
-        element.set(_XC + "misfire", MisfirePolicy(schedule.misfire_policy).value)
+        attributes[_XC + "misfire"] = MisfirePolicy(schedule.misfire_policy).value
     if schedule.misfire_grace is not None:
         if schedule.misfire_grace % timedelta(seconds=1) or schedule.misfire_grace < timedelta():
             raise ValueError(f"misfire grace must be whole non-negative seconds, got {schedule.misfire_grace}")
-        element.set(_XC + "misfireGrace", str(schedule.misfire_grace // timedelta(seconds=1)))
+        attributes[_XC + "misfireGrace"] = str(schedule.misfire_grace // timedelta(seconds=1))
     if schedule.max_catchup_runs != DEFAULT_MAX_CATCHUP_RUNS:
-        element.set(_XC + "maxCatchup", str(schedule.max_catchup_runs))
+        attributes[_XC + "maxCatchup"] = str(schedule.max_catchup_runs)
     if schedule.overlap_policy is not OverlapPolicy.SKIP:
-        element.set(_XC + "overlap", OverlapPolicy(schedule.overlap_policy).value)
-    for name, value in schedule.parameters.items():
-        kind, text = values.format_parameter(value)
-        param = etree.SubElement(element, _XC + "param", name=name, type=kind.value)
-        param.text = text or None  # <x/> as lxml re-serializes "", so kept entries match
+        attributes[_XC + "overlap"] = OverlapPolicy(schedule.overlap_policy).value
 
 
-def _add_schedule(parent: etree._Element, schedule: Schedule, default_zone: ZoneInfo) -> None:
-    zone = values.load_zone(schedule.time_zone) if schedule.time_zone else default_zone
+def _add_schedule(
+    parent: etree._Element, schedule: Schedule, default_zone: ZoneInfo, zones: dict[str, ZoneInfo]
+) -> None:
+    """One <add> or <xc:cron>, its attributes collected first and set in one call (in the order
+    SanteDB's and xcron's readers expect them: lxml keeps it)."""
+    name = schedule.time_zone
+    zone = (zones.get(name) or zones.setdefault(name, values.load_zone(name))) if name else default_zone
     spec = schedule.spec
+    attributes: dict[str, str] = {}
     if isinstance(spec, CronSpec):
-        element = etree.SubElement(parent, _XC + "cron", expression=_parse_cron(spec.expression))
+        tag = _XC_CRON
+        attributes["expression"] = _parse_cron(spec.expression)
     else:
-        element = etree.SubElement(parent, _S + "add")
-        element.set("type", "interval" if isinstance(spec, IntervalSpec) else "scheduled")
+        tag = _S_ADD
+        attributes["type"] = "interval" if isinstance(spec, IntervalSpec) else "scheduled"
         if isinstance(spec, CalendarSpec) and spec.days:
-            element.set("days", values.format_days(spec.days))
+            attributes["days"] = values.format_days(spec.days)
     if isinstance(spec, CalendarSpec):
-        _, first = _first_calendar_firing(spec, schedule.start, zone)
+        day, first = _first_calendar_firing(spec, schedule.start, zone)
         if schedule.end is not None and first is not None and schedule.end < first:
             raise ScheduleWriteError(
                 "end_time", f"schedule ends ({schedule.end.isoformat()}) before it first fires ({first.isoformat()})"
             )
-        element.set("start", values.format_wall(santedb_calendar_start(spec, schedule.start, zone)))
+        attributes["start"] = values.format_wall(_santedb_calendar_wall(spec, day))
     else:
-        element.set("start", values.format_datetime(schedule.start, zone, santedb=True))
+        attributes["start"] = values.format_datetime(schedule.start, zone, santedb=True)
     if schedule.end is not None:
-        element.set("stop", values.format_datetime(schedule.end, zone, santedb=True))
+        attributes["stop"] = values.format_datetime(schedule.end, zone, santedb=True)
     if isinstance(spec, CalendarSpec):  # xcron's own start, exact; SanteDB's start is derived from it
-        element.set(_XC + "start", values.format_datetime(schedule.start, zone))
+        attributes[_XC + "start"] = values.format_datetime(schedule.start, zone)
     if isinstance(spec, IntervalSpec):
         seconds, rest = divmod(spec.every, timedelta(seconds=1))
         if rest or not 1 <= seconds <= values.INT32_MAX:
             raise ScheduleWriteError(
                 "interval.interval", f"an interval must be a positive whole number of seconds, got {spec.every}"
             )
-        element.set("interval", str(seconds))
-    _set_policies(element, schedule)
+        attributes["interval"] = str(seconds)
+    _policies(attributes, schedule)
+    element = etree.SubElement(parent, tag, attributes)
+    for key, value in schedule.parameters.items():
+        kind, text = values.format_parameter(value)
+        param = etree.SubElement(element, _XC_PARAM, name=key, type=kind.value)
+        param.text = text or None  # <x/> as lxml re-serializes "", so kept entries match
 
 
 def _add_entry(root: etree._Element, entry: ScheduleEntry, default_zone: ZoneInfo) -> None:
@@ -107,8 +120,9 @@ def _add_entry(root: etree._Element, entry: ScheduleEntry, default_zone: ZoneInf
     if entry.paused:
         job.set(_XC + "paused", "true")
     schedule = etree.SubElement(job, _S + "schedule", nsmap={None: SANTEDB_NS})  # type: ignore[dict-item]
+    zones: dict[str, ZoneInfo] = {}
     for item in entry.schedules:
-        _add_schedule(schedule, item, default_zone)
+        _add_schedule(schedule, item, default_zone, zones)
     for disabled in entry.disabled:  # kept as written: SanteDB may still run it
         if disabled.element:
             schedule.append(etree.fromstring(_wrap(disabled.element), _parser())[0])
