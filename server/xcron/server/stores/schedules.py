@@ -27,10 +27,10 @@ from xcron.server.core.ports import (
     ScheduleSourceChanged,
 )
 from xcron.server.stores.xcron_xml import (
-    MAX_FILE_BYTES,
     XC_NS,
     check_writable,
     parse_schedule_xml,
+    read_schedule_bytes,
     render_schedule_xml,
     save_schedule_file,
     write_atomically,
@@ -57,12 +57,7 @@ class FileScheduleSource:
         self._loaded = False
 
     def _read(self) -> bytes | None:
-        try:
-            file = self.path.open("rb")
-        except FileNotFoundError:
-            return None
-        with file:
-            return file.read(MAX_FILE_BYTES + 1)
+        return read_schedule_bytes(self.path)
 
     def _load(self, default_zone: str, known: Known | None) -> ScheduleDocument:
         data = self._read()

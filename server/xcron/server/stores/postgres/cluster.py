@@ -381,10 +381,6 @@ class PostgresCluster(PostgresState):
         )
         return [r["id"] for r in await cur.fetchall()]
 
-    async def load_schedule_xml(self) -> bytes | None:
-        """The shared schedule document (xcron.xml's bytes), None before the first save or import."""
-        return (await self.load_schedule_version())[0]
-
     async def load_schedule_version(self) -> tuple[bytes | None, int]:
         """The shared schedule document and its version (0 before the first save or import)."""
         async with self._conn() as conn:

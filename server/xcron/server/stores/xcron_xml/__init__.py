@@ -41,6 +41,7 @@ from xcron.server.stores.xcron_xml.common import (
 from xcron.server.stores.xcron_xml.files import (
     check_writable,
     load_schedule_file,
+    read_schedule_bytes,
     save_schedule_file,
     temp_prefix,
     write_atomically,
@@ -63,6 +64,7 @@ __all__ = [
     "check_writable",
     "load_schedule_file",
     "parse_schedule_xml",
+    "read_schedule_bytes",
     "render_schedule_xml",
     "santedb_calendar_start",
     "save_schedule_file",

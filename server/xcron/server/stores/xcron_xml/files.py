@@ -25,19 +25,26 @@ from xcron.server.stores.xcron_xml.reading import parse_schedule_xml
 from xcron.server.stores.xcron_xml.writing import render_schedule_xml
 
 
-def load_schedule_file(
-    path: Path, *, default_zone: str, known: Callable[[str], bool] | None = None
-) -> ScheduleDocument:
-    """The document in `path`; a missing file is an empty document (no schedules yet)."""
+def read_schedule_bytes(path: Path) -> bytes | None:
+    """The file's bytes, or None if there is no file; an oversized file is refused without reading it."""
     try:
         file = path.open("rb")
     except FileNotFoundError:
-        return ScheduleDocument(())
+        return None
     with file:
         size = os.fstat(file.fileno()).st_size
         if size > MAX_FILE_BYTES:
             raise ScheduleFileError(str(path), None, f"file is {size} bytes, over the {MAX_FILE_BYTES} byte limit")
-        data = file.read(MAX_FILE_BYTES + 1)
+        return file.read(MAX_FILE_BYTES + 1)  # + 1: a file growing meanwhile is still caught by the parser
+
+
+def load_schedule_file(
+    path: Path, *, default_zone: str, known: Callable[[str], bool] | None = None
+) -> ScheduleDocument:
+    """The document in `path`; a missing file is an empty document (no schedules yet)."""
+    data = read_schedule_bytes(path)
+    if data is None:
+        return ScheduleDocument(())
     return parse_schedule_xml(data, source=str(path), default_zone=default_zone, known=known)
 
 
