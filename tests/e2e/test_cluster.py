@@ -25,6 +25,7 @@ from lxml import etree
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from requires import require
+from schedules import as_set
 from server_process import SUPPORT, ServerProcess
 from waiting import eventually
 from watching import follow
@@ -91,7 +92,7 @@ def test_each_scheduled_occurrence_runs_once_across_replicas(replicas: Callable[
     with Client(a.target, timeout=20) as client_a, Client(b.target, timeout=20) as client_b:
         job = client_a.set_schedule("test.tick", [Schedule.every(timedelta(seconds=1))])
         # Shared through the database: b reloads when a's save is notified (eventually, so ask until then).
-        eventually(lambda: client_b.get_job("test.tick").schedules == job.schedules)
+        eventually(lambda: as_set(client_b.get_job("test.tick").schedules) == as_set(job.schedules))
         count_completed(client_b, "test.tick", 4)
         c.stop(signal.SIGKILL)  # a replica dies; the others carry on
         killed_at = client_a.get_job("test.tick").last_start_time

@@ -27,6 +27,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from requires import require
+from schedules import as_set
 from server_process import ServerProcess
 from tcp_proxy import TcpProxy
 from waiting import eventually
@@ -287,7 +288,7 @@ def test_scheduled_occurrences_run_at_most_once_under_faults(
     with Client(a.target, timeout=20) as client_a, Client(c.target, timeout=20) as client_c:
         every = Schedule.every(timedelta(seconds=1), parameters={"history": str(log), "hold": 0.3})
         job = client_a.set_schedule("test.record", [every])
-        eventually(lambda: client_c.get_job("test.record").schedules == job.schedules)
+        eventually(lambda: as_set(client_c.get_job("test.record").schedules) == as_set(job.schedules))
         eventually(lambda: runs() >= 3, timeout=20)
         assert _terminate_all(schema) >= 9  # every connection of every replica: pools and listeners
         seen = runs()
@@ -386,7 +387,7 @@ def test_skip_counters_are_cluster_wide_and_counted_once(replicas: Start, tmp_pa
         # Each run holds 2.5 s on a schedule of 1 s: the occurrences in between are skipped (SKIP overlap).
         every = Schedule.every(timedelta(seconds=1), parameters={"history": str(log), "hold": 2.5})
         job = client_a.set_schedule("test.record", [every])
-        eventually(lambda: client_b.get_job("test.record").schedules == job.schedules)
+        eventually(lambda: as_set(client_b.get_job("test.record").schedules) == as_set(job.schedules))
         eventually(lambda: len(history.load(log)) >= 4, timeout=30)
         client_a.pause_schedule("test.record")
         paused = datetime.now(UTC)
