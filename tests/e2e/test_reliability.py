@@ -84,7 +84,7 @@ def test_exit_within_the_grace_even_if_an_async_job_swallows_cancellation(server
     server.process.send_signal(signal.SIGTERM)
     # Well before the job would end by itself (600 s); before the fix the process waited for it.
     assert server.process.wait(60) == 0
-    assert "ignore cancellation" in server.log()
+    server.wait_for_log("ignore cancellation")  # the log is read by a thread: it may trail the exit
     server.start()
     with Client(server.target, timeout=20) as client:
         record = client.get_execution(run.id)
@@ -109,7 +109,7 @@ def test_stale_temp_files_of_interrupted_saves_are_removed_at_start(server_facto
     assert [p.name for p in stale if p.exists()] == []
     assert [p.name for p in kept if not p.exists()] == []
     assert (tmp_path / ".xcron.xml.dir12345").is_dir()
-    assert "interrupted save" in server.log()
+    server.wait_for_log("interrupted save")
     assert server.stop() == 0
 
 

@@ -197,7 +197,7 @@ def test_an_edit_on_disk_is_reloaded_before_a_save(server: Any) -> None:
         saved = server.schedule_file.read_text()
         assert 'interval="120"' in saved and 'interval="300"' in saved  # the edit survived
         assert client.get_job("test.tick").schedules[0].spec == IntervalSpec(every=timedelta(seconds=120))
-        assert "changed on disk since it was last read" in server.log()
+        server.wait_for_log("changed on disk since it was last read")
 
         broken = saved.replace('interval="120"', 'interval="soon"')
         server.schedule_file.write_text(broken)

@@ -3,6 +3,7 @@ xcron's calendars when xcron does, and a SanteDB re-save loses nothing of xcron'
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -220,7 +221,7 @@ def test_a_santedb_edit_wins_and_xcron_says_what_it_could_not_keep(
         (schedule,) = client.get_job("test.tick").schedules
         assert schedule.spec == IntervalSpec(every=timedelta(minutes=30))
         assert schedule.time_zone == ""
-        assert "was changed outside xcron; SanteDB's edit wins" in server.log()
+        server.wait_for_log(re.escape("was changed outside xcron; SanteDB's edit wins"))
 
 
 def test_the_santedb_2_1_shape_without_add_type_reads_alike(santedb: SanteDb, tmp_path: Path) -> None:
