@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 import sqlite3
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from xcron.server.core.errors import StoreUnavailable
-from xcron.server.core.model import ExecutionState, JobState, Trigger
+from xcron.server.core.model import ExecutionState, JobState, ParameterValue, Trigger
 from xcron.server.core.ports import (
     INTERRUPTED,
     ExecutionCursor,
@@ -78,6 +78,25 @@ def _execution(row: sqlite3.Row) -> ExecutionRecord:
         request_id=row["request_id"],
         cancel_requested=bool(row["cancel_requested"]),
     )
+
+
+class _CallFailed(Exception):
+    """A call of a batch run without savepoints failed; the batch was rolled back."""
+
+
+def _settled(value: Any) -> Any:
+    if isinstance(value, sqlite3.Cursor):
+        # A write's cursor must die here, on the store thread: finalised later on the event loop, it
+        # resets a cached statement this thread may be using at that moment (SQLite "bad parameter or
+        # other API misuse" on a busy server).
+        value.close()
+        return None
+    return value
+
+
+def _parameters(values: Mapping[str, ParameterValue]) -> str:
+    # Scheduled runs mostly have none: no JSON encoding for them.
+    return json.dumps(encode_parameters(values)) if values else "{}"
 
 
 Outcome = tuple[bool, Any]
@@ -166,20 +185,42 @@ class SqliteStateStore:
         conn = self._conn
         if conn is None:
             return [(False, StoreUnavailable("the state store is closed"))] * len(fns)
+        try:
+            return self._run_plain(conn, fns)
+        except _CallFailed:
+            pass  # rolled back: run them again, each in a savepoint, so that the failing call fails alone
+        except sqlite3.DatabaseError as exc:  # locked, disk full, corrupt file …: the whole batch failed
+            with contextlib.suppress(sqlite3.DatabaseError):
+                conn.execute("ROLLBACK")
+            return [(False, StoreUnavailable(f"state store: {exc}"))] * len(fns)
+        return self._run_isolated(conn, fns)
+
+    @staticmethod
+    def _run_plain(conn: sqlite3.Connection, fns: list[Callable[[sqlite3.Connection], Any]]) -> list[Outcome]:
+        """The usual case, every call succeeds: one transaction and no savepoints (two statements less per call,
+        a tenth of the store thread's time). A failing call rolls it all back and raises _CallFailed."""
+        outcomes: list[Outcome] = []
+        conn.execute("BEGIN")
+        for fn in fns:
+            try:
+                outcomes.append((True, _settled(fn(conn))))
+            except Exception as exc:
+                with contextlib.suppress(sqlite3.DatabaseError):
+                    conn.execute("ROLLBACK")
+                raise _CallFailed from exc
+        conn.execute("COMMIT")
+        return outcomes
+
+    @staticmethod
+    def _run_isolated(conn: sqlite3.Connection, fns: list[Callable[[sqlite3.Connection], Any]]) -> list[Outcome]:
+        """Each call in a savepoint of its own: one failing call fails alone."""
         outcomes: list[Outcome] = []
         try:
             conn.execute("BEGIN")
             for fn in fns:
                 conn.execute("SAVEPOINT call")
                 try:
-                    value = fn(conn)
-                    if isinstance(value, sqlite3.Cursor):
-                        # A write's cursor must die here, on the store thread: finalised later on the event
-                        # loop, it resets a cached statement this thread may be using at that moment
-                        # (SQLite "bad parameter or other API misuse" on a busy server).
-                        value.close()
-                        value = None
-                    outcomes.append((True, value))
+                    outcomes.append((True, _settled(fn(conn))))
                     conn.execute("RELEASE call")
                 except Exception as exc:
                     conn.execute("ROLLBACK TO call")
@@ -266,7 +307,7 @@ class SqliteStateStore:
                 (
                     record.id,
                     record.job_id,
-                    json.dumps(encode_parameters(record.parameters)),
+                    _parameters(record.parameters),
                     record.trigger.value,
                     record.state.value,
                     _ts(record.start_time),
