@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import queue
 import sqlite3
+import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -110,7 +111,10 @@ class SqliteStateStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xcron-sqlite")
+        # The store's own thread, fed through a SimpleQueue: a ThreadPoolExecutor's submit cost a Future,
+        # a Condition and a work item per batch, and the thread as much again to settle them.
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
         self._conn: sqlite3.Connection | None = None
         self._closed = False  # once closed, the worker thread is gone: calls must fail as "unavailable"
         self._queue: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
@@ -168,7 +172,43 @@ class SqliteStateStore:
 
         # The store thread hands the outcomes back itself: one callback on the loop per batch (an asyncio
         # future wrapping the thread's future took two, and their bookkeeping).
-        self._thread.submit(self._run_batch_for, loop, fns, settle)
+        self._post(lambda: self._run_batch_for(loop, fns, settle))
+
+    def _post(self, job: Callable[[], None]) -> None:
+        """Runs `job` on the store thread (started on first use), after the jobs posted before it."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._serve, name="xcron-sqlite", daemon=True)
+            self._thread.start()
+        self._jobs.put(job)
+
+    def _serve(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            job()
+
+    async def _on_thread(self, fn: Callable[[], None]) -> None:
+        """Runs `fn` on the store thread and waits for it (opening and closing the connection)."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def settle(error: BaseException | None) -> None:
+            if done.done():
+                return
+            if error is None:
+                done.set_result(None)
+            else:
+                done.set_exception(error)
+
+        def job() -> None:
+            error: BaseException | None = None
+            try:
+                fn()
+            except BaseException as exc:  # handed to the caller on the loop
+                error = exc
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+                loop.call_soon_threadsafe(settle, error)
+
+        self._post(job)
+        await done
 
     def _run_batch_for(
         self, loop: asyncio.AbstractEventLoop, fns: list[Callable[[sqlite3.Connection], Any]], settle: Settle
@@ -249,7 +289,7 @@ class SqliteStateStore:
                 raise StoreUnavailable(f"cannot open the state store {self.path}: {exc}") from exc
             self._conn = conn  # autocommit mode: _run_batch opens and commits each transaction itself
 
-        await asyncio.get_running_loop().run_in_executor(self._thread, connect)
+        await self._on_thread(connect)
 
     async def close(self) -> None:
         """Calls made before run to completion; calls made after fail at once (StoreUnavailable)."""
@@ -264,8 +304,10 @@ class SqliteStateStore:
                 self._conn.close()
                 self._conn = None
 
-        await asyncio.get_running_loop().run_in_executor(self._thread, disconnect)
-        self._thread.shutdown(wait=True)
+        await self._on_thread(disconnect)
+        if self._thread is not None:
+            self._jobs.put(None)  # the thread ends after the jobs before it
+            self._thread.join()
 
     async def load_jobs(self) -> dict[str, JobRecord]:
         def q(c: sqlite3.Connection) -> dict[str, JobRecord]:
