@@ -33,6 +33,7 @@ from xcron.server.core.runs import (
     log_ids,
     new_run,
     running_job,
+    started_at,
 )
 
 __all__ = ["ClusterHooks", "Executor", "FinishListener"]
@@ -203,7 +204,7 @@ class Executor:
 
     def _code_starts(self, entry: Running) -> None:
         """A scheduled run's code starts now: stamp the instant, publish, count, and queue the start's rows."""
-        record = entry.record = replace(entry.record, start_time=self._clock.now())
+        record = entry.record = started_at(entry.record, self._clock.now())
         job = self._jobs[record.job_id] = running_job(record, self._jobs[record.job_id])
         self._bus.publish(self._status(job))
         self.observer.run_started(record)

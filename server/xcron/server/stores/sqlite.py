@@ -5,16 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import queue
 import sqlite3
-from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from xcron.server.core.errors import StoreUnavailable
-from xcron.server.core.model import ExecutionState, JobState, Trigger
+from xcron.server.core.model import ExecutionState, JobState, ParameterValue, Trigger
 from xcron.server.core.ports import (
     INTERRUPTED,
     ExecutionCursor,
@@ -80,6 +81,25 @@ def _execution(row: sqlite3.Row) -> ExecutionRecord:
     )
 
 
+class _CallFailed(Exception):
+    """A call of a batch run without savepoints failed; the batch was rolled back."""
+
+
+def _settled(value: Any) -> Any:
+    if isinstance(value, sqlite3.Cursor):
+        # A write's cursor must die here, on the store thread: finalised later on the event loop, it
+        # resets a cached statement this thread may be using at that moment (SQLite "bad parameter or
+        # other API misuse" on a busy server).
+        value.close()
+        return None
+    return value
+
+
+def _parameters(values: Mapping[str, ParameterValue]) -> str:
+    # Scheduled runs mostly have none: no JSON encoding for them.
+    return json.dumps(encode_parameters(values)) if values else "{}"
+
+
 Outcome = tuple[bool, Any]
 Settle = Callable[[list[Outcome]], None]
 
@@ -91,7 +111,10 @@ class SqliteStateStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xcron-sqlite")
+        # The store's own thread, fed through a SimpleQueue: a ThreadPoolExecutor's submit cost a Future,
+        # a Condition and a work item per batch, and the thread as much again to settle them.
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
         self._conn: sqlite3.Connection | None = None
         self._closed = False  # once closed, the worker thread is gone: calls must fail as "unavailable"
         self._queue: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
@@ -149,7 +172,43 @@ class SqliteStateStore:
 
         # The store thread hands the outcomes back itself: one callback on the loop per batch (an asyncio
         # future wrapping the thread's future took two, and their bookkeeping).
-        self._thread.submit(self._run_batch_for, loop, fns, settle)
+        self._post(lambda: self._run_batch_for(loop, fns, settle))
+
+    def _post(self, job: Callable[[], None]) -> None:
+        """Runs `job` on the store thread (started on first use), after the jobs posted before it."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._serve, name="xcron-sqlite", daemon=True)
+            self._thread.start()
+        self._jobs.put(job)
+
+    def _serve(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            job()
+
+    async def _on_thread(self, fn: Callable[[], None]) -> None:
+        """Runs `fn` on the store thread and waits for it (opening and closing the connection)."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def settle(error: BaseException | None) -> None:
+            if done.done():
+                return
+            if error is None:
+                done.set_result(None)
+            else:
+                done.set_exception(error)
+
+        def job() -> None:
+            error: BaseException | None = None
+            try:
+                fn()
+            except BaseException as exc:  # handed to the caller on the loop
+                error = exc
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+                loop.call_soon_threadsafe(settle, error)
+
+        self._post(job)
+        await done
 
     def _run_batch_for(
         self, loop: asyncio.AbstractEventLoop, fns: list[Callable[[sqlite3.Connection], Any]], settle: Settle
@@ -166,20 +225,42 @@ class SqliteStateStore:
         conn = self._conn
         if conn is None:
             return [(False, StoreUnavailable("the state store is closed"))] * len(fns)
+        try:
+            return self._run_plain(conn, fns)
+        except _CallFailed:
+            pass  # rolled back: run them again, each in a savepoint, so that the failing call fails alone
+        except sqlite3.DatabaseError as exc:  # locked, disk full, corrupt file …: the whole batch failed
+            with contextlib.suppress(sqlite3.DatabaseError):
+                conn.execute("ROLLBACK")
+            return [(False, StoreUnavailable(f"state store: {exc}"))] * len(fns)
+        return self._run_isolated(conn, fns)
+
+    @staticmethod
+    def _run_plain(conn: sqlite3.Connection, fns: list[Callable[[sqlite3.Connection], Any]]) -> list[Outcome]:
+        """The usual case, every call succeeds: one transaction and no savepoints (two statements less per call,
+        a tenth of the store thread's time). A failing call rolls it all back and raises _CallFailed."""
+        outcomes: list[Outcome] = []
+        conn.execute("BEGIN")
+        for fn in fns:
+            try:
+                outcomes.append((True, _settled(fn(conn))))
+            except Exception as exc:
+                with contextlib.suppress(sqlite3.DatabaseError):
+                    conn.execute("ROLLBACK")
+                raise _CallFailed from exc
+        conn.execute("COMMIT")
+        return outcomes
+
+    @staticmethod
+    def _run_isolated(conn: sqlite3.Connection, fns: list[Callable[[sqlite3.Connection], Any]]) -> list[Outcome]:
+        """Each call in a savepoint of its own: one failing call fails alone."""
         outcomes: list[Outcome] = []
         try:
             conn.execute("BEGIN")
             for fn in fns:
                 conn.execute("SAVEPOINT call")
                 try:
-                    value = fn(conn)
-                    if isinstance(value, sqlite3.Cursor):
-                        # A write's cursor must die here, on the store thread: finalised later on the event
-                        # loop, it resets a cached statement this thread may be using at that moment
-                        # (SQLite "bad parameter or other API misuse" on a busy server).
-                        value.close()
-                        value = None
-                    outcomes.append((True, value))
+                    outcomes.append((True, _settled(fn(conn))))
                     conn.execute("RELEASE call")
                 except Exception as exc:
                     conn.execute("ROLLBACK TO call")
@@ -208,7 +289,7 @@ class SqliteStateStore:
                 raise StoreUnavailable(f"cannot open the state store {self.path}: {exc}") from exc
             self._conn = conn  # autocommit mode: _run_batch opens and commits each transaction itself
 
-        await asyncio.get_running_loop().run_in_executor(self._thread, connect)
+        await self._on_thread(connect)
 
     async def close(self) -> None:
         """Calls made before run to completion; calls made after fail at once (StoreUnavailable)."""
@@ -223,8 +304,10 @@ class SqliteStateStore:
                 self._conn.close()
                 self._conn = None
 
-        await asyncio.get_running_loop().run_in_executor(self._thread, disconnect)
-        self._thread.shutdown(wait=True)
+        await self._on_thread(disconnect)
+        if self._thread is not None:
+            self._jobs.put(None)  # the thread ends after the jobs before it
+            self._thread.join()
 
     async def load_jobs(self) -> dict[str, JobRecord]:
         def q(c: sqlite3.Connection) -> dict[str, JobRecord]:
@@ -266,7 +349,7 @@ class SqliteStateStore:
                 (
                     record.id,
                     record.job_id,
-                    json.dumps(encode_parameters(record.parameters)),
+                    _parameters(record.parameters),
                     record.trigger.value,
                     record.state.value,
                     _ts(record.start_time),

@@ -1,0 +1,51 @@
+"""The run records core/runs.py builds field by field (cheaper than dataclasses.replace) keep every field."""
+
+from __future__ import annotations
+
+from dataclasses import MISSING, fields, replace
+from datetime import UTC, datetime, timedelta
+
+from xcron.server.core.model import ExecutionState, Trigger
+from xcron.server.core.ports import ExecutionRecord, JobRecord
+from xcron.server.core.runs import ended, started_at
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _record() -> ExecutionRecord:
+    """Every field away from its default, so a field left out shows."""
+    return ExecutionRecord(
+        id="e",
+        job_id="j",
+        parameters={"n": 1},
+        trigger=Trigger.SCHEDULE,
+        state=ExecutionState.RUNNING,
+        start_time=T0,
+        finish_time=T0 + timedelta(seconds=9),
+        error="x",
+        progress=0.5,
+        status_text="half",
+        scheduled_time=T0 - timedelta(seconds=1),
+        request_id="r",
+        cancel_requested=True,
+    )
+
+
+def test_the_sample_record_sets_every_field() -> None:
+    """A field added to ExecutionRecord fails here until _record() sets it, and so the tests below check it."""
+    sample = _record()
+    for field in fields(ExecutionRecord):
+        assert field.default is MISSING or getattr(sample, field.name) != field.default, field.name
+
+
+def test_started_at_changes_the_start_time_only() -> None:
+    later = T0 + timedelta(seconds=1)
+    assert started_at(_record(), later) == replace(_record(), start_time=later)
+
+
+def test_ended_keeps_every_field_it_does_not_set() -> None:
+    now = T0 + timedelta(seconds=2)
+    record, job = ended(_record(), JobRecord(job_id="j"), ExecutionState.ABORTED, "boom", now)
+    expected = replace(_record(), state=ExecutionState.ABORTED, finish_time=now, error="boom", status_text="boom")
+    assert record == expected
+    assert job.execution_id == "e" and job.last_finish == now
