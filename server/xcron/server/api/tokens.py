@@ -171,19 +171,23 @@ class TokenTable:
                 found = entry.principal
         return found
 
-    def verify(self, token: str) -> Principal | None:
-        """The principal of ``token`` or None; blocking (scrypt per line on a cache miss)."""
+    def _check_inline(self, token: str) -> tuple[bool, Principal | None, bytes]:
+        """(decided, principal, the token's SHA-256): decided without scrypt when the text cannot be a token,
+        the outcome is remembered, an HMAC line matches (microseconds: not worth a cache entry) or there
+        are no scrypt lines to try."""
         if check_token_text(token) is not None:
-            return None
+            return True, None, b""
         digest = hashlib.sha256(token.encode()).digest()
         hit, principal = self._cached(digest)
         if hit:
-            return principal
-        fast = self._check_fast(token)
-        if fast is not None:
-            self._remember(digest, fast)
-            return fast
-        return self._verify_slow(token, digest)
+            return True, principal, digest
+        principal = self._check_fast(token)
+        return principal is not None or not self._slow, principal, digest
+
+    def verify(self, token: str) -> Principal | None:
+        """The principal of ``token`` or None; blocking (scrypt per line on a cache miss)."""
+        decided, principal, digest = self._check_inline(token)
+        return principal if decided else self._verify_slow(token, digest)
 
     def _verify_slow(self, token: str, digest: bytes) -> Principal | None:
         """The scrypt lines (the HMAC ones are known not to match); remembers the outcome."""
@@ -213,15 +217,9 @@ class TokenTable:
     async def authenticate(self, token: str) -> Principal | None:
         """Like :meth:`verify`: HMAC lines inline (microseconds); scrypt lines, if any, in a worker thread,
         a bounded number at a time, and only for tokens no HMAC line matches."""
-        if check_token_text(token) is not None:
-            return None
-        digest = hashlib.sha256(token.encode()).digest()
-        hit, principal = self._cached(digest)
-        if hit:
+        decided, principal, digest = self._check_inline(token)
+        if decided:
             return principal
-        principal = self._check_fast(token)
-        if principal is not None or not self._slow:
-            return principal  # microseconds: not worth a cache entry
         if self._semaphore is None:
             self._semaphore = asyncio.Semaphore(MAX_CONCURRENT_VERIFICATIONS)
         async with self._semaphore:

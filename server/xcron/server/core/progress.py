@@ -87,13 +87,6 @@ class ProgressCoalescer:
         self._slots[job_id] = slot
         return slot
 
-    def report(self, job_id: str, execution_id: str, progress: float, status: str | None) -> None:
-        """One report for the job's run (any thread); prefer holding the run's `sink`."""
-        slot = self._slots.get(job_id)
-        if slot is None or slot.execution_id != execution_id:
-            slot = self.sink(job_id, execution_id)
-        slot(progress, status)
-
     def take(self, job_id: str) -> Report | None:
         """The job's report not applied yet (removed): a run's last report counts even if not yet published."""
         slot = self._slots.get(job_id)

@@ -23,7 +23,7 @@ from xcron.server.core.ports import (
     JobRecord,
     ScheduleRecord,
 )
-from xcron.server.stores._codec import decode_parameters, encode_parameters
+from xcron.server.stores._codec import decode_parameters, encode_parameters, job_from_row
 
 T = TypeVar("T")
 
@@ -311,18 +311,7 @@ class SqliteStateStore:
 
     async def load_jobs(self) -> dict[str, JobRecord]:
         def q(c: sqlite3.Connection) -> dict[str, JobRecord]:
-            return {
-                r["job_id"]: JobRecord(
-                    job_id=r["job_id"],
-                    state=JobState(r["state"]),
-                    progress=r["progress"],
-                    status_text=r["status_text"],
-                    last_start=_dt(r["last_start"]),
-                    last_finish=_dt(r["last_finish"]),
-                    execution_id=r["execution_id"],
-                )
-                for r in c.execute("SELECT * FROM jobs")
-            }
+            return {r["job_id"]: job_from_row(r, _dt) for r in c.execute("SELECT * FROM jobs")}
 
         return await self._call(q)
 

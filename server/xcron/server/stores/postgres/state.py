@@ -19,6 +19,7 @@ from xcron.server.core.ports import (
     RunFenced,
     ScheduleRecord,
 )
+from xcron.server.stores._codec import job_from_row
 from xcron.server.stores.postgres.base import PostgresBase
 from xcron.server.stores.postgres.pool import Connection
 from xcron.server.stores.postgres.rows import _execution, _execution_params, _job_params, _utc
@@ -37,18 +38,7 @@ class PostgresState(PostgresBase):
     async def load_jobs(self) -> dict[str, JobRecord]:
         async with self._conn() as conn:
             cur = await conn.execute(self._sql("SELECT * FROM {s}.jobs"))
-            return {
-                r["job_id"]: JobRecord(
-                    job_id=r["job_id"],
-                    state=JobState(r["state"]),
-                    progress=r["progress"],
-                    status_text=r["status_text"],
-                    last_start=_utc(r["last_start"]),
-                    last_finish=_utc(r["last_finish"]),
-                    execution_id=r["execution_id"],
-                )
-                for r in await cur.fetchall()
-            }
+            return {r["job_id"]: job_from_row(r, _utc) for r in await cur.fetchall()}
 
     async def save_job(self, record: JobRecord) -> None:
         async with self._conn() as conn:
