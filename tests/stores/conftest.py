@@ -1,3 +1,3 @@
-from postgres_db import pg_schema
+from postgres_db import make_pg, pg_schema
 
-__all__ = ["pg_schema"]
+__all__ = ["make_pg", "pg_schema"]

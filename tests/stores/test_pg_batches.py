@@ -6,44 +6,16 @@ Needs PostgreSQL as tests/stores/test_state_contract.py does (skipped, saying wh
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, LiteralString
 
-import psycopg
-import pytest
-from postgres_db import PG_DSN
-from psycopg import sql
+from postgres_db import MakeStore, run_sql
 
 from xcron.server.core.errors import StoreUnavailable
 from xcron.server.core.model import ExecutionState, JobState, Trigger
 from xcron.server.core.ports import ExecutionRecord, JobRecord, RunFenced, ScheduleRecord
-from xcron.server.stores.postgres import PostgresStateStore
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
-MakeStore = Callable[..., Awaitable[PostgresStateStore]]
-
-
-@pytest.fixture
-async def make_pg(pg_schema: str) -> AsyncIterator[MakeStore]:
-    opened: list[PostgresStateStore] = []
-
-    async def make(replica_id: str, **options: Any) -> PostgresStateStore:
-        replica = PostgresStateStore(PG_DSN, schema=pg_schema, replica_id=replica_id, **options)
-        await replica.open()
-        opened.append(replica)
-        return replica
-
-    yield make
-    for replica in opened:
-        await replica.close()
-
-
-async def run_sql(query: LiteralString, schema: str, *params: Any) -> list[tuple[Any, ...]]:
-    async with await psycopg.AsyncConnection.connect(PG_DSN, autocommit=True) as conn:
-        cur = await conn.execute(sql.SQL(query).format(s=sql.Identifier(schema)), params)
-        return await cur.fetchall() if cur.description else []
 
 
 def running(id: str, job_id: str, *, start: datetime = T0) -> ExecutionRecord:

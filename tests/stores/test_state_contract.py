@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, LiteralString
+from typing import Any
 
 import psycopg
 import pytest
-from postgres_db import PG_DSN
-from psycopg import sql
+from postgres_db import PG_DSN, MakeStore, run_sql
 from tcp_proxy import TcpProxy
 
 from xcron.server.core.errors import Conflict, StoreUnavailable
@@ -328,31 +327,6 @@ async def test_closed_store_is_unavailable(new_store: Callable[[], StateStore]) 
 
 
 # -- PostgreSQL: the cluster ----------------------------------------------------------------------
-
-MakeStore = Callable[..., Awaitable[PostgresStateStore]]
-
-
-@pytest.fixture
-async def make_pg(pg_schema: str) -> AsyncIterator[MakeStore]:
-    """Opens replicas of one cluster (one schema); all are closed after the test."""
-    opened: list[PostgresStateStore] = []
-
-    async def make(replica_id: str, **options: Any) -> PostgresStateStore:
-        replica = PostgresStateStore(PG_DSN, schema=pg_schema, replica_id=replica_id, **options)
-        await replica.open()
-        opened.append(replica)
-        return replica
-
-    yield make
-    for replica in opened:
-        await replica.close()
-
-
-async def run_sql(query: LiteralString, schema: str, *params: Any) -> list[tuple[Any, ...]]:
-    """Runs SQL with `{s}` as the test's schema, outside any store (to look at or age the data)."""
-    async with await psycopg.AsyncConnection.connect(PG_DSN, autocommit=True) as conn:
-        cur = await conn.execute(sql.SQL(query).format(s=sql.Identifier(schema)), params)
-        return await cur.fetchall() if cur.description else []
 
 
 async def test_pg_claim_occurrence_exactly_once_across_replicas(make_pg: MakeStore) -> None:

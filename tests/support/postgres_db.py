@@ -6,12 +6,15 @@ from __future__ import annotations
 import functools
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any, LiteralString
 
 import psycopg
 import pytest
 from psycopg import sql
 from requires import require
+
+from xcron.server.stores.postgres import PostgresStateStore
 
 PG_DSN = os.environ.get("XCRON_TEST_PG_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=test")
 
@@ -34,3 +37,29 @@ def pg_schema() -> Iterator[str]:
     yield schema
     with psycopg.connect(PG_DSN, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+MakeStore = Callable[..., Awaitable[PostgresStateStore]]
+
+
+@pytest.fixture
+async def make_pg(pg_schema: str) -> AsyncIterator[MakeStore]:
+    """Opens replicas of one cluster (one schema); all are closed after the test."""
+    opened: list[PostgresStateStore] = []
+
+    async def make(replica_id: str, **options: Any) -> PostgresStateStore:
+        replica = PostgresStateStore(PG_DSN, schema=pg_schema, replica_id=replica_id, **options)
+        await replica.open()
+        opened.append(replica)
+        return replica
+
+    yield make
+    for replica in opened:
+        await replica.close()
+
+
+async def run_sql(query: LiteralString, schema: str, *params: Any) -> list[tuple[Any, ...]]:
+    """Runs SQL with `{s}` as the test's schema, outside any store (to look at or age the data)."""
+    async with await psycopg.AsyncConnection.connect(PG_DSN, autocommit=True) as conn:
+        cur = await conn.execute(sql.SQL(query).format(s=sql.Identifier(schema)), params)
+        return await cur.fetchall() if cur.description else []
