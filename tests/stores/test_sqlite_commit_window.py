@@ -52,6 +52,7 @@ async def store(tmp_path: Path) -> SqliteStateStore:
 async def test_held_writes_wait_and_a_later_read_sees_them(store: SqliteStateStore) -> None:
     try:
         with store.deferred_writes():
+            start = store.save_execution(_record("a", ExecutionState.RUNNING))
             held = store.save_execution(_record("a"))
             row = store.save_job(JobRecord(job_id="j", state=JobState.COMPLETED, execution_id="a"))
         assert isinstance(held, asyncio.Future) and isinstance(row, asyncio.Future)
@@ -59,8 +60,8 @@ async def test_held_writes_wait_and_a_later_read_sees_them(store: SqliteStateSto
         assert not held.done() and not row.done()  # held for the window: nothing asked for them yet
         assert _on_disk(store.path, "SELECT id FROM executions") == []
         stored = await store.get_execution("a")  # the read goes at once, and takes them along first
-        assert stored is not None and stored.state is ExecutionState.COMPLETED
-        assert held.done() and row.done()
+        assert stored is not None and stored.state is ExecutionState.COMPLETED  # in order: the end won
+        assert start.done() and held.done() and row.done()
         assert (await store.load_jobs())["j"].execution_id == "a"
         assert _on_disk(store.path, "SELECT id FROM executions") == [("a",)]
     finally:

@@ -61,11 +61,17 @@ class UnrecordedOutcomes:
             return
         self._writing.discard(execution)
         self._writing.discard(row)
-        failures = [w.exception() for w in (execution, row) if not w.cancelled() and w.exception() is not None]
-        if failures:
+        failure: BaseException | None = None
+        for write in (execution, row):  # each one's exception retrieved, or asyncio logs it as lost
+            try:
+                error = write.exception()
+            except asyncio.CancelledError as exc:  # a store of tasks cancelled at exit: not written either
+                error = exc
+            failure = failure or error
+        if failure is not None:
             log.error(
                 "could not record the end of the run (%s); kept in memory, retrying",
-                failures[0],
+                failure,
                 extra={"job_id": record.job_id, "execution_id": record.id},
             )
             self.record(record, job, record.id, refused=True)

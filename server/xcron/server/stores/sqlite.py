@@ -174,7 +174,9 @@ class SqliteStateStore:
         self._queue.append((fn, future))
         if not self._deferring:
             self._urgent = True
-        if not self._busy:
+            if not self._busy:
+                self._kick(loop, at_once=False)
+        elif not self._busy and self._timer is None:  # else it goes with what is in flight, or held already
             self._kick(loop, at_once=False)
         return future
 
@@ -201,6 +203,8 @@ class SqliteStateStore:
 
     def flush(self) -> None:
         """Sends what is held to the store thread now (shutdown: nothing waits out the window)."""
+        if not self._queue:
+            return
         self._urgent = True
         if not self._busy:
             self._kick(asyncio.get_running_loop(), at_once=True)
