@@ -5,6 +5,7 @@ it, reads see it, shutdown commits it, and a refusal still makes it an unrecorde
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Awaitable
 from datetime import timedelta
 
 from core_harness import START, Gate, Harness
@@ -65,7 +66,7 @@ async def test_a_held_end_the_store_refuses_is_kept_and_retried(harness: Harness
     manager.executor.add_health_listener(health.append)
     real = store.save_execution
 
-    def refuse_once(record: ExecutionRecord) -> object:
+    def refuse_once(record: ExecutionRecord) -> Awaitable[None]:
         store.save_execution = real  # type: ignore[method-assign]
 
         def full(conn: sqlite3.Connection) -> None:

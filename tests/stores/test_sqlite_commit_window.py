@@ -13,7 +13,7 @@ import pytest
 
 from xcron.server.core.errors import StoreUnavailable
 from xcron.server.core.model import ExecutionState, JobState, Trigger
-from xcron.server.core.ports import ExecutionRecord, JobRecord, ScheduleRecord
+from xcron.server.core.ports import ExecutionRecord, JobRecord, ScheduleRecord, queued
 from xcron.server.stores.sqlite import SqliteStateStore
 
 HOUR = 3600.0
@@ -52,10 +52,9 @@ async def store(tmp_path: Path) -> SqliteStateStore:
 async def test_held_writes_wait_and_a_later_read_sees_them(store: SqliteStateStore) -> None:
     try:
         with store.deferred_writes():
-            start = store.save_execution(_record("a", ExecutionState.RUNNING))
-            held = store.save_execution(_record("a"))
-            row = store.save_job(JobRecord(job_id="j", state=JobState.COMPLETED, execution_id="a"))
-        assert isinstance(held, asyncio.Future) and isinstance(row, asyncio.Future)
+            start = queued(store.save_execution(_record("a", ExecutionState.RUNNING)))
+            held = queued(store.save_execution(_record("a")))
+            row = queued(store.save_job(JobRecord(job_id="j", state=JobState.COMPLETED, execution_id="a")))
         await _turns()
         assert not held.done() and not row.done()  # held for the window: nothing asked for them yet
         assert _on_disk(store.path, "SELECT id FROM executions") == []
@@ -73,7 +72,7 @@ async def test_an_awaited_write_does_not_wait_for_the_window_and_commits_the_hel
 ) -> None:
     try:
         with store.deferred_writes():
-            held = store.save_schedule_records([ScheduleRecord(job_id="j", schedule_key="k")])
+            held = queued(store.save_schedule_records([ScheduleRecord(job_id="j", schedule_key="k")]))
         # RunJob's start: awaited before it answers. It completes now, in the same commit as the held write.
         await asyncio.wait_for(store.save_execution(_record("run", ExecutionState.RUNNING)), 10)
         assert held.done() and held.exception() is None
@@ -87,10 +86,10 @@ async def test_a_write_made_while_a_batch_is_in_flight_is_held_unless_it_is_awai
     store: SqliteStateStore,
 ) -> None:
     try:
-        first = store.save_job(JobRecord(job_id="a"))
+        first = queued(store.save_job(JobRecord(job_id="a")))
         await asyncio.sleep(0)  # its batch went to the store thread at the end of the turn it was made in
         with store.deferred_writes():
-            held = store.save_job(JobRecord(job_id="b"))
+            held = queued(store.save_job(JobRecord(job_id="b")))
         await first
         await _turns()
         assert not held.done()  # the batch that settled did not send it: it waits for company
@@ -103,10 +102,10 @@ async def test_a_write_made_while_a_batch_is_in_flight_is_held_unless_it_is_awai
 
 async def test_close_commits_what_is_held(store: SqliteStateStore, tmp_path: Path) -> None:
     with store.deferred_writes():
-        held = [store.save_execution(_record(f"e{i}")) for i in range(3)]
-        held.append(store.save_job(JobRecord(job_id="j", state=JobState.COMPLETED, execution_id="e2")))
+        held = [queued(store.save_execution(_record(f"e{i}"))) for i in range(3)]
+        held.append(queued(store.save_job(JobRecord(job_id="j", state=JobState.COMPLETED, execution_id="e2"))))
     await asyncio.wait_for(store.close(), 10)
-    assert all(f.done() and f.exception() is None for f in held)  # type: ignore[union-attr]
+    assert all(f.done() and f.exception() is None for f in held)
     assert _on_disk(tmp_path / "state.sqlite3", "SELECT id FROM executions ORDER BY id") == [
         ("e0",),
         ("e1",),
@@ -123,7 +122,7 @@ async def test_close_commits_what_is_held(store: SqliteStateStore, tmp_path: Pat
 async def test_flush_commits_what_is_held_without_another_call(store: SqliteStateStore) -> None:
     try:
         with store.deferred_writes():
-            held = store.save_job(JobRecord(job_id="j"))
+            held = queued(store.save_job(JobRecord(job_id="j")))
         store.flush()
         await asyncio.wait_for(held, 10)
         assert _on_disk(store.path, "SELECT job_id FROM jobs") == [("j",)]
@@ -136,7 +135,7 @@ async def test_the_window_ends_on_its_own(tmp_path: Path) -> None:
     await store.open()
     try:
         with store.deferred_writes():
-            held = store.save_job(JobRecord(job_id="j"))
+            held = queued(store.save_job(JobRecord(job_id="j")))
         await asyncio.wait_for(held, 10)  # nothing else is called: the window's timer sends it
         assert _on_disk(store.path, "SELECT job_id FROM jobs") == [("j",)]
     finally:
@@ -149,9 +148,9 @@ async def test_a_failing_held_write_fails_alone(store: SqliteStateStore) -> None
 
     try:
         with store.deferred_writes():
-            before = store.save_execution(_record("a"))
+            before = queued(store.save_execution(_record("a")))
             failing = store._write(broken)
-            after = store.save_job(JobRecord(job_id="j", state=JobState.COMPLETED, execution_id="a"))
+            after = queued(store.save_job(JobRecord(job_id="j", state=JobState.COMPLETED, execution_id="a")))
         assert await store.get_execution("a") is not None  # the read commits the batch, held ones first
         outcomes = await asyncio.gather(before, failing, after, return_exceptions=True)
         assert outcomes[0] is None and outcomes[2] is None
@@ -166,7 +165,7 @@ async def test_only_writes_made_inside_deferred_writes_are_held(store: SqliteSta
         with store.deferred_writes():
             with store.deferred_writes():
                 pass
-            held = store.save_job(JobRecord(job_id="k"))  # still inside the outer one
+            held = queued(store.save_job(JobRecord(job_id="k")))  # still inside the outer one
         await _turns()
         assert not held.done()
         await asyncio.wait_for(store.save_job(JobRecord(job_id="l")), 10)  # outside: goes at once
