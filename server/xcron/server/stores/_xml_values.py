@@ -173,26 +173,23 @@ def format_datetime(instant: datetime, zone: ZoneInfo, *, santedb: bool = False)
     Old local-mean-time offsets with seconds cannot be written as xs:dateTime, so those instants
     are written in UTC instead (same instant, so reading back gives the same value).
     """
-    if instant <= NO_START:
-        return MIN_VALUE_TEXT
-    if instant >= _LAST_SECOND:
-        return MAX_VALUE_TEXT
+    if not 1 < instant.year < 9999 or instant.tzinfo is None:  # the year test spares two slow comparisons
+        if instant <= NO_START:
+            return MIN_VALUE_TEXT
+        if instant >= _LAST_SECOND:
+            return MAX_VALUE_TEXT
     try:
         local = instant.astimezone(zone)
     except OverflowError:  # within a day of the edges of the range: UTC is exact
         text = instant.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds")
         return text + ("+00:00" if santedb else "Z")  # SanteDB reads "Z" as a wall time, "+00:00" as UTC
     offset = local.utcoffset() or _ZERO
-    if offset % _MINUTE:
+    if offset.microseconds or offset.seconds % 60:  # not whole minutes (as offset % 1 minute, faster)
         if santedb:  # SanteDB reads "Z" as a wall time: write the wall time, which it reads the same way
             return format_wall(local)
         local, offset = instant.astimezone(UTC), timedelta()
-    text = local.replace(tzinfo=None).isoformat(timespec="microseconds" if local.microsecond else "seconds")
-    if not offset:
-        return text + "Z"
-    sign = "-" if offset < _ZERO else "+"
-    minutes = abs(offset) // _MINUTE
-    return f"{text}{sign}{minutes // 60:02d}:{minutes % 60:02d}"
+    # isoformat() writes microseconds only when there are some, and a whole-minute offset as "+hh:mm".
+    return local.isoformat()[:-6] + "Z" if not offset else local.isoformat()
 
 
 def format_timestamp(instant: datetime) -> str:
