@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from decimal import Decimal, InvalidOperation
+from typing import NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from xcron.server.core.model import ParameterType, ParameterValue
@@ -60,9 +60,9 @@ _UTC_ZONE = ZoneInfo("UTC")
 _MAX_WALL = datetime.max.replace(microsecond=0)
 
 
-@dataclass(frozen=True)
-class XsDateTime:
-    """An xs:dateTime as written: `wall` is the date and time digits, `offset` "", "Z" or "+hh:mm"."""
+class XsDateTime(NamedTuple):
+    """An xs:dateTime as written: `wall` is the date and time digits, `offset` "", "Z" or "+hh:mm".
+    (A named tuple: a file holds thousands, and a frozen dataclass takes four times as long to make.)"""
 
     wall: datetime
     offset: str
@@ -188,8 +188,30 @@ def format_datetime(instant: datetime, zone: ZoneInfo, *, santedb: bool = False)
         if santedb:  # SanteDB reads "Z" as a wall time: write the wall time, which it reads the same way
             return format_wall(local)
         local, offset = instant.astimezone(UTC), timedelta()
-    # isoformat() writes microseconds only when there are some, and a whole-minute offset as "+hh:mm".
-    return local.isoformat()[:-6] + "Z" if not offset else local.isoformat()
+    return iso_digits(local) + (_offset_text(offset) if offset else "Z")
+
+
+_TWO_DIGITS = tuple(f"{n:02d}" for n in range(60))
+
+
+def iso_digits(moment: datetime) -> str:
+    """isoformat() without the offset (microseconds only when there are some), twice as fast: a file
+    holds thousands of these."""
+    two = _TWO_DIGITS
+    year, micro = moment.year, moment.microsecond
+    text = (
+        f"{year if year > 999 else f'{year:04d}'}-{two[moment.month]}-{two[moment.day]}"
+        f"T{two[moment.hour]}:{two[moment.minute]}:{two[moment.second]}"
+    )
+    return f"{text}.{micro:06d}" if micro else text
+
+
+@functools.lru_cache(maxsize=256)
+def _offset_text(offset: timedelta) -> str:
+    """A whole-minute offset as isoformat() writes it: "+hh:mm" or "-hh:mm"."""
+    sign = "-" if offset < _ZERO else "+"
+    minutes = abs(offset) // _MINUTE
+    return f"{sign}{minutes // 60:02d}:{minutes % 60:02d}"
 
 
 def format_timestamp(instant: datetime) -> str:

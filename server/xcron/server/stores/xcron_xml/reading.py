@@ -56,6 +56,8 @@ _XC_TIME_ZONE = _XC + "timeZone"
 _XC_CRON = _XC + "cron"
 _ONE_SECOND = timedelta(seconds=1)
 _S_ADD = _S + "add"
+_SCHEDULE_TAGS = (_S_ADD, _XC_CRON)
+_XC_PARAM = _XC + "param"
 
 
 def _describe(tag: str) -> str:
@@ -77,6 +79,7 @@ class _Reader:
         self.policy_sets: dict[tuple[str | None, ...], dict[str, Any]] = {}
         self.add_views: list[tuple[Any, ...]] = []  # the current entry's, for _santedb_view
         self.day_sets: dict[str, frozenset[str]] = {}
+        self.calendars: dict[tuple[str, time], CalendarSpec] = {}
 
     def xs_datetime(self, text: str) -> values.XsDateTime:
         """parse_xs_datetime, once per text (SanteDB's view of an entry reads its schedules' times again)."""
@@ -110,7 +113,7 @@ class _Reader:
         """Whether the element has xc: attributes (all of them allowed, else a ScheduleFileError)."""
         found = False
         for key in map(str, element.keys()) if keys is None else keys:
-            if not key.startswith(_XC):
+            if key[0] != "{" or not key.startswith(_XC):  # the first test is the cheaper
                 continue
             found = True
             name = key[len(_XC) :]
@@ -175,7 +178,7 @@ class _Reader:
 
     def schedules(self, element: etree._Element) -> Iterator[Schedule | DisabledSchedule]:
         for child in _elements(element):
-            if child.tag in (_S + "add", _XC + "cron"):
+            if child.tag in _SCHEDULE_TAGS:
                 yield self.schedule(child)
             elif child.tag.startswith(_XC):
                 raise self.fail(child, f"unexpected {_describe(child.tag)} in <schedule>; expected <add> or <xc:cron>")
@@ -203,16 +206,21 @@ class _Reader:
         start_text = get("start")
         if start_text is None:
             raise self.fail(element, f"{_describe(element.tag)} needs a start attribute (an xs:dateTime)")
-        written: values.XsDateTime = self.moments.get(start_text) or self.attribute(
-            element, "start", self.xs_datetime, attributes
-        )
+        written = self.moments.get(start_text)
+        if written is None:
+            try:
+                written = self.moments[start_text] = values.parse_xs_datetime(start_text)
+            except ValueError:
+                self.attribute(element, "start", values.parse_xs_datetime, attributes)  # raises, naming it
+                raise
         start = written.instant(zone, santedb=True)
         end = None
+        stop: values.XsDateTime | None = None
         stop_text = get("stop")
         if stop_text is not None:
-            stop: values.XsDateTime = self.moments.get(stop_text) or self.attribute(
-                element, "stop", self.xs_datetime, attributes
-            )
+            stop = self.moments.get(stop_text)
+            if stop is None:
+                stop = self.attribute(element, "stop", self.xs_datetime, attributes)
             end = None if stop.is_max_value else stop.instant(zone, santedb=True)
         if element.tag == _S_ADD:  # SanteDB's view of the entry holds its <add>s (layout._add_view, from what was read)
             days = get("days")
@@ -221,7 +229,7 @@ class _Reader:
                     (get("type") or "scheduled").strip(),
                     None if days is None else self.day_sets.get(days) or self.day_sets.setdefault(days, _day_set(days)),
                     _held(written, start),
-                    None if stop_text is None else _held(stop, end),
+                    None if stop is None else _held(stop, end),
                     (get("interval") or "").strip() or None,
                 )
             )
@@ -268,10 +276,13 @@ class _Reader:
         its own start in xc:start; while start is still what xcron wrote for xc:start, xc:start is the
         start. Otherwise start was edited (by hand or in SanteDB): it wins.
         """
-        if attributes.get(_XC + "start") is not None:
-            exact: datetime = self.attribute(
-                element, _XC + "start", lambda text: values.parse_datetime(text, zone), attributes
-            )
+        exact_text = attributes.get(_XC + "start")
+        if exact_text is not None:
+            try:
+                exact = values.parse_datetime(exact_text, zone)
+            except ValueError:
+                self.attribute(element, _XC + "start", values.parse_xs_datetime, attributes)  # raises, naming it
+                raise
             try:
                 expected = santedb_calendar_start(spec, exact, zone)
             except ValueError:
@@ -316,11 +327,16 @@ class _Reader:
             return found  # type: ignore[return-value]
         if kind == "scheduled":
             wall_start = written.local_wall(zone).time().replace(fold=0)
-            key = ("days", get("days") or "")
-            days = self.specs.get(key)
-            if days is None:
-                days = self.specs[key] = self.attribute(element, "days", values.parse_days, attributes)
-            return CalendarSpec(days=days, time_of_day=wall_start)  # type: ignore[arg-type]
+            days_text = get("days") or ""
+            calendar = self.calendars.get((days_text, wall_start))
+            if calendar is None:
+                days = self.specs.get(("days", days_text))
+                if days is None:
+                    days = self.specs["days", days_text] = self.attribute(
+                        element, "days", values.parse_days, attributes
+                    )
+                calendar = self.calendars[days_text, wall_start] = CalendarSpec(days=days, time_of_day=wall_start)  # type: ignore[arg-type]
+            return calendar
         raise self.fail(element, f"<add> type={kind!r}: unknown schedule type (expected scheduled or interval)")
 
     def policies(self, element: etree._Element, attributes: Mapping[str, str]) -> dict[str, Any]:
@@ -352,17 +368,16 @@ class _Reader:
         """The <xc:param> children (the caller skips an element without children: none)."""
         found: dict[str, ParameterValue] = {}
         for child in _elements(element):
-            if child.tag != _XC + "param":
+            if child.tag != _XC_PARAM:
                 if child.tag.startswith(_XC):
                     raise self.fail(child, f"unexpected {_describe(child.tag)}; expected <xc:param>")
                 continue
-            attributes = dict(child.items())
-            name = str(attributes.get("name") or "")
+            name = str(child.get("name") or "")
             if not name.strip():
                 raise self.fail(child, "<xc:param> needs a name attribute")
             if name in found:
                 raise self.fail(child, f"<xc:param> name={name!r} appears twice")
-            kind = str(attributes.get("type") or ParameterType.STRING).strip()
+            kind = str(child.get("type") or ParameterType.STRING).strip()
             try:
                 found[name] = values.parse_parameter(kind, _text(child))
             except ValueError as error:

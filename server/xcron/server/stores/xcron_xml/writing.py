@@ -59,7 +59,6 @@ _XC_DECLARATION = f' xmlns:xc="{XC_NS}"'
 _SCHEDULE = f'<schedule xmlns="{SANTEDB_NS}"'
 _PARAMETERS = f'<parameters xmlns="{SANTEDB_NS}">'
 _POSITIONAL_KINDS = frozenset(_POSITIONAL_TAGS.values())
-_SECOND = timedelta(seconds=1)
 _KIND_NAMES = {kind: kind.value for kind in ParameterType}  # an enum's .value is slow to get
 
 # What lxml refuses in a string (it checks every value set on an element), and what it escapes.
@@ -116,6 +115,14 @@ class _Writer:
 
     def policies(self, schedule: Schedule) -> str:
         """The xc: attributes, only where they differ from the defaults, so plain files stay plain."""
+        if (
+            not schedule.time_zone
+            and schedule.misfire_policy is MisfirePolicy.RUN_ONCE
+            and schedule.misfire_grace is None
+            and schedule.max_catchup_runs == DEFAULT_MAX_CATCHUP_RUNS
+            and schedule.overlap_policy is OverlapPolicy.SKIP
+        ):
+            return ""  # the defaults, as most schedules have them: no key to build and look up
         key = (
             schedule.time_zone,
             schedule.misfire_policy,
@@ -158,8 +165,9 @@ class _Writer:
         if isinstance(spec, IntervalSpec):
             start = values.format_datetime(schedule.start, zone, santedb=True)
             stop = None if end is None else values.format_datetime(end, zone, santedb=True)
-            seconds, rest = divmod(spec.every, _SECOND)
-            if rest or not 1 <= seconds <= values.INT32_MAX:
+            every = spec.every
+            seconds = every.days * 86400 + every.seconds  # divmod(every, 1 s), without its cost
+            if every.microseconds or not 1 <= seconds <= values.INT32_MAX:
                 raise ScheduleWriteError(
                     "interval.interval", f"an interval must be a positive whole number of seconds, got {spec.every}"
                 )
@@ -184,7 +192,7 @@ class _Writer:
                     "end_time", f"schedule ends ({end.isoformat()}) before it first fires ({first.isoformat()})"
                 )
             wall = _santedb_calendar_wall(spec, day)
-            start = wall.isoformat()  # values.format_wall: the wall is naive, with fold 0
+            start = values.iso_digits(wall)  # values.format_wall: the wall is naive, with fold 0
             stop = None if end is None else values.format_datetime(end, zone, santedb=True)
             text = f'{head} start="{start}"' if stop is None else f'{head} start="{start}" stop="{stop}"'
             # xcron's own start, exact; SanteDB's start is derived from it
