@@ -26,9 +26,10 @@ from xcron.server.core.model import (
     Schedule,
 )
 from xcron.server.core.observe import NullObserver
-from xcron.server.core.ports import ExecutionRecord, ScheduleRecord
+from xcron.server.core.ports import ExecutionRecord, ScheduleRecord, ScheduleWriteError
 from xcron.server.core.registry import JobRegistry
 from xcron.server.core.scheduler import Scheduler
+from xcron.server.stores.schedules import FileScheduleSource
 from xcron.server.stores.sqlite import SqliteStateStore
 
 MIN = timedelta(minutes=1)
@@ -349,3 +350,25 @@ async def test_in_a_cluster_a_failed_start_lets_one_buffered_occurrence_start_no
         executor.release.set()
         await scheduler.stop()
         await store.close()
+
+
+async def test_pause_checks_the_schedules_it_writes_again(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A save checks only its output's structure, so the schedules PauseSchedule writes again (read from the
+    file, never checked by a SetSchedule) pass check_writable first; one that fails it writes nothing."""
+    manager = await harness.start()
+    await manager.set_schedules("t.tick", [every(10)])
+    checked: list[Schedule] = []
+
+    def check(self: FileScheduleSource, schedule: Schedule, *, default_zone: str) -> None:
+        checked.append(schedule)
+        if len(checked) > 1:
+            raise ScheduleWriteError("start_time", "does not read back from xcron.xml as given")
+
+    monkeypatch.setattr(FileScheduleSource, "check_writable", check)
+    await manager.set_paused("t.tick", True)
+    assert checked == [every(10)]
+    before = harness.schedule_file.read_bytes()
+    with pytest.raises(InvalidArgument, match=r"cannot be written to xcron\.xml: does not read back"):
+        await manager.set_paused("t.tick", False)
+    assert harness.schedule_file.read_bytes() == before
+    assert manager.view("t.tick").paused

@@ -7,14 +7,18 @@ import errno
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from croniter import croniter
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
+from xml_oracle import old_render_schedule_xml
 
 from xcron.server.core.model import (
     CalendarSpec,
@@ -26,16 +30,21 @@ from xcron.server.core.model import (
     Schedule,
 )
 from xcron.server.core.triggers import next_fire_time
+from xcron.server.stores import _xml_values as values
 from xcron.server.stores.xcron_xml import (
     MAX_FILE_BYTES,
     ScheduleDocument,
     ScheduleEntry,
     ScheduleFileError,
+    check_writable,
     load_schedule_file,
     parse_schedule_xml,
     render_schedule_xml,
     save_schedule_file,
+    saving,
+    writing,
 )
+from xcron.server.stores.xcron_xml.common import _checked_cron, _plainly_valid_cron
 from xcron.server.stores.xcron_xml.layout import _scan_layout, _walk_layout
 from xcron.server.stores.xcron_xml.reading import _Reader
 
@@ -488,7 +497,9 @@ def test_a_save_reads_back_what_a_fresh_read_of_the_file_gives(tmp_path: Path, s
         assert written.layout == reread.layout
 
 
-def test_a_save_rereads_only_the_entries_it_rewrote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_save_reads_again_only_what_it_cannot_know(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not the entries it rewrote (the writer knows what they hold; check_writable vouched for their
+    schedules), nor those kept as read: only entries with disabled schedules, and text read in another zone."""
     doc = load_schedule_file(SAMPLE, default_zone="UTC")
     assert len(doc.entries) > 2
     first = doc.entries[0]
@@ -503,7 +514,7 @@ def test_a_save_rereads_only_the_entries_it_rewrote(tmp_path: Path, monkeypatch:
     target = tmp_path / "xcron.xml"
     save_schedule_file(target, doc.replace(dataclasses.replace(first, paused=not first.paused)), default_zone="UTC")
     with_disabled = [e.type_name for e in doc.entries if e.disabled]  # their lines are their own: read again
-    assert sorted(read) == sorted({first.type_name, *with_disabled})
+    assert sorted(read) == sorted(with_disabled)
     read.clear()
     save_schedule_file(target, doc, default_zone="Europe/Paris")  # read in another zone: all read again
     assert len(read) == len(doc.entries)
@@ -1088,3 +1099,331 @@ def test_save_keeps_owner_and_group(tmp_path: Path) -> None:
     status = target.stat()
     assert (status.st_uid, status.st_gid, status.st_mode & 0o777) == (4321, 8765, 0o600)
     assert target.read_bytes() != SAMPLE.read_bytes()  # really rewritten (rebuilt from fields)
+
+
+# -- issue 16: the text renderer, saves without a full re-read, the quick cron check --------------------
+
+# Disabled schedules, kept as written wherever an entry moves: prefixes, comments, escapes, another namespace.
+DISABLED = (
+    parse(
+        one_job(
+            '<add type="interval" start="2026-01-01T00:00:00Z" interval="0" xsi:type="x" />\n'
+            '      <add days="Monday" start="2026-03-01T09:00:00" stop="2026-01-01T00:00:00" '
+            'xc:timeZone="Europe/Paris">'
+            '<xc:param name="a">x &amp; y&#13;</xc:param><!-- kept --></add>\n'
+            '      <xc:cron expression="0 3 * * *" start="2026-03-01T00:00:00Z" stop="2026-01-01T00:00:00Z" '
+            'o:note="&lt;&quot;" xmlns:o="urn:other">\n        <xc:param name="b" type="int">1</xc:param>\n'
+            "      </xc:cron>"
+        )
+    )
+    .entries[0]
+    .disabled
+)
+SPLICE_BASES = [
+    SAMPLE.read_bytes(),
+    EXTENDED.read_bytes(),
+    SANTEDB_WINDOWS,
+    b'<ArrayOfJobItemConfiguration xmlns:xc="urn:xcron:schedule:v1" xmlns:o="urn:other"/>',
+    b'<?xml version="1.0"?>\n<ArrayOfJobItemConfiguration>\n\t<JobItemConfiguration type="Jobs.Job0" />\n'
+    b"</ArrayOfJobItemConfiguration>\n",
+]
+
+
+@st.composite
+def varied_documents(draw: st.DrawFn) -> ScheduleDocument:
+    """documents(), some entries also holding disabled schedules (kept as read)."""
+    doc = draw(documents())
+    return ScheduleDocument(
+        tuple(
+            dataclasses.replace(entry, disabled=draw(st.sampled_from([(), DISABLED[:1], DISABLED])))
+            for entry in doc.entries
+        )
+    )
+
+
+def spliced(base: bytes, doc: ScheduleDocument) -> ScheduleDocument:
+    """`doc`'s entries put into the document read from `base`: replacing an entry there, or added."""
+    spliced = parse(base)
+    for entry in doc.entries:
+        spliced = spliced.replace(entry)
+    return spliced
+
+
+DAILY = CronSpec(expression="@daily")
+NEW_YEAR = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def outcome(render: Callable[..., bytes], doc: ScheduleDocument, **options: Any) -> bytes | tuple[type, str]:
+    """The bytes, or the error (type and message) rendering gives."""
+    try:
+        return render(doc, **options)
+    except ValueError as error:
+        return type(error), str(error)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(varied_documents(), st.sampled_from(SPLICE_BASES))
+def test_the_text_renderer_writes_what_lxml_elements_gave(doc: ScheduleDocument, base: bytes) -> None:
+    """The bytes of every save stay what the element-based renderer (tests/support/xml_oracle.py) wrote:
+    whole files, and entries spliced into files of other layouts (indent, CRLF, " />", no xc declaration)."""
+    assert len(DISABLED) == 3
+    for document in (doc, spliced(base, doc)):
+        for known in (None, lambda _: False):
+            new = outcome(render_schedule_xml, document, default_zone=DEFAULT_ZONE, known=known)
+            old = outcome(old_render_schedule_xml, document, default_zone=DEFAULT_ZONE, known=known)
+            assert new == old
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"type_name": "A\x01"},
+        {"positional_parameters": ("\x00",)},
+        {"positional_parameters": ("\ufffe",)},
+        {"positional_parameters": ("a\ud800",)},
+        {"schedules": (Schedule(spec=DAILY, start=NEW_YEAR, parameters={"a": "\x0b"}),)},
+        {"schedules": (Schedule(spec=DAILY, start=NEW_YEAR, parameters={"\x1f": "a"}),)},
+    ],
+)
+def test_the_text_renderer_refuses_what_lxml_refused(bad: dict[str, Any]) -> None:
+    entry = dataclasses.replace(ScheduleEntry(type_name="A", start_type="never", schedules=()), **bad)
+    document = ScheduleDocument((entry,))
+    new = outcome(render_schedule_xml, document, default_zone="UTC")
+    assert isinstance(new, tuple)
+    assert new == outcome(old_render_schedule_xml, document, default_zone="UTC")
+
+
+def test_escapes_are_lxmls() -> None:
+    text = "a&b<c>d\"e'f\tg\nh\ri é ]]> \x7f \x85 \u2028 \U0001f600 /> {"
+    schedule = Schedule(spec=DAILY, start=NEW_YEAR, parameters={text: text})
+    entry = ScheduleEntry(type_name=text, start_type="never", schedules=(schedule,), positional_parameters=(text,))
+    document = ScheduleDocument((entry,))
+    rendered = render_schedule_xml(document, default_zone="UTC")
+    assert rendered == old_render_schedule_xml(document, default_zone="UTC")
+    assert parse(rendered) == document
+
+
+DST_EDGES = [
+    # (zone, a time of day in its spring gap or autumn repeat, the local date of that transition)
+    ("Europe/Paris", time(2, 30), datetime(2026, 3, 29)),
+    ("Europe/Paris", time(2, 30), datetime(2026, 10, 25)),
+    ("America/New_York", time(2, 0), datetime(2026, 3, 8)),
+    ("America/New_York", time(1, 30), datetime(2026, 11, 1)),
+    ("Australia/Lord_Howe", time(2, 15), datetime(2026, 10, 4)),  # half-hour DST
+    ("Australia/Lord_Howe", time(1, 45), datetime(2026, 4, 5)),
+    ("America/Sao_Paulo", time(0, 0), datetime(2018, 11, 4)),  # midnight skipped
+]
+
+
+def edge_documents() -> list[ScheduleDocument]:
+    """Calendars at the gap and the repeat of DST changes, starting just before, at and after them; cron
+    and interval schedules starting there; every parameter type; paused, positional, disabled."""
+    entries = []
+    for index, (zone, wall, day) in enumerate(DST_EDGES):
+        local = datetime.combine(day.date(), wall, tzinfo=ZoneInfo(zone))
+        schedules = []
+        for shift in (timedelta(hours=-2), timedelta(), timedelta(minutes=30), timedelta(days=1)):
+            start = (local + shift).astimezone(UTC)
+            days = frozenset({local.isoweekday()}) if shift else frozenset()
+            schedules += [
+                Schedule(spec=CalendarSpec(days=days, time_of_day=wall), start=start, time_zone=zone),
+                Schedule(
+                    spec=CronSpec(expression=f"{wall.minute} {wall.hour} * * *"),
+                    start=start,
+                    end=start + timedelta(days=3),
+                    time_zone=zone if shift else "",
+                    misfire_policy=MisfirePolicy.SKIP,
+                    misfire_grace=timedelta(seconds=90),
+                    max_catchup_runs=0,
+                    overlap_policy=OverlapPolicy.CANCEL_OTHER,
+                ),
+                Schedule(
+                    spec=IntervalSpec(every=timedelta(minutes=45)),
+                    start=start,
+                    time_zone=zone,
+                    parameters={
+                        "s": "x & <y>",
+                        "i": -(2**63),
+                        "b": False,
+                        "d": 0.1,
+                        "t": start,
+                        "u": timedelta(seconds=-1.5),
+                        "e": "",
+                    },
+                ),
+            ]
+        entries.append(
+            ScheduleEntry(
+                type_name=f"Edge.Job{index}, Edge",
+                start_type="schedule",
+                schedules=tuple(schedules),
+                paused=index % 2 == 0,
+                positional_parameters=(1, "two", True, "") if index % 3 else (),
+                disabled=DISABLED if index % 2 else (),
+            )
+        )
+    return [ScheduleDocument(tuple(entries)), ScheduleDocument(())]
+
+
+@pytest.mark.parametrize("default_zone", ["UTC", "Europe/Paris", DEFAULT_ZONE])
+def test_dst_edges_and_every_kind_round_trip_through_render_and_save(tmp_path: Path, default_zone: str) -> None:
+    """The round trip a save now relies on (check_writable vouches for each schedule) holds at DST edges,
+    and what a save returns is what a fresh read of the file gives, metadata and all."""
+    target = tmp_path / "xcron.xml"
+    for doc in edge_documents():
+        for schedule in (s for e in doc.entries for s in e.schedules):
+            check_writable(schedule, default_zone=default_zone)
+        rendered = render_schedule_xml(doc, default_zone=default_zone)
+        assert rendered == old_render_schedule_xml(doc, default_zone=default_zone)
+        assert parse(rendered, default_zone) == doc
+        written = save_schedule_file(target, doc, default_zone=default_zone)
+        assert _everything(written) == _everything(load_schedule_file(target, default_zone=default_zone))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(varied_documents(), st.sampled_from(SPLICE_BASES))
+def test_a_save_returns_what_a_fresh_read_gives_without_reading_it(doc: ScheduleDocument, base: bytes) -> None:
+    """Entries written from their fields are not read back: the writer says what a reader would find
+    (element, line, span, SanteDB's view, xcron parts), for whole files and spliced ones."""
+    with tempfile.TemporaryDirectory() as folder:
+        target = Path(folder) / "xcron.xml"
+        for document in (doc, spliced(base, doc)):
+            written = save_schedule_file(target, document, default_zone=DEFAULT_ZONE, known=lambda _: True)
+            reread = load_schedule_file(target, default_zone=DEFAULT_ZONE, known=lambda _: True)
+            assert written.original == target.read_bytes()
+            assert _everything(written) == _everything(reread)
+            assert written.layout == reread.layout
+
+
+def test_a_save_whose_output_does_not_match_the_document_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The structural check before the rename: lxml parses the output, and it holds every entry with
+    every schedule (here the writer is made to lose one, or to write what is not XML)."""
+    target = tmp_path / "xcron.xml"
+    target.write_bytes(SAMPLE.read_bytes())
+    doc = fresh(load_schedule_file(EXTENDED, default_zone="UTC"))
+    real = writing._render
+
+    def losing(*args: Any) -> tuple[bytes, list[Any]]:
+        data, rendered = real(*args)
+        return data.replace(b'<add type="interval"', b'<o:add xmlns:o="urn:other" type="interval"', 1), rendered
+
+    monkeypatch.setattr(saving, "_render", losing)
+    with pytest.raises(ScheduleFileError, match=r"holds 2 schedules for 3\); nothing written"):
+        save_schedule_file(target, doc, default_zone="UTC")
+    monkeypatch.setattr(saving, "_render", lambda *args: (real(*args)[0].replace(b"</schedule>", b"", 1), []))
+    with pytest.raises(ScheduleFileError, match="not well-formed"):
+        save_schedule_file(target, doc, default_zone="UTC")
+    monkeypatch.setattr(saving, "_render", lambda *args: (real(*args)[0].replace(b"xc:paused", b"yc:paused"), []))
+    with pytest.raises(ScheduleFileError, match="prefix yc for paused"):
+        save_schedule_file(target, doc, default_zone="UTC")
+    assert target.read_bytes() == SAMPLE.read_bytes()
+    assert leftovers(tmp_path) == []
+
+
+# Every item form the quick check accepts, field by field (the others "*"); hypothesis mixes them.
+CRON_BOUNDS = [(0, 59), (0, 23), (1, 31), (1, 12), (0, 6), (0, 59)]
+
+
+def cron_items(low: int, high: int) -> st.SearchStrategy[str]:
+    number = st.integers(low, high)
+    step = st.integers(1, high).map(lambda s: f"/{s}")
+    ranged = st.tuples(number, number).map(lambda ab: f"{min(ab)}-{max(ab)}")
+    item = st.one_of(
+        st.just("*"),
+        number.map(str),
+        number.map(lambda n: f"{n:02d}"),
+        ranged,
+        st.tuples(ranged | st.just("*"), step).map("".join),
+    )
+    return st.lists(item, min_size=1, max_size=3).map(",".join)
+
+
+@st.composite
+def plain_crons(draw: st.DrawFn) -> str:
+    fields = draw(st.sampled_from([5, 6]))
+    return " ".join(draw(cron_items(low, high)) for low, high in CRON_BOUNDS[:fields])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    plain_crons() | st.lists(st.text("0123456789*/-,", min_size=1, max_size=5), min_size=4, max_size=7).map(" ".join)
+)
+def test_the_quick_cron_check_accepts_only_what_croniter_accepts(expression: str) -> None:
+    if _plainly_valid_cron(expression):
+        assert croniter.is_valid(expression)
+        assert _checked_cron.__wrapped__(expression) == expression
+
+
+def test_the_quick_cron_check_covers_every_single_value_and_step() -> None:
+    for index, (low, high) in enumerate(CRON_BOUNDS):
+        for item in ["*", *(str(n) for n in range(low, high + 1)), *(f"*/{s}" for s in range(1, high + 1))]:
+            fields = ["*"] * (6 if index == 5 else 5)
+            fields[index] = item
+            expression = " ".join(fields)
+            assert _plainly_valid_cron(expression) and croniter.is_valid(expression), expression
+    for refused in [
+        "5/15 * * * *",
+        "5-1 * * * *",
+        "0 0 * * 7",
+        "0 0 * * mon",
+        "60 * * * *",
+        "*/0 * * * *",
+        "0 0 L * *",
+    ]:
+        assert not _plainly_valid_cron(refused)  # croniter decides these, as before
+
+
+@pytest.mark.parametrize(
+    ("expression", "message"),
+    [
+        ("0 0 0 * *", "not a valid cron expression"),
+        ("*/0 * * * *", "not a valid cron expression"),
+        ("0 0 * * * 60", "not a valid cron expression"),
+        ("0 0 * *", "a cron expression has 5 fields"),
+        ("H 0 * * *", "random (R) and hashed (H)"),
+    ],
+)
+def test_invalid_cron_expressions_are_still_refused_with_their_reasons(expression: str, message: str) -> None:
+    _checked_cron.cache_clear()  # a first load: nothing checked yet
+    with pytest.raises(ScheduleFileError, match=re.escape(message)):
+        parse(one_job(f'<xc:cron expression="{expression}" start="2026-01-01T00:00:00Z" />'))
+
+
+def _old_format_datetime(instant: datetime, zone: ZoneInfo, *, santedb: bool = False) -> str:
+    """values.format_datetime before issue 16 made it faster: the reference it must still agree with."""
+    if instant <= values.NO_START:
+        return values.MIN_VALUE_TEXT
+    if instant >= datetime.max.replace(microsecond=0, tzinfo=UTC):
+        return values.MAX_VALUE_TEXT
+    try:
+        local = instant.astimezone(zone)
+    except OverflowError:
+        text = instant.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds")
+        return text + ("+00:00" if santedb else "Z")
+    offset = local.utcoffset() or timedelta()
+    if offset % timedelta(minutes=1):
+        if santedb:
+            return values.format_wall(local)
+        local, offset = instant.astimezone(UTC), timedelta()
+    text = local.replace(tzinfo=None).isoformat(timespec="microseconds" if local.microsecond else "seconds")
+    if not offset:
+        return text + "Z"
+    sign = "-" if offset < timedelta() else "+"
+    minutes = abs(offset) // timedelta(minutes=1)
+    return f"{text}{sign}{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.datetimes(timezones=st.just(UTC))
+    | st.datetimes(min_value=datetime(1800, 1, 1), max_value=datetime(1900, 1, 1), timezones=st.just(UTC)),
+    st.sampled_from(
+        ["UTC", "Europe/Paris", "America/New_York", "Asia/Kolkata", "Africa/Monrovia", "Pacific/Kiritimati"]
+    ),
+    st.booleans(),
+)
+def test_format_datetime_agrees_with_its_reference(instant: datetime, zone: str, santedb: bool) -> None:
+    expected = _old_format_datetime(instant, ZoneInfo(zone), santedb=santedb)
+    assert values.format_datetime(instant, ZoneInfo(zone), santedb=santedb) == expected

@@ -283,7 +283,21 @@ class JobManager:
 
     async def set_paused(self, job_id: str, paused: bool) -> None:
         job = self.registry.get(job_id)
-        await self._save(job, lambda current: JobSchedules(schedules=current.schedules, paused=paused))
+
+        def change(current: JobSchedules) -> JobSchedules:
+            self._check_writable(current.schedules)
+            return JobSchedules(schedules=current.schedules, paused=paused)
+
+        await self._save(job, change)
+
+    def _check_writable(self, schedules: Sequence[Schedule]) -> None:
+        """Schedules written again as they are (read from the file, or with parameters bound from its
+        positional ones) pass the check SetSchedule's pass: a save checks only its output's structure."""
+        for schedule in schedules:
+            try:
+                self.schedule_source.check_writable(schedule, default_zone=self.default_zone)
+            except ScheduleWriteError as exc:
+                raise InvalidArgument("schedules", f"cannot be written to xcron.xml: {exc}") from exc
 
     async def _save(
         self, job: type[Job], change: Callable[[JobSchedules], JobSchedules], *, replaces_all: bool = False

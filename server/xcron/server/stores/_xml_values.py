@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from decimal import Decimal, InvalidOperation
+from typing import NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from xcron.server.core.model import ParameterType, ParameterValue
@@ -60,9 +60,9 @@ _UTC_ZONE = ZoneInfo("UTC")
 _MAX_WALL = datetime.max.replace(microsecond=0)
 
 
-@dataclass(frozen=True)
-class XsDateTime:
-    """An xs:dateTime as written: `wall` is the date and time digits, `offset` "", "Z" or "+hh:mm"."""
+class XsDateTime(NamedTuple):
+    """An xs:dateTime as written: `wall` is the date and time digits, `offset` "", "Z" or "+hh:mm".
+    (A named tuple: a file holds thousands, and a frozen dataclass takes four times as long to make.)"""
 
     wall: datetime
     offset: str
@@ -173,26 +173,45 @@ def format_datetime(instant: datetime, zone: ZoneInfo, *, santedb: bool = False)
     Old local-mean-time offsets with seconds cannot be written as xs:dateTime, so those instants
     are written in UTC instead (same instant, so reading back gives the same value).
     """
-    if instant <= NO_START:
-        return MIN_VALUE_TEXT
-    if instant >= _LAST_SECOND:
-        return MAX_VALUE_TEXT
+    if not 1 < instant.year < 9999 or instant.tzinfo is None:  # the year test spares two slow comparisons
+        if instant <= NO_START:
+            return MIN_VALUE_TEXT
+        if instant >= _LAST_SECOND:
+            return MAX_VALUE_TEXT
     try:
         local = instant.astimezone(zone)
     except OverflowError:  # within a day of the edges of the range: UTC is exact
         text = instant.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds")
         return text + ("+00:00" if santedb else "Z")  # SanteDB reads "Z" as a wall time, "+00:00" as UTC
     offset = local.utcoffset() or _ZERO
-    if offset % _MINUTE:
+    if offset.microseconds or offset.seconds % 60:  # not whole minutes (as offset % 1 minute, faster)
         if santedb:  # SanteDB reads "Z" as a wall time: write the wall time, which it reads the same way
             return format_wall(local)
         local, offset = instant.astimezone(UTC), timedelta()
-    text = local.replace(tzinfo=None).isoformat(timespec="microseconds" if local.microsecond else "seconds")
-    if not offset:
-        return text + "Z"
+    return iso_digits(local) + (_offset_text(offset) if offset else "Z")
+
+
+_TWO_DIGITS = tuple(f"{n:02d}" for n in range(60))
+
+
+def iso_digits(moment: datetime) -> str:
+    """isoformat() without the offset (microseconds only when there are some), twice as fast: a file
+    holds thousands of these."""
+    two = _TWO_DIGITS
+    year, micro = moment.year, moment.microsecond
+    text = (
+        f"{year if year > 999 else f'{year:04d}'}-{two[moment.month]}-{two[moment.day]}"
+        f"T{two[moment.hour]}:{two[moment.minute]}:{two[moment.second]}"
+    )
+    return f"{text}.{micro:06d}" if micro else text
+
+
+@functools.lru_cache(maxsize=256)
+def _offset_text(offset: timedelta) -> str:
+    """A whole-minute offset as isoformat() writes it: "+hh:mm" or "-hh:mm"."""
     sign = "-" if offset < _ZERO else "+"
     minutes = abs(offset) // _MINUTE
-    return f"{text}{sign}{minutes // 60:02d}:{minutes % 60:02d}"
+    return f"{sign}{minutes // 60:02d}:{minutes % 60:02d}"
 
 
 def format_timestamp(instant: datetime) -> str:

@@ -31,7 +31,7 @@ from xcron.server.stores.xcron_xml import (
     check_writable,
     parse_schedule_xml,
     read_schedule_bytes,
-    render_schedule_xml,
+    render_checked,
     save_schedule_file,
     write_atomically,
 )
@@ -165,12 +165,11 @@ class PostgresScheduleSource:
     async def save(self, document: ScheduleDocument, *, default_zone: str, known: Known) -> ScheduleDocument:
         base = self._base
         for _ in range(self._ATTEMPTS):
-            data = render_schedule_xml(document, default_zone=default_zone, known=known)
-            # Never store what cannot be read back.
-            written = parse_schedule_xml(
-                data, source=self.description, default_zone=default_zone, known=known, rendered_from=document
+            written = render_checked(document, source=self.description, default_zone=default_zone, known=known)
+            assert written.original is not None
+            version = await self.store.save_schedule_xml(
+                written.original, expected_version=None if base is None else base[0]
             )
-            version = await self.store.save_schedule_xml(data, expected_version=None if base is None else base[0])
             if version is not None:
                 self._base = (version, written)
                 return written

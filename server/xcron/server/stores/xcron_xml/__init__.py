@@ -13,7 +13,9 @@ the day before the first firing (the date of the firing for a one-shot), and its
 `xc:start`.
 
 Saving splices: a document read from bytes is written as those bytes with only the changed entries
-replaced, so SanteDB's text, declaration, BOM and line ends stay.
+replaced, so SanteDB's text, declaration, BOM and line ends stay. Entries are written as text; a save
+checks its output's structure (saving.py), each schedule having been checked where it entered the
+document (check_writable).
 
 Reading is strict where SanteDB is: what its serializer cannot read is a ScheduleFileError naming
 the line and the attribute (for entries of jobs this server runs). What it accepts but xcron cannot
@@ -47,6 +49,7 @@ from xcron.server.stores.xcron_xml.files import (
     write_atomically,
 )
 from xcron.server.stores.xcron_xml.reading import parse_schedule_xml
+from xcron.server.stores.xcron_xml.saving import render_checked
 from xcron.server.stores.xcron_xml.writing import render_schedule_xml
 
 __all__ = [
@@ -65,6 +68,7 @@ __all__ = [
     "load_schedule_file",
     "parse_schedule_xml",
     "read_schedule_bytes",
+    "render_checked",
     "render_schedule_xml",
     "santedb_calendar_start",
     "save_schedule_file",

@@ -22,6 +22,7 @@ from xcron.server.core.ports import (
 )
 from xcron.server.stores.xcron_xml.common import MAX_FILE_BYTES
 from xcron.server.stores.xcron_xml.reading import parse_schedule_xml
+from xcron.server.stores.xcron_xml.saving import render_checked
 from xcron.server.stores.xcron_xml.writing import render_schedule_xml
 
 
@@ -54,14 +55,14 @@ def save_schedule_file(
     """Atomically replaces `path` (temp file, fsync, rename, fsync the folder); returns the document as
     now written (its original bytes are the file's).
 
-    A crash or a failed write leaves the old file intact (SanteDB truncates and rewrites in
-    place). The new file keeps the old one's mode, owner and group, so SanteDB's service account can
-    still read it. OSError passes through unchanged so callers can report ENOSPC or EACCES.
+    What is written is checked first (render_checked). A crash or a failed write leaves the old file
+    intact (SanteDB truncates and rewrites in place). The new file keeps the old one's mode, owner and
+    group, so SanteDB's service account can still read it. OSError passes through unchanged so callers
+    can report ENOSPC or EACCES.
     """
-    data = render_schedule_xml(doc, default_zone=default_zone, known=known)
-    # Never write what we cannot read.
-    written = parse_schedule_xml(data, source=str(path), default_zone=default_zone, known=known, rendered_from=doc)
-    write_atomically(path, data)
+    written = render_checked(doc, source=str(path), default_zone=default_zone, known=known)
+    assert written.original is not None
+    write_atomically(path, written.original)
     return written
 
 
@@ -125,7 +126,10 @@ def _fsync_directory(folder: Path) -> None:
 
 
 def check_writable(schedule: Schedule, *, default_zone: str) -> None:
-    """ScheduleWriteError (naming the field) when `schedule` cannot be written to xcron.xml as it is."""
+    """ScheduleWriteError (naming the field) when `schedule` cannot be written to xcron.xml as it is.
+
+    Saves rely on it: they check their output's structure, not that each schedule reads back the same
+    (see saving.py), so every schedule put into a document to save passes here first."""
     entry = ScheduleEntry(type_name="Check", start_type="schedule", schedules=(schedule,))
     try:
         data = render_schedule_xml(ScheduleDocument((entry,)), default_zone=default_zone)

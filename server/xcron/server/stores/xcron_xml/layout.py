@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any
 from xml.parsers import expat
 from zoneinfo import ZoneInfo
@@ -70,15 +71,32 @@ def _santedb_view(
 
 def _add_view(attributes: Mapping[str, str], parse: Callable[[str], values.XsDateTime]) -> tuple[Any, ...]:
     """One <add> of SanteDB's view (see _santedb_view), from its attributes."""
-    days = attributes.get("days")
-    stop = attributes.get("stop")
-    return (
-        (attributes.get("type") or "scheduled").strip(),
-        None if days is None else frozenset(day.lower() for day in days.split()),
-        _moment(attributes.get("start"), parse),
-        None if stop is None else _moment(stop, parse),
-        (attributes.get("interval") or "").strip() or None,
+    get = attributes.get
+    return _add_view_of(
+        (get("type") or "scheduled").strip(), get("days"), get("start"), get("stop"), get("interval"), parse
     )
+
+
+def _add_view_of(
+    kind: str,
+    days: str | None,
+    start: str | None,
+    stop: str | None,
+    interval: str | None,
+    parse: Callable[[str], values.XsDateTime],
+) -> tuple[Any, ...]:
+    """_add_view from the attributes' values (`kind` stripped, "scheduled" when absent)."""
+    return (
+        kind,
+        None if days is None else _day_set(days),
+        _moment(start, parse),
+        None if stop is None else _moment(stop, parse),
+        (interval or "").strip() or None,
+    )
+
+
+def _day_set(days: str) -> frozenset[str]:
+    return frozenset(day.lower() for day in days.split())
 
 
 def _moment(text: str | None, parse: Callable[[str], values.XsDateTime]) -> Any:
@@ -94,7 +112,29 @@ def _moment(text: str | None, parse: Callable[[str], values.XsDateTime]) -> Any:
     return ("instant", parsed.instant(_UTC_ZONE))
 
 
+def _held(parsed: values.XsDateTime, instant: datetime | None) -> Any:
+    """_moment of a value the reader parsed already, `instant` its instant as read (in any zone: with
+    an offset, the zone plays no part; None for MaxValue)."""
+    if parsed.offset in ("", "Z") or parsed.is_min_value or parsed.is_max_value:
+        return (parsed.offset, parsed.wall)
+    return ("instant", instant)
+
+
+def _written_moment(text: str, instant: datetime) -> Any:
+    """_moment of a start or stop that values.format_datetime wrote for `instant`, without parsing it all again."""
+    if text.endswith("Z"):
+        wall, offset = datetime.fromisoformat(text[:-1]), "Z"
+    elif len(text) > 19 and text[-6] in "+-":
+        wall, offset = datetime.fromisoformat(text[:-6]), text[-6:]
+    else:  # MinValue, MaxValue, a wall time
+        return _moment(text, values.parse_xs_datetime)
+    if offset == "Z" or wall == datetime.min or wall >= _MAX_WALL:
+        return (offset, wall)
+    return ("instant", instant)
+
+
 _UTC_ZONE = ZoneInfo("UTC")
+_MAX_WALL = datetime.max.replace(microsecond=0)  # XsDateTime.is_max_value's bound
 
 
 def _has_xcron_parts(element: etree._Element) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, time, timedelta
 from typing import Any
@@ -45,9 +44,10 @@ from xcron.server.stores.xcron_xml.common import (
     santedb_calendar_start,
 )
 from xcron.server.stores.xcron_xml.layout import (
-    _add_view,
+    _day_set,
     _element_bytes,
     _has_xcron_parts,
+    _held,
     _santedb_view,
     _scan_layout,
 )
@@ -56,6 +56,8 @@ _XC_TIME_ZONE = _XC + "timeZone"
 _XC_CRON = _XC + "cron"
 _ONE_SECOND = timedelta(seconds=1)
 _S_ADD = _S + "add"
+_SCHEDULE_TAGS = (_S_ADD, _XC_CRON)
+_XC_PARAM = _XC + "param"
 
 
 def _describe(tag: str) -> str:
@@ -76,6 +78,8 @@ class _Reader:
         self.specs: dict[tuple[str, str], IntervalSpec | CronSpec | frozenset[int]] = {}
         self.policy_sets: dict[tuple[str | None, ...], dict[str, Any]] = {}
         self.add_views: list[tuple[Any, ...]] = []  # the current entry's, for _santedb_view
+        self.day_sets: dict[str, frozenset[str]] = {}
+        self.calendars: dict[tuple[str, time], CalendarSpec] = {}
 
     def xs_datetime(self, text: str) -> values.XsDateTime:
         """parse_xs_datetime, once per text (SanteDB's view of an entry reads its schedules' times again)."""
@@ -109,7 +113,7 @@ class _Reader:
         """Whether the element has xc: attributes (all of them allowed, else a ScheduleFileError)."""
         found = False
         for key in map(str, element.keys()) if keys is None else keys:
-            if not key.startswith(_XC):
+            if key[0] != "{" or not key.startswith(_XC):  # the first test is the cheaper
                 continue
             found = True
             name = key[len(_XC) :]
@@ -174,7 +178,7 @@ class _Reader:
 
     def schedules(self, element: etree._Element) -> Iterator[Schedule | DisabledSchedule]:
         for child in _elements(element):
-            if child.tag in (_S + "add", _XC + "cron"):
+            if child.tag in _SCHEDULE_TAGS:
                 yield self.schedule(child)
             elif child.tag.startswith(_XC):
                 raise self.fail(child, f"unexpected {_describe(child.tag)} in <schedule>; expected <add> or <xc:cron>")
@@ -189,8 +193,6 @@ class _Reader:
         (interval="0", a stop not after the start) is a DisabledSchedule.
         """
         attributes: dict[str, str] = dict(element.items())  # type: ignore[arg-type]  # lxml gives str here
-        if element.tag == _S_ADD:  # SanteDB's view of the entry holds its <add>s, read from the same attributes
-            self.add_views.append(_add_view(attributes, self.xs_datetime))
         get = attributes.get
         has_xc = self.check_xc_attributes(element, _SCHEDULE_ATTRIBUTES, attributes)
         zone_text = get(_XC_TIME_ZONE) if has_xc else None
@@ -204,17 +206,33 @@ class _Reader:
         start_text = get("start")
         if start_text is None:
             raise self.fail(element, f"{_describe(element.tag)} needs a start attribute (an xs:dateTime)")
-        written: values.XsDateTime = self.moments.get(start_text) or self.attribute(
-            element, "start", self.xs_datetime, attributes
-        )
+        written = self.moments.get(start_text)
+        if written is None:
+            try:
+                written = self.moments[start_text] = values.parse_xs_datetime(start_text)
+            except ValueError:
+                self.attribute(element, "start", values.parse_xs_datetime, attributes)  # raises, naming it
+                raise
         start = written.instant(zone, santedb=True)
         end = None
+        stop: values.XsDateTime | None = None
         stop_text = get("stop")
         if stop_text is not None:
-            stop: values.XsDateTime = self.moments.get(stop_text) or self.attribute(
-                element, "stop", self.xs_datetime, attributes
-            )
+            stop = self.moments.get(stop_text)
+            if stop is None:
+                stop = self.attribute(element, "stop", self.xs_datetime, attributes)
             end = None if stop.is_max_value else stop.instant(zone, santedb=True)
+        if element.tag == _S_ADD:  # SanteDB's view of the entry holds its <add>s (layout._add_view, from what was read)
+            days = get("days")
+            self.add_views.append(
+                (
+                    (get("type") or "scheduled").strip(),
+                    None if days is None else self.day_sets.get(days) or self.day_sets.setdefault(days, _day_set(days)),
+                    _held(written, start),
+                    None if stop is None else _held(stop, end),
+                    (get("interval") or "").strip() or None,
+                )
+            )
         spec = self.spec(element, attributes, written, zone)
         if isinstance(spec, IntervalSpec) and spec.every < _ONE_SECOND:
             return self.disable(
@@ -258,10 +276,13 @@ class _Reader:
         its own start in xc:start; while start is still what xcron wrote for xc:start, xc:start is the
         start. Otherwise start was edited (by hand or in SanteDB): it wins.
         """
-        if attributes.get(_XC + "start") is not None:
-            exact: datetime = self.attribute(
-                element, _XC + "start", lambda text: values.parse_datetime(text, zone), attributes
-            )
+        exact_text = attributes.get(_XC + "start")
+        if exact_text is not None:
+            try:
+                exact = values.parse_datetime(exact_text, zone)
+            except ValueError:
+                self.attribute(element, _XC + "start", values.parse_xs_datetime, attributes)  # raises, naming it
+                raise
             try:
                 expected = santedb_calendar_start(spec, exact, zone)
             except ValueError:
@@ -306,11 +327,16 @@ class _Reader:
             return found  # type: ignore[return-value]
         if kind == "scheduled":
             wall_start = written.local_wall(zone).time().replace(fold=0)
-            key = ("days", get("days") or "")
-            days = self.specs.get(key)
-            if days is None:
-                days = self.specs[key] = self.attribute(element, "days", values.parse_days, attributes)
-            return CalendarSpec(days=days, time_of_day=wall_start)  # type: ignore[arg-type]
+            days_text = get("days") or ""
+            calendar = self.calendars.get((days_text, wall_start))
+            if calendar is None:
+                days = self.specs.get(("days", days_text))
+                if days is None:
+                    days = self.specs["days", days_text] = self.attribute(
+                        element, "days", values.parse_days, attributes
+                    )
+                calendar = self.calendars[days_text, wall_start] = CalendarSpec(days=days, time_of_day=wall_start)  # type: ignore[arg-type]
+            return calendar
         raise self.fail(element, f"<add> type={kind!r}: unknown schedule type (expected scheduled or interval)")
 
     def policies(self, element: etree._Element, attributes: Mapping[str, str]) -> dict[str, Any]:
@@ -342,17 +368,16 @@ class _Reader:
         """The <xc:param> children (the caller skips an element without children: none)."""
         found: dict[str, ParameterValue] = {}
         for child in _elements(element):
-            if child.tag != _XC + "param":
+            if child.tag != _XC_PARAM:
                 if child.tag.startswith(_XC):
                     raise self.fail(child, f"unexpected {_describe(child.tag)}; expected <xc:param>")
                 continue
-            attributes = dict(child.items())
-            name = str(attributes.get("name") or "")
+            name = str(child.get("name") or "")
             if not name.strip():
                 raise self.fail(child, "<xc:param> needs a name attribute")
             if name in found:
                 raise self.fail(child, f"<xc:param> name={name!r} appears twice")
-            kind = str(attributes.get("type") or ParameterType.STRING).strip()
+            kind = str(child.get("type") or ParameterType.STRING).strip()
             try:
                 found[name] = values.parse_parameter(kind, _text(child))
             except ValueError as error:
@@ -386,75 +411,47 @@ def _enum(kind: type[MisfirePolicy] | type[OverlapPolicy], text: str) -> Any:
         raise ValueError(f"expected one of {', '.join(member.value for member in kind)}") from None
 
 
-# What the scheduler accepts besides 5 or 6 fields; random (R) and hashed (H) items it refuses.
-
-
 def parse_schedule_xml(
     data: bytes,
     *,
     source: str,
     default_zone: str,
     known: Callable[[str], bool] | None = None,
-    rendered_from: ScheduleDocument | None = None,
 ) -> ScheduleDocument:
     """The whole document or a ScheduleFileError; never part of a document.
 
     With `known`, an entry whose type known() rejects (a job this server does not run) is never a
     reason to refuse the file: what xcron cannot read of it is kept exactly as written.
-
-    `rendered_from`: the document `data` was just rendered from. An entry of it that was read, with
-    this default zone, from an element serialized exactly as one in `data` reads the same again:
-    it is taken as read then (its position updated), so a save re-reads only what it rewrote.
     """
     with _without_gc():
-        return _read_document(data, source, default_zone, known, rendered_from)
+        return _read_document(data, source, default_zone, known)
 
 
 def _read_document(
-    data: bytes,
-    source: str,
-    default_zone: str,
-    known: Callable[[str], bool] | None,
-    rendered_from: ScheduleDocument | None,
+    data: bytes, source: str, default_zone: str, known: Callable[[str], bool] | None
 ) -> ScheduleDocument:
     reader = _Reader(source, values.load_zone(default_zone))
     root = _parse_root(data, source)
-    read_before = _read_entries(rendered_from, default_zone)
-    entries = []
-    for child in _elements(root):
-        if read_before and child.tag == _JOB:
-            same = read_before.get(_element_bytes(child))
-            if same is not None:
-                entries.append(copy.copy(same))  # a copy: its span and line are set below
-                object.__setattr__(entries[-1], "line", _line(child.sourceline))
-                continue
-        try:
-            entries.append(reader.entry(child))
-        except ScheduleFileError as error:
-            type_name = (child.get("type") or "").strip() if child.tag == _JOB else ""
-            if known is None or not type_name or known(type_name):
-                raise
-            entries.append(reader.opaque(child, error))
+    entries = [_read_entry(reader, child, known) for child in _elements(root)]
     layout = _scan_layout(data, len(entries))
     for entry, span in zip(entries, layout.spans, strict=True):  # the entries are new: no need to copy them
-        object.__setattr__(entry, "span", span)
-        object.__setattr__(entry, "element_trusted", entry.unreadable is None)
-        object.__setattr__(entry, "element_zone", default_zone)
+        _place(entry, span, default_zone)
     return ScheduleDocument(tuple(entries), data, layout)
 
 
-def _read_entries(document: ScheduleDocument | None, default_zone: str) -> dict[bytes, ScheduleEntry]:
-    """The entries of `document` the reader made from their element with `default_zone`, by element.
+def _read_entry(reader: _Reader, element: etree._Element, known: Callable[[str], bool] | None) -> ScheduleEntry:
+    """The entry an element holds; for a job known() rejects, what xcron cannot read is kept opaque."""
+    try:
+        return reader.entry(element)
+    except ScheduleFileError as error:
+        type_name = (element.get("type") or "").strip() if element.tag == _JOB else ""
+        if known is None or not type_name or known(type_name):
+            raise
+        return reader.opaque(element, error)
 
-    Entries with disabled schedules are left out: those carry their own line numbers."""
-    if document is None:
-        return {}
-    return {
-        entry.element: entry
-        for entry in document.entries
-        if entry.element is not None
-        and entry.element_trusted
-        and entry.element_zone == default_zone
-        and entry.unreadable is None
-        and not entry.disabled
-    }
+
+def _place(entry: ScheduleEntry, span: tuple[int, int], default_zone: str) -> None:
+    """Notes where a new entry's text lies, and that its fields are what that text says with `default_zone`."""
+    object.__setattr__(entry, "span", span)
+    object.__setattr__(entry, "element_trusted", entry.unreadable is None)
+    object.__setattr__(entry, "element_zone", default_zone)

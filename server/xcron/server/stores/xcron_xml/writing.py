@@ -1,10 +1,17 @@
-"""Writing xcron.xml: entries to elements, spliced into the original bytes where there are some."""
+"""Writing xcron.xml: entries to text, spliced into the original bytes where there are some.
+
+Entries are written as text directly (building lxml elements and serializing them cost most of a save).
+The text is exactly what lxml gave for those elements before (tests compare the two): the attribute
+order below, the indentation of etree.indent, `<x/>` for empty elements, lxml's escaping.
+"""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from lxml import etree
@@ -16,6 +23,8 @@ from xcron.server.core.model import (
     IntervalSpec,
     MisfirePolicy,
     OverlapPolicy,
+    ParameterType,
+    ParameterValue,
     Schedule,
 )
 from xcron.server.core.ports import (
@@ -32,7 +41,6 @@ from xcron.server.stores.xcron_xml.common import (
     _ROOT_DECLARATIONS,
     _ROOT_NSMAP,
     _S,
-    _XC,
     SANTEDB_NS,
     START_TYPES,
     XC_NS,
@@ -42,99 +50,244 @@ from xcron.server.stores.xcron_xml.common import (
     _parser,
     _santedb_calendar_wall,
 )
+from xcron.server.stores.xcron_xml.layout import _day_set, _written_moment
 from xcron.server.stores.xcron_xml.reading import parse_schedule_xml
 
-_XC_TIME_ZONE = _XC + "timeZone"
-_XC_CRON = _XC + "cron"
-_XC_PARAM = _XC + "param"
-_S_ADD = _S + "add"
+_DECLARATION = '<?xml version="1.0" encoding="utf-8"?>\n'
+_ROOT_START = "<" + _ROOT + b"".join(_ROOT_DECLARATIONS).decode()
+_XC_DECLARATION = f' xmlns:xc="{XC_NS}"'
+_SCHEDULE = f'<schedule xmlns="{SANTEDB_NS}"'
+_PARAMETERS = f'<parameters xmlns="{SANTEDB_NS}">'
+_POSITIONAL_KINDS = frozenset(_POSITIONAL_TAGS.values())
+_KIND_NAMES = {kind: kind.value for kind in ParameterType}  # an enum's .value is slow to get
+
+# What lxml refuses in a string (it checks every value set on an element), and what it escapes.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+_NOT_XML_MESSAGE = "All strings must be XML compatible: Unicode or ASCII, no NULL bytes or control characters"
+_SPECIAL = re.compile('[\x00-\x1f&<>"\ud800-\udfff\ufffe\uffff]')
+_ATTRIBUTE_ESCAPES = str.maketrans(
+    {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "\t": "&#9;", "\n": "&#10;", "\r": "&#13;"}
+)
+_TEXT_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#13;"})
 
 
-def _policies(attributes: dict[str, str], schedule: Schedule) -> None:
-    """The xc: attributes, only where they differ from the defaults, so plain files stay plain."""
-    if schedule.time_zone:
-        attributes[_XC_TIME_ZONE] = schedule.time_zone
-    if schedule.misfire_policy is not MisfirePolicy.RUN_ONCE:
-        attributes[_XC + "misfire"] = MisfirePolicy(schedule.misfire_policy).value
-    if schedule.misfire_grace is not None:
-        if schedule.misfire_grace % timedelta(seconds=1) or schedule.misfire_grace < timedelta():
-            raise ValueError(f"misfire grace must be whole non-negative seconds, got {schedule.misfire_grace}")
-        attributes[_XC + "misfireGrace"] = str(schedule.misfire_grace // timedelta(seconds=1))
-    if schedule.max_catchup_runs != DEFAULT_MAX_CATCHUP_RUNS:
-        attributes[_XC + "maxCatchup"] = str(schedule.max_catchup_runs)
-    if schedule.overlap_policy is not OverlapPolicy.SKIP:
-        attributes[_XC + "overlap"] = OverlapPolicy(schedule.overlap_policy).value
+def _escaped(value: str, escapes: dict[int, str]) -> str:
+    """`value` as lxml serializes it (ValueError, as lxml raises, for what XML cannot hold)."""
+    if _SPECIAL.search(value) is None:
+        return value
+    if _NOT_XML.search(value):
+        value.encode()  # a lone surrogate: lxml's UnicodeEncodeError
+        raise ValueError(_NOT_XML_MESSAGE)
+    return value.translate(escapes)
 
 
-def _add_schedule(
-    parent: etree._Element, schedule: Schedule, default_zone: ZoneInfo, zones: dict[str, ZoneInfo]
-) -> None:
-    """One <add> or <xc:cron>, its attributes collected first and set in one call (in the order
-    SanteDB's and xcron's readers expect them: lxml keeps it)."""
-    name = schedule.time_zone
-    zone = (zones.get(name) or zones.setdefault(name, values.load_zone(name))) if name else default_zone
-    spec = schedule.spec
-    attributes: dict[str, str] = {}
-    if isinstance(spec, CronSpec):
-        tag = _XC_CRON
-        attributes["expression"] = _parse_cron(spec.expression)
-    else:
-        tag = _S_ADD
-        attributes["type"] = "interval" if isinstance(spec, IntervalSpec) else "scheduled"
-        if isinstance(spec, CalendarSpec) and spec.days:
-            attributes["days"] = values.format_days(spec.days)
-    if isinstance(spec, CalendarSpec):
-        day, first = _first_calendar_firing(spec, schedule.start, zone)
-        if schedule.end is not None and first is not None and schedule.end < first:
-            raise ScheduleWriteError(
-                "end_time", f"schedule ends ({schedule.end.isoformat()}) before it first fires ({first.isoformat()})"
+def _attribute(value: str) -> str:
+    return _escaped(value, _ATTRIBUTE_ESCAPES)
+
+
+def _text(value: str) -> str:
+    return _escaped(value, _TEXT_ESCAPES)
+
+
+@dataclass(frozen=True)
+class _Rendered:
+    """What a save needs to know of an entry it wrote from its fields (instead of reading it back)."""
+
+    schedule_elements: int  # <add> and <xc:cron> in its <schedule>
+    positional: tuple[ParameterValue, ...]  # as the reader gives them back (<string> for what has no tag)
+    santedb_view: tuple[Any, ...]
+    xcron_parts: bool
+    element: bytes | None  # as the reader serializes it; None when spliced (the file's layout decides)
+
+
+class _Writer:
+    """Entries to text at one indentation; remembers what a file repeats (zones, policies, days)."""
+
+    def __init__(self, default_zone: ZoneInfo, indent: str, declare_xc: bool, root_nsmap: dict[str, str]) -> None:
+        self.default_zone = default_zone
+        self.indent = indent
+        self.declare_xc = declare_xc
+        self.root_nsmap = root_nsmap
+        self.zones: dict[str, ZoneInfo] = {}
+        self.policy_texts: dict[tuple[Any, ...], str] = {}
+        self.day_texts: dict[frozenset[int], str] = {}
+        self.day_sets: dict[str, frozenset[str]] = {}
+
+    def policies(self, schedule: Schedule) -> str:
+        """The xc: attributes, only where they differ from the defaults, so plain files stay plain."""
+        if (
+            not schedule.time_zone
+            and schedule.misfire_policy is MisfirePolicy.RUN_ONCE
+            and schedule.misfire_grace is None
+            and schedule.max_catchup_runs == DEFAULT_MAX_CATCHUP_RUNS
+            and schedule.overlap_policy is OverlapPolicy.SKIP
+        ):
+            return ""  # the defaults, as most schedules have them: no key to build and look up
+        key = (
+            schedule.time_zone,
+            schedule.misfire_policy,
+            schedule.misfire_grace,
+            schedule.max_catchup_runs,
+            schedule.overlap_policy,
+        )
+        text = self.policy_texts.get(key)
+        if text is not None:
+            return text
+        parts = []
+        if schedule.time_zone:
+            parts.append(f' xc:timeZone="{_attribute(schedule.time_zone)}"')
+        if schedule.misfire_policy is not MisfirePolicy.RUN_ONCE:
+            parts.append(f' xc:misfire="{MisfirePolicy(schedule.misfire_policy).value}"')
+        if schedule.misfire_grace is not None:
+            if schedule.misfire_grace % timedelta(seconds=1) or schedule.misfire_grace < timedelta():
+                raise ValueError(f"misfire grace must be whole non-negative seconds, got {schedule.misfire_grace}")
+            parts.append(f' xc:misfireGrace="{schedule.misfire_grace // timedelta(seconds=1)}"')
+        if schedule.max_catchup_runs != DEFAULT_MAX_CATCHUP_RUNS:
+            parts.append(f' xc:maxCatchup="{schedule.max_catchup_runs}"')
+        if schedule.overlap_policy is not OverlapPolicy.SKIP:
+            parts.append(f' xc:overlap="{OverlapPolicy(schedule.overlap_policy).value}"')
+        text = self.policy_texts[key] = "".join(parts)
+        return text
+
+    def schedule(self, schedule: Schedule, views: list[tuple[Any, ...]]) -> tuple[str, bool]:
+        """One <add> or <xc:cron> at level 3, and whether it has xc: parts; its SanteDB view goes to `views`.
+
+        The attributes in the order SanteDB's and xcron's readers expect (and lxml kept)."""
+        name = schedule.time_zone
+        if name:
+            zone = self.zones.get(name)
+            if zone is None:
+                zone = self.zones[name] = values.load_zone(name)
+        else:
+            zone = self.default_zone
+        spec = schedule.spec
+        end = schedule.end
+        if isinstance(spec, IntervalSpec):
+            start = values.format_datetime(schedule.start, zone, santedb=True)
+            stop = None if end is None else values.format_datetime(end, zone, santedb=True)
+            every = spec.every
+            seconds = every.days * 86400 + every.seconds  # divmod(every, 1 s), without its cost
+            if every.microseconds or not 1 <= seconds <= values.INT32_MAX:
+                raise ScheduleWriteError(
+                    "interval.interval", f"an interval must be a positive whole number of seconds, got {spec.every}"
+                )
+            interval = str(seconds)
+            head = f'<add type="interval" start="{start}"'
+            text = f'{head} interval="{interval}"' if stop is None else f'{head} stop="{stop}" interval="{interval}"'
+            start_moment = _written_moment(start, schedule.start)
+            stop_moment = None if stop is None or end is None else _written_moment(stop, end)
+            views.append(("interval", None, start_moment, stop_moment, interval))
+            xcron_parts = False
+        elif isinstance(spec, CalendarSpec):
+            head = '<add type="scheduled"'
+            days = None
+            if spec.days:
+                days = self.day_texts.get(spec.days)
+                if days is None:
+                    days = self.day_texts[spec.days] = values.format_days(spec.days)
+                head = f'{head} days="{days}"'
+            day, first = _first_calendar_firing(spec, schedule.start, zone)
+            if end is not None and first is not None and end < first:
+                raise ScheduleWriteError(
+                    "end_time", f"schedule ends ({end.isoformat()}) before it first fires ({first.isoformat()})"
+                )
+            wall = _santedb_calendar_wall(spec, day)
+            start = values.iso_digits(wall)  # values.format_wall: the wall is naive, with fold 0
+            stop = None if end is None else values.format_datetime(end, zone, santedb=True)
+            text = f'{head} start="{start}"' if stop is None else f'{head} start="{start}" stop="{stop}"'
+            # xcron's own start, exact; SanteDB's start is derived from it
+            text = f'{text} xc:start="{values.format_datetime(schedule.start, zone)}"'
+            days_read = (
+                None if days is None else self.day_sets.get(days) or self.day_sets.setdefault(days, _day_set(days))
             )
-        attributes["start"] = values.format_wall(_santedb_calendar_wall(spec, day))
-    else:
-        attributes["start"] = values.format_datetime(schedule.start, zone, santedb=True)
-    if schedule.end is not None:
-        attributes["stop"] = values.format_datetime(schedule.end, zone, santedb=True)
-    if isinstance(spec, CalendarSpec):  # xcron's own start, exact; SanteDB's start is derived from it
-        attributes[_XC + "start"] = values.format_datetime(schedule.start, zone)
-    if isinstance(spec, IntervalSpec):
-        seconds, rest = divmod(spec.every, timedelta(seconds=1))
-        if rest or not 1 <= seconds <= values.INT32_MAX:
-            raise ScheduleWriteError(
-                "interval.interval", f"an interval must be a positive whole number of seconds, got {spec.every}"
-            )
-        attributes["interval"] = str(seconds)
-    _policies(attributes, schedule)
-    element = etree.SubElement(parent, tag, attributes)
-    for key, value in schedule.parameters.items():
-        kind, text = values.format_parameter(value)
-        param = etree.SubElement(element, _XC_PARAM, name=key, type=kind.value)
-        param.text = text or None  # <x/> as lxml re-serializes "", so kept entries match
+            stop_moment = None if stop is None or end is None else _written_moment(stop, end)
+            views.append(("scheduled", days_read, ("", wall), stop_moment, None))
+            xcron_parts = True
+        else:
+            assert isinstance(spec, CronSpec)
+            head = f'<xc:cron expression="{_attribute(_parse_cron(spec.expression))}"'
+            start = values.format_datetime(schedule.start, zone, santedb=True)
+            if end is None:
+                text = f'{head} start="{start}"'
+            else:
+                text = f'{head} start="{start}" stop="{values.format_datetime(end, zone, santedb=True)}"'
+            xcron_parts = True
+        policies = self.policies(schedule)
+        if policies:
+            text += policies
+            xcron_parts = True
+        if not schedule.parameters:
+            return text + "/>", xcron_parts
+        lines = [text, ">"]
+        inner = "\n" + self.indent * 4
+        for key, value in schedule.parameters.items():
+            param_kind, param_text = values.format_parameter(value)
+            lines.append(f'{inner}<xc:param name="{_attribute(key)}" type="{_KIND_NAMES[param_kind]}"')
+            lines.append(f">{_text(param_text)}</xc:param>" if param_text else "/>")
+        lines.append(f"\n{self.indent * 3}</{'xc:cron' if isinstance(spec, CronSpec) else 'add'}>")
+        return "".join(lines), True
 
+    def entry(self, entry: ScheduleEntry) -> tuple[str, _Rendered]:
+        """The entry's element at level 1 (without the indentation before it), lines ending in "\\n"."""
+        if not entry.type_name.strip():
+            raise ValueError("a schedule entry needs a type name")
+        if entry.start_type not in START_TYPES:
+            raise ValueError(f"startType {entry.start_type!r} is not one of {START_TYPES}")
+        indent = self.indent
+        level2, level3 = "\n" + indent * 2, "\n" + indent * 3
+        xc = _XC_DECLARATION if self.declare_xc else ""
+        parts = [f'<{_JOB}{xc} type="{_attribute(entry.type_name)}" startType="{entry.start_type}"']
+        parts.append(' xc:paused="true">' if entry.paused else ">")
+        xcron_parts = entry.paused
+        views: list[tuple[Any, ...]] = []
+        children = []
+        for item in entry.schedules:
+            text, has_xc = self.schedule(item, views)
+            children.append(text)
+            xcron_parts = xcron_parts or has_xc
+        kept = [disabled.element for disabled in entry.disabled if disabled.element]  # kept as written
+        if kept:
+            children.append(self.kept_schedules(kept))
+        if children:
+            parts += (level2, _SCHEDULE, ">", level3, level3.join(children), level2, "</schedule>")
+        else:
+            parts += (level2, _SCHEDULE, "/>")
+        positional: list[ParameterValue] = []
+        items: list[tuple[str, str]] = []
+        if entry.positional_parameters:
+            parts += (level2, _PARAMETERS)
+            for value in entry.positional_parameters:
+                kind, text = values.format_parameter(value)
+                fits = not isinstance(value, int) or values.INT32_MIN <= value <= values.INT32_MAX
+                if not fits:
+                    raise ValueError(f"positional parameter {value} does not fit SanteDB's 32-bit <int>")
+                tag = kind.value if kind in _POSITIONAL_KINDS else "string"
+                parts += (level3, f"<{tag}>{_text(text)}</{tag}>" if text else f"<{tag}/>")
+                positional.append(value if kind in _POSITIONAL_KINDS else text)
+                items.append((tag, text.strip()))
+            parts += (level2, "</parameters>")
+        parts += ("\n", indent, f"</{_JOB}>")
+        view = (entry.type_name.strip(), entry.start_type, tuple(views), tuple(items))
+        rendered = _Rendered(
+            schedule_elements=len(entry.schedules) + len(kept),
+            positional=tuple(positional),
+            santedb_view=view,
+            xcron_parts=xcron_parts,
+            element=None,
+        )
+        return "".join(parts), rendered
 
-def _add_entry(root: etree._Element, entry: ScheduleEntry, default_zone: ZoneInfo) -> None:
-    if not entry.type_name.strip():
-        raise ValueError("a schedule entry needs a type name")
-    if entry.start_type not in START_TYPES:
-        raise ValueError(f"startType {entry.start_type!r} is not one of {START_TYPES}")
-    job = etree.SubElement(root, _JOB, type=entry.type_name, startType=entry.start_type)
-    if entry.paused:
-        job.set(_XC + "paused", "true")
-    schedule = etree.SubElement(job, _S + "schedule", nsmap={None: SANTEDB_NS})  # type: ignore[dict-item]
-    zones: dict[str, ZoneInfo] = {}
-    for item in entry.schedules:
-        _add_schedule(schedule, item, default_zone, zones)
-    for disabled in entry.disabled:  # kept as written: SanteDB may still run it
-        if disabled.element:
-            schedule.append(etree.fromstring(_wrap(disabled.element), _parser())[0])
-    if entry.positional_parameters:
-        parameters = etree.SubElement(job, _S + "parameters", nsmap={None: SANTEDB_NS})  # type: ignore[dict-item]
-        for value in entry.positional_parameters:
-            kind, text = values.format_parameter(value)
-            fits = not isinstance(value, int) or values.INT32_MIN <= value <= values.INT32_MAX
-            if not fits:
-                raise ValueError(f"positional parameter {value} does not fit SanteDB's 32-bit <int>")
-            tag = kind.value if kind in _POSITIONAL_TAGS.values() else "string"
-            etree.SubElement(parameters, _S + tag).text = text or None
+    def kept_schedules(self, elements: list[bytes]) -> str:
+        """Disabled schedules, kept as read, at level 3 (joined by their line ends): as lxml moves them
+        into a <schedule> (dropping declarations the new place makes redundant) and indents them."""
+        root = etree.Element(_ROOT, nsmap=self.root_nsmap)
+        schedule = etree.SubElement(etree.SubElement(root, _JOB), _S + "schedule", nsmap={None: SANTEDB_NS})  # type: ignore[dict-item]
+        for element in elements:
+            schedule.append(etree.fromstring(_wrap(element), _parser())[0])
+        etree.indent(root, space=self.indent)
+        text = etree.tostring(root, encoding="utf-8").decode()
+        begin = text.index(_SCHEDULE + ">") + len(_SCHEDULE) + 2 + len(self.indent) * 3
+        return text[begin : text.rindex(f"\n{self.indent * 2}</schedule>")]
 
 
 def _wrap(element: bytes) -> bytes:
@@ -170,6 +323,14 @@ def render_schedule_xml(
     `default_zone` is the zone of schedules with time_zone "": their times are written as wall
     times there. ValueError when a value cannot be written in a form that reads back the same.
     """
+    return _render(doc, default_zone, known)[0]
+
+
+def _render(
+    doc: ScheduleDocument, default_zone: str, known: Callable[[str], bool] | None
+) -> tuple[bytes, list[_Rendered | None]]:
+    """render_schedule_xml, and for each entry what a save needs of it if it was written from its
+    fields (None: its original text was kept)."""
     zone = values.load_zone(default_zone)
 
     def keeps_text(entry: ScheduleEntry) -> bool:
@@ -178,34 +339,35 @@ def render_schedule_xml(
 
     if doc.original is not None and doc.layout is not None:
         return _splice(doc, doc.original, doc.layout, zone, keeps_text)
-    root = etree.Element(_ROOT, nsmap=_ROOT_NSMAP)
-    originals: dict[bytes, bytes] = {}
+    if not doc.entries:
+        return f"{_DECLARATION}{_ROOT_START}/>\n".encode(), []
+    writer = _Writer(zone, "  ", False, _ROOT_NSMAP)
+    parts = [_DECLARATION, _ROOT_START, ">"]
+    rendered: list[_Rendered | None] = []
     for entry in doc.entries:
+        parts.append("\n  ")
         if entry.element is not None and keeps_text(entry):
-            placeholder = f"xcron-original-{len(originals)}"
-            root.append(etree.Comment(placeholder))
-            originals[f"<!--{placeholder}-->".encode()] = entry.element
+            parts.append(entry.element.decode())
+            rendered.append(None)
         else:
-            _add_entry(root, entry, zone)
-    etree.indent(root, space="  ")
-    body = etree.tostring(root, encoding="utf-8", xml_declaration=False)
-    # Placeholders are the only comments xcron writes, and text never contains a raw "<!--".
-    body = re.sub(rb"<!--xcron-original-\d+-->", lambda match: originals[match.group(0)], body)
-    return b'<?xml version="1.0" encoding="utf-8"?>\n' + body + b"\n"
+            text, made = writer.entry(entry)
+            parts.append(text)
+            # The reader serializes an element inside this root the same way (_element_bytes).
+            rendered.append(_with_element(made, text.encode()))
+    parts.append(f"\n</{_ROOT}>\n")
+    return "".join(parts).encode(), rendered
 
 
-def _fragment(entry: ScheduleEntry, zone: ZoneInfo, layout: _Layout) -> bytes:
+def _with_element(made: _Rendered, element: bytes) -> _Rendered:
+    return _Rendered(made.schedule_elements, made.positional, made.santedb_view, made.xcron_parts, element)
+
+
+def _fragment(writer: _Writer, entry: ScheduleEntry, layout: _Layout) -> tuple[bytes, _Rendered]:
     """One entry's text for a spliced file: its indentation, line ends and empty-element style."""
-    root = etree.Element(_ROOT, nsmap={"xc": XC_NS})
-    _add_entry(root, entry, zone)
-    etree.indent(root, space=layout.indent.decode())
-    text = etree.tostring(root[0], encoding="utf-8", with_tail=False)
-    if layout.declares_xc:
-        end = text.index(b">")
-        text = text[:end].replace(f' xmlns:xc="{XC_NS}"'.encode(), b"", 1) + text[end:]
+    text, made = writer.entry(entry)
     if layout.spaced_empty:
-        text = re.sub(rb"(?<! )/>", b" />", text)
-    return text.replace(b"\n", layout.newline)
+        text = re.sub(r"(?<! )/>", " />", text)
+    return text.replace("\n", layout.newline.decode()).encode(), made
 
 
 def _blank_before(data: bytes, at: int) -> int:
@@ -221,21 +383,31 @@ def _splice(
     layout: _Layout,
     zone: ZoneInfo,
     keeps_text: Callable[[ScheduleEntry], bool],
-) -> bytes:
-    by_span = {entry.span: entry for entry in doc.entries if entry.span is not None}
+) -> tuple[bytes, list[_Rendered | None]]:
+    writer = _Writer(zone, layout.indent.decode(), not layout.declares_xc, {"xc": XC_NS})
+    made: dict[int, _Rendered] = {}  # by the entry's index in doc.entries
+    by_span = {entry.span: index for index, entry in enumerate(doc.entries) if entry.span is not None}
     out = bytearray()
     position = 0
     for span in layout.spans:
-        entry = by_span.get(span)
-        if entry is None:  # removed: its line goes with it
+        index = by_span.get(span)
+        if index is None:  # removed: its line goes with it
             out += original[position : _blank_before(original, span[0])]
         else:
             out += original[position : span[0]]
-            out += original[span[0] : span[1]] if keeps_text(entry) else _fragment(entry, zone, layout)
+            if keeps_text(doc.entries[index]):
+                out += original[span[0] : span[1]]
+            else:
+                text, made[index] = _fragment(writer, doc.entries[index], layout)
+                out += text
         position = span[1]
-    added = [entry for entry in doc.entries if entry.span is None or entry.span not in layout.spans]
+    spans = set(layout.spans)
+    added = [index for index, entry in enumerate(doc.entries) if entry.span is None or entry.span not in spans]
     if added:
-        texts = b"".join(layout.newline + layout.indent + _fragment(entry, zone, layout) for entry in added)
+        texts = bytearray()
+        for index in added:
+            text, made[index] = _fragment(writer, doc.entries[index], layout)
+            texts += layout.newline + layout.indent + text
         if layout.self_closing:
             out += original[position : _blank_before(original, layout.close_at)]
             out += b">" + texts + layout.newline + f"</{_ROOT}>".encode()
@@ -245,4 +417,4 @@ def _splice(
             out += original[position:cut] + texts
             position = cut
     out += original[position:]
-    return bytes(out)
+    return bytes(out), [made.get(index) for index in range(len(doc.entries))]
