@@ -83,6 +83,7 @@ class Executor:
         self._progress = ProgressCoalescer(self._on_progress)
         self.cluster = cluster
         self._start_writes: set[asyncio.Future[None]] = set()  # start rows of scheduled runs, queued
+        self._async_jobs: dict[type[Any], bool] = {}
 
     async def start(self) -> None:
         """Loads job state; runs left RUNNING by a dead process become ABORTED, never NOT_YET_RUN."""
@@ -391,7 +392,10 @@ class Executor:
             if record_start:
                 self._code_starts(entry)
             job = job_type()
-            if job_type.is_async():
+            is_async = self._async_jobs.get(job_type)
+            if is_async is None:  # inspect.iscoroutinefunction once per job class, not per run
+                is_async = self._async_jobs[job_type] = job_type.is_async()
+            if is_async:
                 await job.run(context)
             else:
                 loop = asyncio.get_running_loop()
