@@ -22,7 +22,7 @@ import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 
-from xcron.server.api.wrapping import WrappedHandlers, behaviour_of, responses, same_kind
+from xcron.server.api.wrapping import HandlerWrap, WrappedHandlers, behaviour_of, responses, same_kind
 from xcron.server.core.ports import ExecutionRecord
 from xcron.server.run_metrics import RunMetrics
 
@@ -101,8 +101,10 @@ class Metrics:
         threading.Thread(target=httpd.serve_forever, name="metrics-http", daemon=True).start()
         return int(httpd.server_address[1])
 
-    def interceptor(self) -> grpc.aio.ServerInterceptor:
-        return _RpcCounter(self)
+    def interceptor(self, inner: HandlerWrap | None = None) -> grpc.aio.ServerInterceptor:
+        """Counts every call; `inner`: a wrapping applied to each handler first, as an interceptor after this
+        one would (DecodeGuard's, when nothing stands between them), without another interceptor's hop."""
+        return _RpcCounter(self, inner)
 
     def count_rpc(self, method: str, code: str) -> None:
         """One call ended (the HTTP port's Connect calls; the gRPC port counts through `interceptor`)."""
@@ -131,8 +133,9 @@ class _RpcCounter(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Counts every RPC by full method name and final status code: OK unless the handler set
     another, CANCELLED or DEADLINE_EXCEEDED when the client ended the call first."""
 
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, inner: HandlerWrap | None = None) -> None:
         self._metrics = metrics
+        self._inner = inner
         self._wrapped = WrappedHandlers(self._wrap)
 
     async def intercept_service(
@@ -146,6 +149,8 @@ class _RpcCounter(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         return self._wrapped.get(handler_call_details.method, handler)
 
     def _wrap(self, full_method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        if self._inner is not None:
+            handler = self._inner(full_method, handler)
         method = full_method.lstrip("/")
         count = self._count
         inner = behaviour_of(handler)

@@ -42,7 +42,7 @@ def _decode(deserializer: Callable[[bytes], Any] | None, data: bytes) -> Any:
 
 class DecodeGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def __init__(self) -> None:
-        self._wrapped = WrappedHandlers(_guarded)
+        self._wrapped = WrappedHandlers(guard_decoding)
 
     async def intercept_service(
         self,
@@ -55,8 +55,9 @@ class DecodeGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         return self._wrapped.get(handler_call_details.method, handler)
 
 
-def _guarded(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-    """`handler` taking the request's bytes and decoding them itself."""
+def guard_decoding(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    """`handler` taking the request's bytes and decoding them itself (what DecodeGuard does to every handler,
+    for an interceptor that does it along with its own work)."""
     deserialize = handler.request_deserializer
     inner = behaviour_of(handler)
     if inner is None:

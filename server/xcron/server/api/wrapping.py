@@ -12,6 +12,9 @@ import grpc
 Behaviour = Callable[..., Any]
 """A handler's behaviour: (request or request iterator, context) -> awaitable, or async iterator of responses."""
 
+HandlerWrap = Callable[[str, grpc.RpcMethodHandler], grpc.RpcMethodHandler]
+"""An interceptor's work on one method's handler: (full method name, handler) -> the handler to run instead."""
+
 
 def behaviour_of(handler: grpc.RpcMethodHandler) -> Behaviour | None:
     return handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream  # type: ignore[no-any-return]
@@ -49,7 +52,7 @@ class WrappedHandlers:
     Another handler for the method (an interceptor further in that refuses this call) is wrapped for the
     call and replaces the kept one; nothing wrapped is kept beyond one per method name."""
 
-    def __init__(self, wrap: Callable[[str, grpc.RpcMethodHandler], grpc.RpcMethodHandler]) -> None:
+    def __init__(self, wrap: HandlerWrap) -> None:
         self._wrap = wrap
         self._by_method: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
