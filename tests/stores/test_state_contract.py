@@ -272,6 +272,35 @@ async def test_purge_keep_last_per_job(store: StateStore) -> None:
     assert [r.id for r in await store.list_executions("job.a", limit=10)] == ["a-running"]
 
 
+async def test_deferred_writes_are_committed_by_flush(new_store: Callable[[], StateStore]) -> None:
+    """What a store may hold for a commit window (scheduled runs' bookkeeping, made as the executor makes
+    it: queued, awaited by nobody) goes once flush() is called."""
+    store = new_store()
+    await store.open()
+    try:
+        with store.deferred_writes():
+            writes = [
+                asyncio.ensure_future(store.save_execution(execution("e1"))),
+                asyncio.ensure_future(
+                    store.save_job(JobRecord(job_id="job.a", state=JobState.COMPLETED, execution_id="e1"))
+                ),
+                asyncio.ensure_future(store.save_schedule_records([ScheduleRecord(job_id="job.a", schedule_key="k")])),
+            ]
+        store.flush()
+        await asyncio.wait_for(asyncio.gather(*writes), WAIT)
+    finally:
+        await store.close()
+    reopened = new_store()
+    await reopened.open()
+    try:
+        stored = await reopened.get_execution("e1")
+        assert stored is not None and stored.state is ExecutionState.COMPLETED
+        assert (await reopened.load_jobs())["job.a"].execution_id == "e1"
+        assert list(await reopened.load_schedule_records()) == [("job.a", "k")]
+    finally:
+        await reopened.close()
+
+
 async def test_schedule_records_save_and_load(store: StateStore) -> None:
     assert await store.load_schedule_records() == {}
     first = ScheduleRecord(job_id="job.a", schedule_key="k1", last_fire=T0)

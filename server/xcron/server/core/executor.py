@@ -82,7 +82,8 @@ class Executor:
         self._starts_settled.set()
         self._progress = ProgressCoalescer(self._on_progress)
         self.cluster = cluster
-        self._start_writes: set[asyncio.Future[None]] = set()  # start rows of scheduled runs, queued
+        # Start rows of scheduled runs, queued and not awaited (the store may hold them for its commit window).
+        self._start_writes: set[asyncio.Future[None]] = set()
         self._async_jobs: dict[type[Any], bool] = {}
 
     async def start(self) -> None:
@@ -223,10 +224,11 @@ class Executor:
         before its end's, and the store commits in call order."""
         if self._running.get(record.job_id) is not entry:
             return
-        for write in (self._store.save_execution(record), self._store.save_job(job)):
-            task = asyncio.ensure_future(write)
-            self._start_writes.add(task)
-            task.add_done_callback(self._start_written)
+        with self._store.deferred_writes():  # nobody waits for them
+            writes = (queued(self._store.save_execution(record)), queued(self._store.save_job(job)))
+        for write in writes:
+            self._start_writes.add(write)
+            write.add_done_callback(self._start_written)
 
     def _start_written(self, task: asyncio.Future[None]) -> None:
         self._start_writes.discard(task)
@@ -429,7 +431,12 @@ class Executor:
             entry.record = record
             if self._jobs[job_id].execution_id == record.id:  # no newer local run started meanwhile
                 await self._set_job(job, persist=False)
-        else:
+        elif record.trigger is Trigger.SCHEDULE:
+            # Not awaited: memory and the event bus know the outcome, a read of history commits it first, and
+            # what waits for the run to end (a buffered occurrence) need not wait for the store's commit window.
+            await self._set_job(job, persist=False)
+            self.outcomes.write(record, job)
+        else:  # RunJob's runs: as before, the end is written before the run counts as finished
             await self._set_job(job, persist=False)
             try:
                 await all_written(queued(self._store.save_execution(record)), queued(self._store.save_job(job)))
@@ -498,6 +505,7 @@ class Executor:
             entry.task.cancel()
             await self._finish(entry, ExecutionState.ABORTED, INTERRUPTED)
         if self._start_writes:
+            self._store.flush()  # held for the store's commit window: they go now
             await asyncio.wait(set(self._start_writes), timeout=grace)
         await self.outcomes.drain(grace)
         self._pool.shutdown(wait=False, cancel_futures=True)

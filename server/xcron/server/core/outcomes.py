@@ -8,7 +8,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from xcron.server.core.ports import ExecutionRecord, JobRecord, RunFenced, StateStore
+from xcron.server.core.ports import ExecutionRecord, JobRecord, RunFenced, StateStore, queued
 
 log = logging.getLogger("xcron.server.core.executor")  # the executor's log: operators follow runs there
 
@@ -27,6 +27,7 @@ class UnrecordedOutcomes:
         self._failing: set[str] = set()  # of those, the ones the store has refused at least once
         self._listeners: list[HealthListener] = []
         self._persisting: set[asyncio.Task[None]] = set()
+        self._writing: set[asyncio.Future[None]] = set()  # ends written by write(), not yet settled
 
     def add_health_listener(self, listener: HealthListener) -> None:
         self._listeners.append(listener)
@@ -39,6 +40,41 @@ class UnrecordedOutcomes:
         """The outcome kept for this execution, if the store has not taken it yet."""
         pending = self._pending.get(execution_id)
         return pending[0] if pending is not None else None
+
+    def write(self, record: ExecutionRecord, job: JobRecord) -> None:
+        """Writes an ended run's rows without waiting for them: as bookkeeping nobody awaits, so the store may
+        hold them for its commit window. If the store refuses them, they are kept and retried as `record`
+        does. settled() and drain() wait for them."""
+        store = self._store
+        with store.deferred_writes():
+            execution = queued(store.save_execution(record))
+            row = queued(store.save_job(job))
+        self._writing.add(row)
+        row.add_done_callback(lambda _: self._written(record, job, execution, row))
+
+    def _written(
+        self, record: ExecutionRecord, job: JobRecord, execution: asyncio.Future[None], row: asyncio.Future[None]
+    ) -> None:
+        if not execution.done():  # SQLite settles writes in call order; a store of tasks may not
+            self._writing.add(execution)
+            execution.add_done_callback(lambda _: self._written(record, job, execution, row))
+            return
+        self._writing.discard(execution)
+        self._writing.discard(row)
+        failure: BaseException | None = None
+        for write in (execution, row):  # each one's exception retrieved, or asyncio logs it as lost
+            try:
+                error = write.exception()
+            except asyncio.CancelledError as exc:  # a store of tasks cancelled at exit: not written either
+                error = exc
+            failure = failure or error
+        if failure is not None:
+            log.error(
+                "could not record the end of the run (%s); kept in memory, retrying",
+                failure,
+                extra={"job_id": record.job_id, "execution_id": record.id},
+            )
+            self.record(record, job, record.id, refused=True)
 
     def record(
         self, record: ExecutionRecord | None, job: JobRecord | None, execution_id: str, *, refused: bool
@@ -106,12 +142,19 @@ class UnrecordedOutcomes:
                         self._notify_health(True)
 
     async def settled(self) -> None:
-        """Waits for the writes in flight now (each ends once the store took its outcome)."""
+        """Waits for the writes in flight now (each ends once the store took its outcome); held ones go now."""
+        if self._writing:
+            self._store.flush()
+        while self._writing:  # a refused one becomes a persisting task before wait() returns
+            await asyncio.wait(set(self._writing))
         await asyncio.gather(*self._persisting)
 
     async def drain(self, grace: float) -> None:
         """At shutdown: lets the writes in flight finish within `grace`, then stops them (nothing may touch the
         store once it is closed) and logs what was never recorded."""
+        if self._writing:
+            self._store.flush()  # not held for the window: a refused one is retried below
+            await asyncio.wait(set(self._writing), timeout=max(grace, 1.0))
         if self._persisting:
             await asyncio.wait(set(self._persisting), timeout=max(grace, 1.0))
         for task in list(self._persisting):

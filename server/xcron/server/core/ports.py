@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
@@ -114,6 +115,18 @@ class StateStore(Protocol):
 
     async def load_schedule_records(self) -> dict[tuple[str, str], ScheduleRecord]: ...
     def save_schedule_records(self, records: Sequence[ScheduleRecord]) -> Awaitable[None]: ...
+    def deferred_writes(self) -> AbstractContextManager[None]:
+        """Writes made inside (synchronously: never await inside) are bookkeeping nobody awaits before
+        answering anyone (a scheduled run's rows, fire times). The store may hold them a few dozen
+        milliseconds so that several share a commit (SQLite: COMMIT_WINDOW); any other call, and close(),
+        commits them first. A crash may lose that much bookkeeping, never an awaited write."""
+        ...
+
+    def flush(self) -> None:
+        """Commits what deferred_writes() holds now, without waiting for it (shutdown does not wait out
+        the window)."""
+        ...
+
     async def delete_schedule_records(self, job_id: str, schedule_keys: Sequence[str]) -> None:
         """Forgets removed schedules, so one put back later starts afresh."""
         ...

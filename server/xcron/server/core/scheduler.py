@@ -206,8 +206,13 @@ class Scheduler:
         """As _save_records, without a task: the write is queued now and its failure logged when it settles."""
         if self._stopped or not records:
             return
-        write = queued(self._store.save_schedule_records(records))
-        self._inflight.add(write)
+        with self._store.deferred_writes():  # nobody waits for it: the store may hold it a moment
+            raw = self._store.save_schedule_records(records)
+        write = queued(raw)
+        if write is not raw:  # a coroutine store's task: stop() must not leave it running
+            self._inflight.add(write)
+        # A store that queues the write when called keeps it in order itself (reads see it, close commits
+        # it): settled() need not wait for its commit window.
         write.add_done_callback(self._saved)
 
     def _saved(self, write: asyncio.Future[Any]) -> None:

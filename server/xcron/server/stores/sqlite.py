@@ -9,6 +9,7 @@ import queue
 import sqlite3
 import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +27,13 @@ from xcron.server.core.ports import (
 from xcron.server.stores._codec import decode_parameters, encode_parameters, job_from_row
 
 T = TypeVar("T")
+
+COMMIT_WINDOW = 0.05
+"""Seconds a bookkeeping write nobody awaits (made inside `deferred_writes()`: a scheduled run's rows, fire
+times) may wait so that later ones share its transaction and commit: at 100 runs a second, one commit for
+about five runs instead of one each. Any other call (a read, RunJob's start, an awaited write, purge)
+takes everything held into its own batch at once, and close() commits what is held. A crash (not a stop)
+can lose at most this much of that bookkeeping."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -104,13 +112,35 @@ Outcome = tuple[bool, Any]
 Settle = Callable[[list[Outcome]], None]
 
 
+class _Deferring:
+    """The context manager `deferred_writes()` returns (one per store: no generator per use)."""
+
+    __slots__ = ("_store",)
+
+    def __init__(self, store: SqliteStateStore) -> None:
+        self._store = store
+
+    def __enter__(self) -> None:
+        self._store._deferring += 1
+
+    def __exit__(self, *exc: object) -> None:
+        self._store._deferring -= 1
+
+
 class SqliteStateStore:
     """Group commit: calls that arrive while the store thread is busy are run together in one
     transaction (each in a savepoint of its own, so one failing call fails alone). Under load a
-    thousand runs a second cost a few dozen fsyncs, not thousands."""
+    thousand runs a second cost a few dozen fsyncs, not thousands. Writes nobody awaits may also wait
+    up to `commit_window` seconds for company (see COMMIT_WINDOW); every other call goes at once and
+    takes them along."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, commit_window: float = COMMIT_WINDOW) -> None:
         self.path = path
+        self.commit_window = commit_window  # seconds; 0: every batch goes at once (tests lengthen it)
+        self._deferring = 0  # > 0 inside deferred_writes(): calls made now may wait for the window
+        self._urgent = False  # a queued call may not wait: the next batch goes at once
+        self._timer: asyncio.TimerHandle | None = None  # ends the window of the calls held now
+        self._deferred_writes = _Deferring(self)
         # The store's own thread, fed through a SimpleQueue: a ThreadPoolExecutor's submit cost a Future,
         # a Condition and a work item per batch, and the thread as much again to settle them.
         self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
@@ -128,6 +158,11 @@ class SqliteStateStore:
         """A write queued now; its cursor is closed on the store thread, so its result is None."""
         return cast("asyncio.Future[None]", self._enqueue(fn))
 
+    def deferred_writes(self) -> AbstractContextManager[None]:
+        """Writes made inside are bookkeeping nobody awaits before answering anyone: they may be held for
+        up to the commit window. Reads, and writes made outside, still see and keep the store's order."""
+        return self._deferred_writes
+
     def _enqueue(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
         """Queues a call now (not when first awaited) and returns its future: writes made one after another
         are in the store's order at once, and cost the caller no task to get there."""
@@ -137,18 +172,55 @@ class SqliteStateStore:
             future.set_exception(StoreUnavailable("the state store is closed"))
             return future
         self._queue.append((fn, future))
-        if not self._busy:
-            # Submitted after this turn of the loop, so that the calls made in it go in one transaction
-            # (a scheduled run that ends at once: its schedule's fire time and its rows).
+        if not self._deferring:
+            self._urgent = True
+            if not self._busy:
+                self._kick(loop, at_once=False)
+        elif not self._busy and self._timer is None:  # else it goes with what is in flight, or held already
+            self._kick(loop, at_once=False)
+        return future
+
+    def _kick(self, loop: asyncio.AbstractEventLoop, *, at_once: bool) -> None:
+        """Sends what is queued to the store thread (none is in flight): after this turn of the loop if a call
+        may not wait, so that the calls made in it go in one transaction (a scheduled run that ends at once:
+        its schedule's fire time and its rows), or `at_once`; else when the window of the held ones ends."""
+        if not self._queue:
+            return
+        if self._urgent or self._closed or self.commit_window <= 0:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
             self._busy = True
             if self._idle is None:
                 self._idle = asyncio.Event()
             self._idle.clear()
-            loop.call_soon(self._submit, loop)
-        return future
+            if at_once:
+                self._submit(loop)
+            else:
+                loop.call_soon(self._submit, loop)
+        elif self._timer is None:
+            self._timer = loop.call_later(self.commit_window, self._window_ends, loop)
+
+    def flush(self) -> None:
+        """Sends what is held to the store thread now (shutdown: nothing waits out the window)."""
+        if not self._queue:
+            return
+        self._urgent = True
+        if not self._busy:
+            self._kick(asyncio.get_running_loop(), at_once=True)
+
+    def _window_ends(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        self._urgent = True
+        if not self._busy:
+            self._kick(loop, at_once=True)
 
     def _submit(self, loop: asyncio.AbstractEventLoop) -> None:
         batch, self._queue = self._queue, []
+        self._urgent = False
+        if self._timer is not None:  # the held calls go with this batch
+            self._timer.cancel()
+            self._timer = None
         self._busy = True
         if self._idle is None:
             self._idle = asyncio.Event()
@@ -163,10 +235,10 @@ class SqliteStateStore:
                     future.set_result(value)
                 else:
                     future.set_exception(value)
-            if self._queue:  # calls made before close() began still run; close() waits for them
-                self._submit(loop)
-            else:
-                self._busy = False
+            self._busy = False
+            # Calls made meanwhile: at once if one may not wait (or close() began: it waits for them).
+            self._kick(loop, at_once=True)
+            if not self._busy:
                 assert self._idle is not None
                 self._idle.set()
 
@@ -292,10 +364,11 @@ class SqliteStateStore:
         await self._on_thread(connect)
 
     async def close(self) -> None:
-        """Calls made before run to completion; calls made after fail at once (StoreUnavailable)."""
+        """Calls made before (held ones too) run to completion; calls made after fail at once (StoreUnavailable)."""
         if self._closed:
             return
         self._closed = True
+        self.flush()  # held writes go now
         while self._busy and self._idle is not None:
             await self._idle.wait()  # let the calls already made finish
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
 from typing import Any
 
@@ -34,6 +35,13 @@ from xcron.server.stores.postgres.schema import (
 
 class PostgresState(PostgresBase):
     """The `StateStore` protocol."""
+
+    def deferred_writes(self) -> AbstractContextManager[None]:
+        """No commit window here: writes already share one transaction per turn of the loop."""
+        return nullcontext()
+
+    def flush(self) -> None:
+        """Nothing is held."""
 
     async def load_jobs(self) -> dict[str, JobRecord]:
         async with self._conn() as conn:
