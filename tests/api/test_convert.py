@@ -37,6 +37,19 @@ def test_parameter_values_round_trip_with_their_type(value: ParameterValue) -> N
     assert back == value and type(back) is type(value)
 
 
+def test_an_executions_parameters_round_trip_with_their_type_even_zero() -> None:
+    """Set in place in the map's entries (set_parameter_value): a zero or False still says its kind."""
+    values: dict[str, ParameterValue] = {
+        "s": "", "i": 0, "b": False, "d": 0.0, "t": NOW, "dt": timedelta(0), "big": -(2**63), "neg": -1.5,
+    }  # fmt: skip
+    record = ExecutionRecord(
+        id="e1", job_id="j", parameters=values, trigger=Trigger.MANUAL, state=ExecutionState.RUNNING, start_time=NOW
+    )
+    wire = pb.Execution.FromString(convert.execution(record).SerializeToString())
+    back = convert.from_parameters(wire.parameters)
+    assert back == values and all(type(back[k]) is type(v) for k, v in values.items())
+
+
 def test_an_empty_parameter_value_names_its_field() -> None:
     with pytest.raises(InvalidArgument) as caught:
         convert.from_parameters({"n": pb.ParameterValue()})

@@ -1,13 +1,17 @@
-"""The run records core/runs.py builds field by field (cheaper than dataclasses.replace) keep every field."""
+"""The run records core/runs.py builds field by field (cheaper than dataclasses.replace) keep every field; the
+waiter a start's writes are awaited through (`settled`) waits for all of them and, cancelled, cancels none."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import MISSING, fields, replace
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from xcron.server.core.model import ExecutionState, Trigger
 from xcron.server.core.ports import ExecutionRecord, JobRecord
-from xcron.server.core.runs import ended, started_at
+from xcron.server.core.runs import ended, outcome, settled, started_at
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -49,3 +53,34 @@ def test_ended_keeps_every_field_it_does_not_set() -> None:
     expected = replace(_record(), state=ExecutionState.ABORTED, finish_time=now, error="boom", status_text="boom")
     assert record == expected
     assert job.execution_id == "e" and job.last_finish == now
+
+
+async def test_settled_waits_for_every_future_whatever_its_outcome() -> None:
+    loop = asyncio.get_running_loop()
+    ok, failed, cancelled = loop.create_future(), loop.create_future(), loop.create_future()
+    waiter = settled(ok, failed, cancelled)
+    ok.set_result(None)
+    failed.set_exception(ValueError("x"))
+    await asyncio.sleep(0)  # the done callbacks run on the loop's next turns
+    assert not waiter.done()
+    cancelled.cancel()
+    await waiter
+    assert outcome(ok) is None
+    assert isinstance(outcome(failed), ValueError)
+    assert isinstance(outcome(cancelled), asyncio.CancelledError)
+
+
+async def test_cancelling_the_settled_waiter_leaves_the_futures_alone() -> None:
+    """As asyncio.shield: a start's caller cancelled meanwhile must not cancel its writes."""
+    loop = asyncio.get_running_loop()
+    write = loop.create_future()
+    task = asyncio.ensure_future(settled(write))
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not write.done()
+    again = settled(write)
+    write.set_result(None)
+    await again
+    assert outcome(write) is None

@@ -18,7 +18,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from xcron.server.api import reflection
 from xcron.server.api.auth import AuthFailures, AuthInterceptor, Authorizer, TokenTable, load_token_table
 from xcron.server.api.connect import ConnectJobService, HealthASGIApplication, connect_app
-from xcron.server.api.decode import DecodeGuard
+from xcron.server.api.decode import DecodeGuard, guard_decoding
 from xcron.server.api.http import HttpServer, http_app, load_panel, loopback_hosts
 from xcron.server.api.servicer import Servicer
 from xcron.server.api.tls import (
@@ -233,9 +233,13 @@ class XcronServer:
                 )
             ]
         )
-        # Counted first, so refused calls count too; DecodeGuard last: it wraps the real handler.
+        # Counted first, so refused calls count too; DecodeGuard last: it wraps the real handler. Without
+        # auth, one interceptor does both (each interceptor is a hop per call in grpc.aio).
+        interceptors = (
+            [self.metrics.interceptor(), *auth, DecodeGuard()] if auth else [self.metrics.interceptor(guard_decoding)]
+        )
         server = grpc.aio.server(
-            interceptors=[self.metrics.interceptor(), *auth, DecodeGuard()],
+            interceptors=interceptors,
             options=[
                 ("grpc.max_receive_message_length", config.limits.max_request_bytes),
                 ("grpc.max_send_message_length", 64 * 1024 * 1024),

@@ -22,7 +22,7 @@ import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 
-from xcron.server.api.wrapping import behaviour_of, responses, same_kind
+from xcron.server.api.wrapping import HandlerWrap, WrappedHandlers, behaviour_of, responses, same_kind
 from xcron.server.core.ports import ExecutionRecord
 from xcron.server.run_metrics import RunMetrics
 
@@ -52,6 +52,7 @@ class Metrics:
         self.running = Gauge("xcron_running_jobs", "Jobs running now", registry=r)
         self.watchers = Gauge("xcron_watchers", "Connected WatchJobs streams", registry=r)
         self.rpcs = Counter("xcron_rpcs", "RPCs handled", ["method", "code"], registry=r)
+        self._rpc_children: dict[tuple[str, str], Any] = {}
         self.auth_failures = Counter(
             "xcron_auth_failures", "Calls refused for their token, by peer address", ["peer", "reason"], registry=r
         )
@@ -100,12 +101,17 @@ class Metrics:
         threading.Thread(target=httpd.serve_forever, name="metrics-http", daemon=True).start()
         return int(httpd.server_address[1])
 
-    def interceptor(self) -> grpc.aio.ServerInterceptor:
-        return _RpcCounter(self)
+    def interceptor(self, inner: HandlerWrap | None = None) -> grpc.aio.ServerInterceptor:
+        """Counts every call; `inner`: a wrapping applied to each handler first, as an interceptor after this
+        one would (DecodeGuard's, when nothing stands between them), without another interceptor's hop."""
+        return _RpcCounter(self, inner)
 
     def count_rpc(self, method: str, code: str) -> None:
         """One call ended (the HTTP port's Connect calls; the gRPC port counts through `interceptor`)."""
-        self.rpcs.labels(method, code).inc()
+        child = self._rpc_children.get((method, code))
+        if child is None:  # labels() takes a lock and checks the labels: once per (method, code), not per call
+            child = self._rpc_children[(method, code)] = self.rpcs.labels(method, code)
+        child.inc()
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -127,8 +133,10 @@ class _RpcCounter(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Counts every RPC by full method name and final status code: OK unless the handler set
     another, CANCELLED or DEADLINE_EXCEEDED when the client ended the call first."""
 
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, inner: HandlerWrap | None = None) -> None:
         self._metrics = metrics
+        self._inner = inner
+        self._wrapped = WrappedHandlers(self._wrap)
 
     async def intercept_service(
         self,
@@ -138,7 +146,12 @@ class _RpcCounter(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        method = handler_call_details.method.lstrip("/")
+        return self._wrapped.get(handler_call_details.method, handler)
+
+    def _wrap(self, full_method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        if self._inner is not None:
+            handler = self._inner(full_method, handler)
+        method = full_method.lstrip("/")
         count = self._count
         inner = behaviour_of(handler)
         if inner is None:

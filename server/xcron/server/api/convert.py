@@ -119,17 +119,26 @@ def from_duration(d: Duration, field: str) -> timedelta:
 
 
 def parameter_value(value: ParameterValue) -> pb.ParameterValue:
+    out = pb.ParameterValue()
+    set_parameter_value(out, value)
+    return out
+
+
+def set_parameter_value(out: pb.ParameterValue, value: ParameterValue) -> None:
+    """Sets `value` in place, e.g. in a map entry: building a message and copying it in cost three times as much
+    (most of an Execution's conversion, for a job with a few parameters)."""
     if isinstance(value, bool):
-        return pb.ParameterValue(bool_value=value)
-    if isinstance(value, int):
-        return pb.ParameterValue(int_value=value)
-    if isinstance(value, float):
-        return pb.ParameterValue(double_value=value)
-    if isinstance(value, str):
-        return pb.ParameterValue(string_value=value)
-    if isinstance(value, datetime):
-        return pb.ParameterValue(timestamp_value=timestamp(value))
-    return pb.ParameterValue(duration_value=duration(value))
+        out.bool_value = value
+    elif isinstance(value, int):
+        out.int_value = value
+    elif isinstance(value, float):
+        out.double_value = value
+    elif isinstance(value, str):
+        out.string_value = value
+    elif isinstance(value, datetime):
+        out.timestamp_value.CopyFrom(timestamp(value))
+    else:
+        out.duration_value.CopyFrom(duration(value))
 
 
 def from_parameter_value(value: pb.ParameterValue, field: str) -> ParameterValue:
@@ -176,7 +185,7 @@ def schedule(s: Schedule, record: ScheduleRecord | None = None, next_times: Sequ
         next_fire_times=[timestamp(t) for t in next_times],
     )
     for name, value in s.parameters.items():
-        out.parameters[name].CopyFrom(parameter_value(value))
+        set_parameter_value(out.parameters[name], value)
     spec = s.spec
     if isinstance(spec, IntervalSpec):
         out.interval.interval.CopyFrom(duration(spec.every))
@@ -326,7 +335,7 @@ def execution(record: ExecutionRecord) -> pb.Execution:
         cancel_requested=record.cancel_requested,
     )
     for name, value in record.parameters.items():
-        out.parameters[name].CopyFrom(parameter_value(value))
+        set_parameter_value(out.parameters[name], value)
     return out
 
 

@@ -18,7 +18,7 @@ from google.protobuf.message import DecodeError
 
 from xcron.server.api.ratelimit import LogThrottle
 from xcron.server.api.status import to_status
-from xcron.server.api.wrapping import behaviour_of, responses, same_kind
+from xcron.server.api.wrapping import WrappedHandlers, behaviour_of, responses, same_kind
 from xcron.server.core.errors import InvalidArgument
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
@@ -41,6 +41,9 @@ def _decode(deserializer: Callable[[bytes], Any] | None, data: bytes) -> Any:
 
 
 class DecodeGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    def __init__(self) -> None:
+        self._wrapped = WrappedHandlers(guard_decoding)
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
@@ -49,36 +52,57 @@ class DecodeGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        method: str = handler_call_details.method
-        deserialize = handler.request_deserializer
-        inner = behaviour_of(handler)
-        if inner is None:
-            return handler
-        if handler.request_streaming:  # reflection: each request decoded as it is read
-            if handler.response_streaming:
+        return self._wrapped.get(handler_call_details.method, handler)
 
-                async def bidi(requests: AsyncIterable[bytes], context: Context) -> AsyncIterator[Any]:
-                    async for item in responses(inner(_decoding(requests, method, deserialize, context), context)):
-                        yield item
 
-                return same_kind(handler, bidi, decoded=False)
+def guard_decoding(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    """`handler` taking the request's bytes and decoding them itself (what DecodeGuard does to every handler,
+    for an interceptor that does it along with its own work)."""
+    deserialize = handler.request_deserializer
+    inner = behaviour_of(handler)
+    if inner is None:
+        return handler
+    if handler.request_streaming:  # reflection: each request decoded as it is read
+        if handler.response_streaming:
 
-            async def client_streaming(requests: AsyncIterable[bytes], context: Context) -> Any:
-                return await inner(_decoding(requests, method, deserialize, context), context)
+            async def bidi(requests: AsyncIterable[bytes], context: Context) -> AsyncIterator[Any]:
+                async for item in responses(inner(_decoding(requests, method, deserialize, context), context)):
+                    yield item
 
-            return same_kind(handler, client_streaming, decoded=False)
-        if not handler.response_streaming:
+            return same_kind(handler, bidi, decoded=False)
 
-            async def unary(data: bytes, context: Context) -> Any:
-                return await inner(await _decoded(data, method, deserialize, context), context)
+        async def client_streaming(requests: AsyncIterable[bytes], context: Context) -> Any:
+            return await inner(_decoding(requests, method, deserialize, context), context)
 
-            return same_kind(handler, unary, decoded=False)
+        return same_kind(handler, client_streaming, decoded=False)
+    if not handler.response_streaming:
 
-        async def streaming(data: bytes, context: Context) -> AsyncIterator[Any]:
-            async for item in responses(inner(await _decoded(data, method, deserialize, context), context)):
-                yield item
+        async def unary(data: bytes, context: Context) -> Any:
+            try:  # decoded inline, not in a coroutine of its own: this runs for every call
+                request = _decode(deserialize, data)
+            except InvalidArgument as exc:
+                await _refuse(method, context, exc)
+                raise  # unreachable: _refuse raises
+            return await inner(request, context)
 
-        return same_kind(handler, streaming, decoded=False)
+        return same_kind(handler, unary, decoded=False)
+
+    async def streaming(data: bytes, context: Context) -> AsyncIterator[Any]:
+        try:
+            request = _decode(deserialize, data)
+        except InvalidArgument as exc:
+            await _refuse(method, context, exc)
+            raise  # unreachable: _refuse raises
+        async for item in responses(inner(request, context)):
+            yield item
+
+    return same_kind(handler, streaming, decoded=False)
+
+
+async def _refuse(method: str, context: Context, exc: InvalidArgument) -> None:
+    """Aborts the call with INVALID_ARGUMENT (raises)."""
+    _note(method, context, exc)
+    await context.abort_with_status(to_status(exc))
 
 
 async def _decoded(data: bytes, method: str, deserialize: Any, context: Context) -> Any:
@@ -86,9 +110,8 @@ async def _decoded(data: bytes, method: str, deserialize: Any, context: Context)
     try:
         return _decode(deserialize, data)
     except InvalidArgument as exc:
-        _note(method, context, exc)
-        await context.abort_with_status(to_status(exc))
-        raise  # unreachable: abort_with_status raises
+        await _refuse(method, context, exc)
+        raise  # unreachable: _refuse raises
 
 
 async def _decoding(

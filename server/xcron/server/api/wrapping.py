@@ -12,6 +12,9 @@ import grpc
 Behaviour = Callable[..., Any]
 """A handler's behaviour: (request or request iterator, context) -> awaitable, or async iterator of responses."""
 
+HandlerWrap = Callable[[str, grpc.RpcMethodHandler], grpc.RpcMethodHandler]
+"""An interceptor's work on one method's handler: (full method name, handler) -> the handler to run instead."""
+
 
 def behaviour_of(handler: grpc.RpcMethodHandler) -> Behaviour | None:
     return handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream  # type: ignore[no-any-return]
@@ -39,3 +42,30 @@ async def responses(result: Any) -> AsyncIterator[Any]:
         return
     async for item in result:
         yield item
+
+
+class WrappedHandlers:
+    """An interceptor's handlers, wrapped once per method instead of once per call.
+
+    The handler a method resolves to is the same object call after call (the service registered it once),
+    so its wrapped version is kept by method name and reused while the inner handler is that same object.
+    Another handler for the method (an interceptor further in that refuses this call) is wrapped for the
+    call and replaces the kept one; nothing wrapped is kept beyond one per method name."""
+
+    def __init__(self, wrap: HandlerWrap) -> None:
+        self._wrap = wrap
+        self._by_method: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
+    def get(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        kept = self._by_method.get(method)
+        if kept is not None and kept[0] is handler:
+            return kept[1]
+        wrapped = self._wrap(method, handler)
+        if len(self._by_method) < MAX_KEPT or method in self._by_method:
+            self._by_method[method] = (handler, wrapped)
+        return wrapped
+
+
+MAX_KEPT = 1024
+"""Method names resolve only to registered methods (unknown ones get no handler, so are never wrapped);
+the bound is a safeguard should a generic handler answer any name."""

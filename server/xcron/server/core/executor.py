@@ -32,7 +32,9 @@ from xcron.server.core.runs import (
     ended,
     log_ids,
     new_run,
+    outcome,
     running_job,
+    settled,
     started_at,
 )
 
@@ -82,6 +84,7 @@ class Executor:
         self.cluster = cluster
         # Start rows of scheduled runs, queued and not awaited (the store may hold them for its commit window).
         self._start_writes: set[asyncio.Future[None]] = set()
+        self._async_jobs: dict[type[Any], bool] = {}
 
     async def start(self) -> None:
         """Loads job state; runs left RUNNING by a dead process become ABORTED, never NOT_YET_RUN."""
@@ -181,7 +184,8 @@ class Executor:
                 self._starts_settled.set()
         entry.task = asyncio.create_task(self._execute(job, entry), name=f"xcron-run-{job_id}-{record.id}")
         self.observer.run_started(record)
-        log.info("run started (%s)", trigger.value, extra=log_ids(record))
+        if log.isEnabledFor(logging.INFO):  # every run: no `extra` dict built for a line not logged
+            log.info("run started (%s)", trigger.value, extra=log_ids(record))
         if scheduled_time is not None:
             self.observer.lateness(job_id, record.start_time - scheduled_time)
         return record
@@ -283,20 +287,18 @@ class Executor:
             return record
         # Queued together, so the store commits both in one transaction. Shielded: if the caller is
         # cancelled meanwhile, the rows may land anyway, so wait to know and undo them.
-        writes = asyncio.gather(
-            queued(self._store.save_execution(record)), queued(self._store.save_job(job_record)),
-            return_exceptions=True,
-        )  # fmt: skip
+        writes = (queued(self._store.save_execution(record)), queued(self._store.save_job(job_record)))
         try:
-            outcomes = await asyncio.shield(writes)
+            await settled(*writes)
         except asyncio.CancelledError:
-            outcomes = await writes
-            written.note(outcomes)
+            await settled(*writes)
+            written.note([outcome(w) for w in writes])
             raise
+        outcomes = [outcome(w) for w in writes]
         written.note(outcomes)
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
+        for failure in outcomes:
+            if failure is not None:
+                raise failure
         return record
 
     def _undo_start(self, entry: Running, before: JobRecord, written: StartWrites) -> None:
@@ -392,7 +394,10 @@ class Executor:
             if record_start:
                 self._code_starts(entry)
             job = job_type()
-            if job_type.is_async():
+            is_async = self._async_jobs.get(job_type)
+            if is_async is None:  # inspect.iscoroutinefunction once per job class, not per run
+                is_async = self._async_jobs[job_type] = job_type.is_async()
+            if is_async:
                 await job.run(context)
             else:
                 loop = asyncio.get_running_loop()
@@ -443,7 +448,8 @@ class Executor:
                 )
                 self.outcomes.record(record, job, record.id, refused=True)
         self.observer.run_finished(record)
-        log.info("run ended %s", state.value.upper(), extra=log_ids(record))
+        if log.isEnabledFor(logging.INFO):
+            log.info("run ended %s", state.value.upper(), extra=log_ids(record))
         for listener in list(self._listeners):
             try:
                 listener(record)

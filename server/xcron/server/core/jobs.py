@@ -82,6 +82,9 @@ class Job:
 
 ProgressSink = Callable[[float, str | None], None]
 
+_EVENT_LOCK = threading.Lock()
+"""Guards making a JobContext's threading.Event against a cancel request arriving at that moment."""
+
 
 class JobContext:
     """What a running job sees: its parameters, progress reporting and cancellation.
@@ -108,7 +111,10 @@ class JobContext:
         self.services: Mapping[str, Any] = services or {}
         self._logger: logging.LoggerAdapter[logging.Logger] | None = None  # built on first use: most jobs never log
         self._on_progress = on_progress
-        self._cancel_flag = threading.Event()
+        # Set once, on the loop; read from any thread. The Event that blocking waits need (a lock and a
+        # condition: 2 us) is made on the first wait, as most runs never wait.
+        self._cancelled = False
+        self._cancel_event: threading.Event | None = None
         self._cancel_async: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -155,16 +161,20 @@ class JobContext:
 
     @property
     def cancel_requested(self) -> bool:
-        return self._cancel_flag.is_set()
+        return self._cancelled
 
     def request_cancel(self) -> None:
         """Called by the executor (on the loop); the job notices at its next check."""
-        self._cancel_flag.set()
+        self._cancelled = True
+        with _EVENT_LOCK:  # a wait making its Event now sees _cancelled, or its Event is set here
+            event = self._cancel_event
+        if event is not None:
+            event.set()
         if self._cancel_async is not None:
             self._cancel_async.set()
 
     def raise_if_cancelled(self) -> None:
-        if self._cancel_flag.is_set():
+        if self._cancelled:
             raise JobCancelled("cancelled on request")
 
     def report_progress(self, progress: float, status: str | None = None) -> None:
@@ -176,7 +186,15 @@ class JobContext:
 
     def wait(self, seconds: float) -> bool:
         """Blocking jobs: sleep up to `seconds`, returning True early if a cancel is requested."""
-        return self._cancel_flag.wait(seconds)
+        event = self._cancel_event
+        if event is None:
+            with _EVENT_LOCK:
+                event = self._cancel_event
+                if event is None:
+                    event = self._cancel_event = threading.Event()
+                    if self._cancelled:
+                        event.set()
+        return event.wait(seconds)
 
     async def sleep(self, seconds: float) -> bool:
         """Async jobs: sleep up to `seconds`, returning True early if a cancel is requested."""
@@ -184,7 +202,7 @@ class JobContext:
             raise RuntimeError("JobContext.sleep is for async jobs")
         if self._cancel_async is None:  # made on first use (on the loop, as request_cancel runs)
             self._cancel_async = asyncio.Event()
-            if self._cancel_flag.is_set():
+            if self._cancelled:
                 self._cancel_async.set()
         try:
             await asyncio.wait_for(self._cancel_async.wait(), timeout=seconds)
