@@ -1,7 +1,8 @@
 """Interceptors wrap a method's handler once and reuse it (wrapping.WrappedHandlers), and that reuse keeps
 every call's own outcome: behind the metrics counter, an auth refusal and an accepted call of the same method
 alternate, each counted under its own code, and a malformed request still gets INVALID_ARGUMENT. Without auth
-the counter does the decode guard's wrapping itself (one interceptor): same outcomes."""
+the counter does the decode guard's wrapping itself (one interceptor), or both wrap each handler once at
+registration (WrappingRegistrar, no interceptor: the server's own set-up): same outcomes."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from core_harness import Harness
 from xcron.server.api.auth import AuthInterceptor, hash_token, parse_token_lines
 from xcron.server.api.decode import DecodeGuard, guard_decoding
 from xcron.server.api.servicer import Servicer
-from xcron.server.api.wrapping import WrappedHandlers
+from xcron.server.api.wrapping import WrappedHandlers, WrappingRegistrar
 from xcron.server.metrics import Metrics
 from xcron.v1 import job_service_pb2 as pb
 from xcron.v1 import job_service_pb2_grpc as pb_grpc
@@ -77,8 +78,8 @@ async def counted(harness: Harness) -> AsyncIterator[tuple[pb_grpc.JobServiceStu
         await server.stop(None)
 
 
-def _count(metrics: Metrics, code: str) -> float:
-    return metrics.registry.get_sample_value("xcron_rpcs_total", {"method": GET_JOB, "code": code}) or 0.0
+def _count(metrics: Metrics, code: str, method: str = GET_JOB) -> float:
+    return metrics.registry.get_sample_value("xcron_rpcs_total", {"method": method, "code": code}) or 0.0
 
 
 async def test_refused_and_accepted_calls_of_one_method_alternate_each_with_its_outcome(
@@ -124,3 +125,44 @@ async def test_without_auth_one_interceptor_counts_and_guards_decoding(harness: 
     finally:
         await server.stop(None)
     assert (_count(metrics, "OK"), _count(metrics, "INVALID_ARGUMENT")) == (2.0, 1.0)
+
+
+async def _job_id(request: pb.GetJobRequest, context: object) -> bytes:
+    return request.job_id.encode()
+
+
+async def test_without_auth_handlers_wrapped_at_registration_count_and_guard_decoding(harness: Harness) -> None:
+    """The server's own set-up without auth: no interceptor; registered methods (the generated code's fast
+    path) and generic handlers both come out counted and decode-guarded; an unknown method is not counted."""
+    manager = await harness.start()
+    metrics = Metrics()
+    server = grpc.aio.server()
+    registrar = WrappingRegistrar(server, metrics.handler_wrap(guard_decoding))
+    pb_grpc.add_JobServiceServicer_to_server(Servicer(manager), registrar)
+    echo = grpc.unary_unary_rpc_method_handler(_job_id, pb.GetJobRequest.FromString, lambda data: data)
+    registrar.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Echo", {"JobId": echo}),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = pb_grpc.JobServiceStub(channel)
+            for _ in range(2):
+                assert (await stub.GetJob(pb.GetJobRequest(job_id="t.tick"))).job.id == "t.tick"
+            echo_call = channel.unary_unary("/test.Echo/JobId", request_serializer=None, response_deserializer=None)
+            assert await echo_call(pb.GetJobRequest(job_id="abc").SerializeToString()) == b"abc"
+            for method in (f"/{GET_JOB}", "/test.Echo/JobId"):
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await channel.unary_unary(method, request_serializer=None)(b"\x0a\xff\xff\xff")
+                assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT, method
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await channel.unary_unary("/test.Echo/Nothing", request_serializer=None)(b"")
+            assert caught.value.code() is grpc.StatusCode.UNIMPLEMENTED
+            stream = stub.WatchJobs(pb.WatchJobsRequest(job_ids=["t.tick"]))
+            assert [s.job_id for s in (await stream.read()).statuses] == ["t.tick"]
+            stream.cancel()
+    finally:
+        await server.stop(None)
+    assert (_count(metrics, "OK"), _count(metrics, "INVALID_ARGUMENT")) == (2.0, 1.0)
+    echoed = "test.Echo/JobId"
+    assert (_count(metrics, "OK", echoed), _count(metrics, "INVALID_ARGUMENT", echoed)) == (1.0, 1.0)
+    assert _count(metrics, "UNIMPLEMENTED", "test.Echo/Nothing") == 0.0

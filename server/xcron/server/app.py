@@ -29,6 +29,7 @@ from xcron.server.api.tls import (
     listen_host,
     server_credentials,
 )
+from xcron.server.api.wrapping import HandlerRegistry, WrappingRegistrar
 from xcron.server.assembly import WRITTEN_COPY_NAME, build_core
 from xcron.server.core.clock import Clock, SystemClock
 from xcron.server.core.events import EventBus
@@ -233,11 +234,10 @@ class XcronServer:
                 )
             ]
         )
-        # Counted first, so refused calls count too; DecodeGuard last: it wraps the real handler. Without
-        # auth, one interceptor does both (each interceptor is a hop per call in grpc.aio).
-        interceptors = (
-            [self.metrics.interceptor(), *auth, DecodeGuard()] if auth else [self.metrics.interceptor(guard_decoding)]
-        )
+        # With auth: counted first, so refused calls count too; DecodeGuard last: it wraps the real handler.
+        # Without auth, no interceptor at all: the counter and the decode guard wrap each handler once, as
+        # it is registered (grpc.aio awaits every interceptor on every call).
+        interceptors = [self.metrics.interceptor(), *auth, DecodeGuard()] if auth else []
         server = grpc.aio.server(
             interceptors=interceptors,
             options=[
@@ -248,10 +248,13 @@ class XcronServer:
                 ("grpc.so_reuseport", 0),
             ],
         )
+        registrar: HandlerRegistry = server
+        if not auth:
+            registrar = WrappingRegistrar(server, self.metrics.handler_wrap(guard_decoding))
         self._servicer = Servicer(self.core.manager)  # its handlers serve the Connect port too
-        job_service_pb2_grpc.add_JobServiceServicer_to_server(self._servicer, server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable(server, (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name))
+        job_service_pb2_grpc.add_JobServiceServicer_to_server(self._servicer, registrar)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, registrar)
+        reflection.enable(registrar, (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name))
         return server
 
     def _bind(self, server: grpc.aio.Server, credentials: grpc.ServerCredentials | None) -> int:

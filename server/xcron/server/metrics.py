@@ -106,6 +106,11 @@ class Metrics:
         one would (DecodeGuard's, when nothing stands between them), without another interceptor's hop."""
         return _RpcCounter(self, inner)
 
+    def handler_wrap(self, inner: HandlerWrap | None = None) -> HandlerWrap:
+        """What `interceptor` does to each method's handler, to apply once at registration
+        (api.wrapping.WrappingRegistrar) when no interceptor needs to run before it."""
+        return _RpcCounter(self, inner).wrap
+
     def count_rpc(self, method: str, code: str) -> None:
         """One call ended (the HTTP port's Connect calls; the gRPC port counts through `interceptor`)."""
         child = self._rpc_children.get((method, code))
@@ -136,7 +141,7 @@ class _RpcCounter(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def __init__(self, metrics: Metrics, inner: HandlerWrap | None = None) -> None:
         self._metrics = metrics
         self._inner = inner
-        self._wrapped = WrappedHandlers(self._wrap)
+        self._wrapped = WrappedHandlers(self.wrap)
 
     async def intercept_service(
         self,
@@ -148,7 +153,7 @@ class _RpcCounter(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             return handler
         return self._wrapped.get(handler_call_details.method, handler)
 
-    def _wrap(self, full_method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    def wrap(self, full_method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         if self._inner is not None:
             handler = self._inner(full_method, handler)
         method = full_method.lstrip("/")

@@ -25,6 +25,8 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 from grpc_reflection.v1alpha._async import ReflectionServicer
 
+from xcron.server.api.wrapping import HandlerRegistry
+
 V1ALPHA_SERVICE = reflection.SERVICE_NAME  # grpc.reflection.v1alpha.ServerReflection
 V1_PACKAGE = "grpc.reflection.v1"
 V1_SERVICE = f"{V1_PACKAGE}.ServerReflection"
@@ -78,7 +80,7 @@ class _CommentedReflection(ReflectionServicer):  # type: ignore[misc]
             yield response
 
 
-def enable(server: grpc.aio.Server, service_names: tuple[str, ...]) -> None:
+def enable(server: HandlerRegistry, service_names: tuple[str, ...]) -> None:
     _add_v1_descriptor(descriptor_pool.Default())
     servicer = _CommentedReflection((*service_names, V1_SERVICE, V1ALPHA_SERVICE))
     handler = grpc.stream_stream_rpc_method_handler(
