@@ -188,7 +188,7 @@ def format_datetime(instant: datetime, zone: ZoneInfo, *, santedb: bool = False)
         if santedb:  # SanteDB reads "Z" as a wall time: write the wall time, which it reads the same way
             return format_wall(local)
         local, offset = instant.astimezone(UTC), timedelta()
-    return iso_digits(local) + (_offset_text(offset) if offset else "Z")
+    return iso_digits(local) + (offset_text(offset) if offset else "Z")
 
 
 _TWO_DIGITS = tuple(f"{n:02d}" for n in range(60))
@@ -207,7 +207,7 @@ def iso_digits(moment: datetime) -> str:
 
 
 @functools.lru_cache(maxsize=256)
-def _offset_text(offset: timedelta) -> str:
+def offset_text(offset: timedelta) -> str:
     """A whole-minute offset as isoformat() writes it: "+hh:mm" or "-hh:mm"."""
     sign = "-" if offset < _ZERO else "+"
     minutes = abs(offset) // _MINUTE
