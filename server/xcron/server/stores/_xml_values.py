@@ -178,6 +178,8 @@ def format_datetime(instant: datetime, zone: ZoneInfo, *, santedb: bool = False)
             return MIN_VALUE_TEXT
         if instant >= _LAST_SECOND:
             return MAX_VALUE_TEXT
+    elif zone is _UTC_ZONE and instant.tzinfo is UTC:  # the digits are the instant's own (most files)
+        return iso_digits(instant) + "Z"
     try:
         local = instant.astimezone(zone)
     except OverflowError:  # within a day of the edges of the range: UTC is exact

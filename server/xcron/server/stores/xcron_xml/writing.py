@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -326,6 +326,8 @@ def _moment(instant: datetime, zone: ZoneInfo) -> tuple[str, Any]:
     once for the usual instant (aware, whole-minute offset, far from the ends of time), without the
     function layers and the parse back."""
     if 1 < instant.year < 9999 and instant.tzinfo is not None:  # astimezone cannot overflow
+        if zone is _UTC_ZONE and instant.tzinfo is UTC:  # the digits are the instant's own (most files)
+            return values.iso_digits(instant) + "Z", ("Z", instant.replace(tzinfo=None, fold=0))
         local = instant.astimezone(zone)
         offset = local.utcoffset()
         if not offset:
