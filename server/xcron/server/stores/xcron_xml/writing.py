@@ -243,10 +243,9 @@ class _Writer:
         heads = self.param_heads
         for key, value in schedule.parameters.items():
             head = heads.get(key) or self.param_head(key)
-            kind = type(value)
-            if kind is str:  # the common kinds without format_parameter; numbers need no escaping
+            if isinstance(value, str):  # the common kinds without format_parameter; numbers need no escaping
                 lines.append(f'{head}string">{_text(value)}</xc:param>' if value else f'{head}string"/>')
-            elif kind is int:
+            elif type(value) is int:  # not bool
                 lines.append(f'{head}int">{value}</xc:param>')
             else:
                 param_kind, param_text = values.format_parameter(value)
