@@ -1317,6 +1317,7 @@ def test_a_save_searches_for_entries_the_writer_misplaced() -> None:
     for wrong in (
         [(first[0] + 1, first[1]), *right[1:]],  # not at a start tag
         [(first[0], first[1] - 1), *right[1:]],  # not at an end tag
+        [(first[0], data.index(b"/>", first[0]) + 2), *right[1:]],  # at an empty element's end, inside the entry
         [second, first, *right[2:]],  # out of order
         right[:-1],  # one missing
     ):
