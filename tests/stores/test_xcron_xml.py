@@ -1295,6 +1295,35 @@ def test_a_save_returns_what_a_fresh_read_gives_without_reading_it(doc: Schedule
             assert written.layout == reread.layout
 
 
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(varied_documents(), st.sampled_from(SPLICE_BASES))
+def test_the_writer_says_where_each_entry_lies(doc: ScheduleDocument, base: bytes) -> None:
+    """A save takes the entries' spans from the writer instead of searching the output: they are the ones
+    the search finds, in whole files and in spliced ones (entries kept, rewritten and added)."""
+    for document in (doc, spliced(base, doc)):
+        for known in (None, lambda _: True):
+            spans: list[tuple[int, int]] = []
+            data, _ = writing._render(document, DEFAULT_ZONE, known, spans)
+            assert spans == list(_scan_layout(data).spans)
+
+
+def test_a_save_searches_for_entries_the_writer_misplaced() -> None:
+    """Spans that do not fit the bytes (an entry's start and end tags, in order, one per entry) are not used."""
+    data = render_schedule_xml(edge_documents()[0], default_zone="UTC")
+    found = _scan_layout(data)
+    right = list(found.spans)
+    assert saving._layout(data, right, len(right)) == found
+    first, second = right[0], right[1]
+    for wrong in (
+        [(first[0] + 1, first[1]), *right[1:]],  # not at a start tag
+        [(first[0], first[1] - 1), *right[1:]],  # not at an end tag
+        [(first[0], data.index(b"/>", first[0]) + 2), *right[1:]],  # at an empty element's end, inside the entry
+        [second, first, *right[2:]],  # out of order
+        right[:-1],  # one missing
+    ):
+        assert saving._layout(data, wrong, len(right)) == found
+
+
 def test_a_save_whose_output_does_not_match_the_document_writes_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

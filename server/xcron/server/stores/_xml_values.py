@@ -178,6 +178,8 @@ def format_datetime(instant: datetime, zone: ZoneInfo, *, santedb: bool = False)
             return MIN_VALUE_TEXT
         if instant >= _LAST_SECOND:
             return MAX_VALUE_TEXT
+    elif zone is _UTC_ZONE and instant.tzinfo is UTC:  # the digits are the instant's own (most files)
+        return iso_digits(instant) + "Z"
     try:
         local = instant.astimezone(zone)
     except OverflowError:  # within a day of the edges of the range: UTC is exact
@@ -188,7 +190,7 @@ def format_datetime(instant: datetime, zone: ZoneInfo, *, santedb: bool = False)
         if santedb:  # SanteDB reads "Z" as a wall time: write the wall time, which it reads the same way
             return format_wall(local)
         local, offset = instant.astimezone(UTC), timedelta()
-    return iso_digits(local) + (_offset_text(offset) if offset else "Z")
+    return iso_digits(local) + (offset_text(offset) if offset else "Z")
 
 
 _TWO_DIGITS = tuple(f"{n:02d}" for n in range(60))
@@ -207,7 +209,7 @@ def iso_digits(moment: datetime) -> str:
 
 
 @functools.lru_cache(maxsize=256)
-def _offset_text(offset: timedelta) -> str:
+def offset_text(offset: timedelta) -> str:
     """A whole-minute offset as isoformat() writes it: "+hh:mm" or "-hh:mm"."""
     sign = "-" if offset < _ZERO else "+"
     minutes = abs(offset) // _MINUTE

@@ -210,6 +210,11 @@ def _scan_layout(data: bytes, entries: int | None = None) -> _Layout:
         self_closing = False
     else:
         spans, close_at, self_closing = _walk_layout(data)
+    return _layout_of(data, spans, close_at, self_closing)
+
+
+def _layout_of(data: bytes, spans: list[tuple[int, int]], close_at: int, self_closing: bool) -> _Layout:
+    """The layout of a file whose entries' spans and root end are known."""
     head_end = data.find(b">", data.find(_ROOT_OPEN))
     return _Layout(
         spans=tuple(spans),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -112,6 +112,9 @@ class _Writer:
         self.policy_texts: dict[tuple[Any, ...], str] = {}
         self.day_texts: dict[frozenset[int], str] = {}
         self.day_sets: dict[str, frozenset[str]] = {}
+        self.crons: dict[str, str] = {}
+        self.param_heads: dict[str, str] = {}
+        self.param_indent = "\n" + indent * 4
 
     def policies(self, schedule: Schedule) -> str:
         """The xc: attributes, only where they differ from the defaults, so plain files stay plain."""
@@ -149,34 +152,49 @@ class _Writer:
         text = self.policy_texts[key] = "".join(parts)
         return text
 
+    def zone(self, name: str) -> ZoneInfo:
+        zone = self.zones.get(name)
+        if zone is None:
+            zone = self.zones[name] = values.load_zone(name)
+        return zone
+
+    def cron(self, expression: str) -> str:
+        """The checked expression as an attribute value (files repeat a few expressions many times)."""
+        text = self.crons.get(expression)
+        if text is None:
+            text = self.crons[expression] = _attribute(_parse_cron(expression))
+        return text
+
+    def param_head(self, name: str) -> str:
+        head = self.param_heads.get(name)
+        if head is None:
+            head = self.param_heads[name] = f'{self.param_indent}<xc:param name="{_attribute(name)}" type="'
+        return head
+
     def schedule(self, schedule: Schedule, views: list[tuple[Any, ...]]) -> tuple[str, bool]:
         """One <add> or <xc:cron> at level 3, and whether it has xc: parts; its SanteDB view goes to `views`.
 
-        The attributes in the order SanteDB's and xcron's readers expect (and lxml kept)."""
+        The attributes in the order SanteDB's and xcron's readers expect (and lxml kept). The hot path
+        of a save (a file holds thousands): no function layer a dict lookup can replace."""
         name = schedule.time_zone
-        if name:
-            zone = self.zones.get(name)
-            if zone is None:
-                zone = self.zones[name] = values.load_zone(name)
-        else:
-            zone = self.default_zone
+        zone = (self.zones.get(name) or self.zone(name)) if name else self.default_zone
         spec = schedule.spec
         end = schedule.end
         if isinstance(spec, IntervalSpec):
-            start = values.format_datetime(schedule.start, zone, santedb=True)
-            stop = None if end is None else values.format_datetime(end, zone, santedb=True)
+            start, start_moment = _moment(schedule.start, zone)
             every = spec.every
             seconds = every.days * 86400 + every.seconds  # divmod(every, 1 s), without its cost
             if every.microseconds or not 1 <= seconds <= values.INT32_MAX:
                 raise ScheduleWriteError(
                     "interval.interval", f"an interval must be a positive whole number of seconds, got {spec.every}"
                 )
-            interval = str(seconds)
-            head = f'<add type="interval" start="{start}"'
-            text = f'{head} interval="{interval}"' if stop is None else f'{head} stop="{stop}" interval="{interval}"'
-            start_moment = _written_moment(start, schedule.start)
-            stop_moment = None if stop is None or end is None else _written_moment(stop, end)
-            views.append(("interval", None, start_moment, stop_moment, interval))
+            if end is None:
+                text = f'<add type="interval" start="{start}" interval="{seconds}"'
+                views.append(("interval", None, start_moment, None, str(seconds)))
+            else:
+                stop, stop_moment = _moment(end, zone)
+                text = f'<add type="interval" start="{start}" stop="{stop}" interval="{seconds}"'
+                views.append(("interval", None, start_moment, stop_moment, str(seconds)))
             xcron_parts = False
         elif isinstance(spec, CalendarSpec):
             head = '<add type="scheduled"'
@@ -193,24 +211,27 @@ class _Writer:
                 )
             wall = _santedb_calendar_wall(spec, day)
             start = values.iso_digits(wall)  # values.format_wall: the wall is naive, with fold 0
-            stop = None if end is None else values.format_datetime(end, zone, santedb=True)
-            text = f'{head} start="{start}"' if stop is None else f'{head} start="{start}" stop="{stop}"'
             # xcron's own start, exact; SanteDB's start is derived from it
-            text = f'{text} xc:start="{values.format_datetime(schedule.start, zone)}"'
+            exact = values.format_datetime(schedule.start, zone)
+            if end is None:
+                text = f'{head} start="{start}" xc:start="{exact}"'
+                stop_moment = None
+            else:
+                stop, stop_moment = _moment(end, zone)
+                text = f'{head} start="{start}" stop="{stop}" xc:start="{exact}"'
             days_read = (
                 None if days is None else self.day_sets.get(days) or self.day_sets.setdefault(days, _day_set(days))
             )
-            stop_moment = None if stop is None or end is None else _written_moment(stop, end)
             views.append(("scheduled", days_read, ("", wall), stop_moment, None))
             xcron_parts = True
         else:
             assert isinstance(spec, CronSpec)
-            head = f'<xc:cron expression="{_attribute(_parse_cron(spec.expression))}"'
-            start = values.format_datetime(schedule.start, zone, santedb=True)
+            expression = self.crons.get(spec.expression) or self.cron(spec.expression)
+            start = _moment(schedule.start, zone)[0]
             if end is None:
-                text = f'{head} start="{start}"'
+                text = f'<xc:cron expression="{expression}" start="{start}"'
             else:
-                text = f'{head} start="{start}" stop="{values.format_datetime(end, zone, santedb=True)}"'
+                text = f'<xc:cron expression="{expression}" start="{start}" stop="{_moment(end, zone)[0]}"'
             xcron_parts = True
         policies = self.policies(schedule)
         if policies:
@@ -219,11 +240,17 @@ class _Writer:
         if not schedule.parameters:
             return text + "/>", xcron_parts
         lines = [text, ">"]
-        inner = "\n" + self.indent * 4
+        heads = self.param_heads
         for key, value in schedule.parameters.items():
-            param_kind, param_text = values.format_parameter(value)
-            lines.append(f'{inner}<xc:param name="{_attribute(key)}" type="{_KIND_NAMES[param_kind]}"')
-            lines.append(f">{_text(param_text)}</xc:param>" if param_text else "/>")
+            head = heads.get(key) or self.param_head(key)
+            if isinstance(value, str):  # the common kinds without format_parameter; numbers need no escaping
+                lines.append(f'{head}string">{_text(value)}</xc:param>' if value else f'{head}string"/>')
+            elif type(value) is int:  # not bool
+                lines.append(f'{head}int">{value}</xc:param>')
+            else:
+                param_kind, param_text = values.format_parameter(value)
+                lines.append(f'{head}{_KIND_NAMES[param_kind]}"')
+                lines.append(f">{_text(param_text)}</xc:param>" if param_text else "/>")
         lines.append(f"\n{self.indent * 3}</{'xc:cron' if isinstance(spec, CronSpec) else 'add'}>")
         return "".join(lines), True
 
@@ -290,6 +317,26 @@ class _Writer:
         return text[begin : text.rindex(f"\n{self.indent * 2}</schedule>")]
 
 
+_UTC_ZONE = ZoneInfo("UTC")
+
+
+def _moment(instant: datetime, zone: ZoneInfo) -> tuple[str, Any]:
+    """values.format_datetime(instant, zone, santedb=True) and layout._written_moment of that text, at
+    once for the usual instant (aware, whole-minute offset, far from the ends of time), without the
+    function layers and the parse back."""
+    if 1 < instant.year < 9999 and instant.tzinfo is not None:  # astimezone cannot overflow
+        if zone is _UTC_ZONE and instant.tzinfo is UTC:  # the digits are the instant's own (most files)
+            return values.iso_digits(instant) + "Z", ("Z", instant.replace(tzinfo=None, fold=0))
+        local = instant.astimezone(zone)
+        offset = local.utcoffset()
+        if not offset:
+            return values.iso_digits(local) + "Z", ("Z", local.replace(tzinfo=None, fold=0))
+        if not (offset.microseconds or offset.seconds % 60):
+            return values.iso_digits(local) + values.offset_text(offset), ("instant", instant)
+    text = values.format_datetime(instant, zone, santedb=True)
+    return text, _written_moment(text, instant)
+
+
 def _wrap(element: bytes) -> bytes:
     """An element serialized by _element_bytes inside a root that declares what it leaves out."""
     return b"<%s%s>%s</%s>" % (_ROOT.encode(), b"".join(_ROOT_DECLARATIONS), element, _ROOT.encode())
@@ -327,10 +374,16 @@ def render_schedule_xml(
 
 
 def _render(
-    doc: ScheduleDocument, default_zone: str, known: Callable[[str], bool] | None
+    doc: ScheduleDocument,
+    default_zone: str,
+    known: Callable[[str], bool] | None,
+    spans: list[tuple[int, int]] | None = None,
 ) -> tuple[bytes, list[_Rendered | None]]:
     """render_schedule_xml, and for each entry what a save needs of it if it was written from its
-    fields (None: its original text was kept)."""
+    fields (None: its original text was kept). `spans` (when given) receives where each entry's text
+    lies in the bytes, in the file's order: the writer put it there, so a save need not search for it."""
+    if spans is None:
+        spans = []
     zone = values.load_zone(default_zone)
 
     def keeps_text(entry: ScheduleEntry) -> bool:
@@ -338,22 +391,28 @@ def _render(
         return entry.element is not None and (unknown or _unchanged(entry, default_zone))
 
     if doc.original is not None and doc.layout is not None:
-        return _splice(doc, doc.original, doc.layout, zone, keeps_text)
+        return _splice(doc, doc.original, doc.layout, zone, keeps_text, spans)
     if not doc.entries:
         return f"{_DECLARATION}{_ROOT_START}/>\n".encode(), []
     writer = _Writer(zone, "  ", False, _ROOT_NSMAP)
     parts = [_DECLARATION, _ROOT_START, ">"]
+    at = len(_DECLARATION) + len(_ROOT_START) + 1  # ASCII: characters are bytes
     rendered: list[_Rendered | None] = []
     for entry in doc.entries:
         parts.append("\n  ")
         if entry.element is not None and keeps_text(entry):
-            parts.append(entry.element.decode())
+            element = entry.element
+            parts.append(element.decode())
             rendered.append(None)
         else:
             text, made = writer.entry(entry)
             parts.append(text)
             # The reader serializes an element inside this root the same way (_element_bytes).
-            rendered.append(_with_element(made, text.encode()))
+            element = text.encode()
+            rendered.append(_with_element(made, element))
+        at += 3
+        spans.append((at, at + len(element)))
+        at += len(element)
     parts.append(f"\n</{_ROOT}>\n")
     return "".join(parts).encode(), rendered
 
@@ -383,6 +442,7 @@ def _splice(
     layout: _Layout,
     zone: ZoneInfo,
     keeps_text: Callable[[ScheduleEntry], bool],
+    spans: list[tuple[int, int]],
 ) -> tuple[bytes, list[_Rendered | None]]:
     writer = _Writer(zone, layout.indent.decode(), not layout.declares_xc, {"xc": XC_NS})
     made: dict[int, _Rendered] = {}  # by the entry's index in doc.entries
@@ -395,26 +455,35 @@ def _splice(
             out += original[position : _blank_before(original, span[0])]
         else:
             out += original[position : span[0]]
+            began = len(out)
             if keeps_text(doc.entries[index]):
                 out += original[span[0] : span[1]]
             else:
                 text, made[index] = _fragment(writer, doc.entries[index], layout)
                 out += text
+            spans.append((began, len(out)))
         position = span[1]
-    spans = set(layout.spans)
-    added = [index for index, entry in enumerate(doc.entries) if entry.span is None or entry.span not in spans]
+    present = set(layout.spans)
+    added = [index for index, entry in enumerate(doc.entries) if entry.span is None or entry.span not in present]
     if added:
         texts = bytearray()
+        placed = []  # in `texts`
         for index in added:
             text, made[index] = _fragment(writer, doc.entries[index], layout)
-            texts += layout.newline + layout.indent + text
+            texts += layout.newline + layout.indent
+            placed.append((len(texts), len(texts) + len(text)))
+            texts += text
         if layout.self_closing:
             out += original[position : _blank_before(original, layout.close_at)]
-            out += b">" + texts + layout.newline + f"</{_ROOT}>".encode()
+            out += b">"
+            spans.extend((len(out) + began, len(out) + end) for began, end in placed)
+            out += texts + layout.newline + f"</{_ROOT}>".encode()
             position = layout.close_at + 2
         else:
             cut = max(position, _blank_before(original, layout.close_at))
-            out += original[position:cut] + texts
+            out += original[position:cut]
+            spans.extend((len(out) + began, len(out) + end) for began, end in placed)
+            out += texts
             position = cut
     out += original[position:]
     return bytes(out), [made.get(index) for index in range(len(doc.entries))]
