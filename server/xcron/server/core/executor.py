@@ -86,6 +86,14 @@ class Executor:
         self._start_writes: set[asyncio.Future[None]] = set()
         self._async_jobs: dict[type[Any], bool] = {}
 
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        """The loop this executor runs on, kept: asyncio.get_running_loop() makes a getpid() system call each
+        time (CPython checks for a fork), which a run paid several times over."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
+
     async def start(self) -> None:
         """Loads job state; runs left RUNNING by a dead process become ABORTED, never NOT_YET_RUN."""
         self._loop = asyncio.get_running_loop()
@@ -182,7 +190,7 @@ class Executor:
             self._starts -= 1
             if not self._starts:
                 self._starts_settled.set()
-        entry.task = asyncio.create_task(self._execute(job, entry), name=f"xcron-run-{job_id}-{record.id}")
+        entry.task = self._running_loop().create_task(self._execute(job, entry), name=f"xcron-run-{job_id}-{record.id}")
         self.observer.run_started(record)
         if log.isEnabledFor(logging.INFO):  # every run: no `extra` dict built for a line not logged
             log.info("run started (%s)", trigger.value, extra=log_ids(record))
@@ -204,7 +212,9 @@ class Executor:
         record = entry.record
         self._running[job_id] = entry
         self._jobs[job_id] = running_job(record, self._jobs[job_id])
-        entry.task = asyncio.create_task(self._execute(job, entry, record_start=True), name=f"xcron-run-{job_id}")
+        entry.task = self._running_loop().create_task(
+            self._execute(job, entry, record_start=True), name=f"xcron-run-{job_id}"
+        )
         return record
 
     def _code_starts(self, entry: Running) -> None:
@@ -216,7 +226,7 @@ class Executor:
         if record.scheduled_time is not None:
             self.observer.lateness(record.job_id, record.start_time - record.scheduled_time)
         log.info("run started (schedule)", extra=log_ids(record))
-        asyncio.get_running_loop().call_soon(self._write_start, entry, record, job)
+        self._running_loop().call_soon(self._write_start, entry, record, job)
 
     def _write_start(self, entry: Running, record: ExecutionRecord, job: JobRecord) -> None:
         """After the code's first step: a run that ended already has its end's rows queued, which hold
@@ -267,6 +277,7 @@ class Executor:
             self._clock.now(),
             self._progress.sink(job_id, execution_id),
             self.services,
+            self._running_loop(),
         )
 
     async def _record_start(
@@ -400,8 +411,7 @@ class Executor:
             if is_async:
                 await job.run(context)
             else:
-                loop = asyncio.get_running_loop()
-                await loop.run_in_executor(self._pool, job.run, context)
+                await self._running_loop().run_in_executor(self._pool, job.run, context)
             # A job that cannot be cancelled finished its work, whatever was asked of it.
             cancelled = context.cancel_requested and job_type.can_cancel
             state = ExecutionState.CANCELLED if cancelled else ExecutionState.COMPLETED

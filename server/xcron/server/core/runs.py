@@ -88,6 +88,7 @@ def new_run(
     now: datetime,
     on_progress: Callable[[float, str | None], None],
     services: Mapping[str, Any],
+    loop: asyncio.AbstractEventLoop,
 ) -> Running:
     record = ExecutionRecord(
         id=execution_id,
@@ -109,7 +110,7 @@ def new_run(
         on_progress=on_progress,
         services=services,
     )
-    context.bind_loop(asyncio.get_running_loop())
+    context.bind_loop(loop)
     return Running(record=record, context=context)
 
 

@@ -150,6 +150,7 @@ class SqliteStateStore:
         self._queue: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
         self._busy = False
         self._idle: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop calls come from
 
     async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return await self._enqueue(fn)
@@ -166,7 +167,9 @@ class SqliteStateStore:
     def _enqueue(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
         """Queues a call now (not when first awaited) and returns its future: writes made one after another
         are in the store's order at once, and cost the caller no task to get there."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop  # kept: asyncio.get_running_loop() is a getpid() system call each time
+        if loop is None or loop.is_closed():
+            loop = self._loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         if self._closed:
             future.set_exception(StoreUnavailable("the state store is closed"))
