@@ -1,5 +1,6 @@
 """The element-based renderer xcron used before issue 16 (lxml elements, then serialized), kept as the oracle the
-text renderer is compared with: for the same document both must give the same bytes, or both refuse it."""
+text renderer is compared with: for the same document both must give the same bytes, or both refuse it. What the
+two share unchanged (which entries keep their text, splicing blanks) is imported, not copied."""
 
 from __future__ import annotations
 
@@ -22,7 +23,6 @@ from xcron.server.core.model import (
 from xcron.server.core.ports import (
     ScheduleDocument,
     ScheduleEntry,
-    ScheduleFileError,
     ScheduleWriteError,
 )
 from xcron.server.stores import _xml_values as values
@@ -30,7 +30,6 @@ from xcron.server.stores.xcron_xml.common import (
     _JOB,
     _POSITIONAL_TAGS,
     _ROOT,
-    _ROOT_DECLARATIONS,
     _ROOT_NSMAP,
     _S,
     _XC,
@@ -43,7 +42,7 @@ from xcron.server.stores.xcron_xml.common import (
     _parser,
     _santedb_calendar_wall,
 )
-from xcron.server.stores.xcron_xml.reading import parse_schedule_xml
+from xcron.server.stores.xcron_xml.writing import _blank_before, _unchanged, _wrap
 
 _XC_TIME_ZONE = _XC + "timeZone"
 _XC_CRON = _XC + "cron"
@@ -138,29 +137,6 @@ def _add_entry(root: etree._Element, entry: ScheduleEntry, default_zone: ZoneInf
             etree.SubElement(parameters, _S + tag).text = text or None
 
 
-def _wrap(element: bytes) -> bytes:
-    """An element serialized by _element_bytes inside a root that declares what it leaves out."""
-    return b"<%s%s>%s</%s>" % (_ROOT.encode(), b"".join(_ROOT_DECLARATIONS), element, _ROOT.encode())
-
-
-def _unchanged(entry: ScheduleEntry, default_zone: str) -> bool:
-    """Whether the entry's fields are still what its element says (then the element is written).
-
-    Entries change through ScheduleDocument.replace, which drops the element; one still holding
-    its element is the one read. Only entries built by hand with an element are checked by
-    parsing it again."""
-    if entry.element is None:
-        return False
-    if entry.element_trusted:
-        return True
-    wrapped = _wrap(entry.element)
-    try:
-        (original,) = parse_schedule_xml(wrapped, source="<entry>", default_zone=default_zone).entries
-    except (ScheduleFileError, ValueError):
-        return False
-    return original == entry
-
-
 def old_render_schedule_xml(
     doc: ScheduleDocument, *, default_zone: str, known: Callable[[str], bool] | None = None
 ) -> bytes:
@@ -207,13 +183,6 @@ def _fragment(entry: ScheduleEntry, zone: ZoneInfo, layout: _Layout) -> bytes:
     if layout.spaced_empty:
         text = re.sub(rb"(?<! )/>", b" />", text)
     return text.replace(b"\n", layout.newline)
-
-
-def _blank_before(data: bytes, at: int) -> int:
-    """Where the run of blanks (spaces, tabs, line ends) just before `at` begins."""
-    while at > 0 and data[at - 1 : at] in (b" ", b"\t", b"\r", b"\n"):
-        at -= 1
-    return at
 
 
 def _splice(

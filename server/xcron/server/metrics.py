@@ -101,10 +101,9 @@ class Metrics:
         threading.Thread(target=httpd.serve_forever, name="metrics-http", daemon=True).start()
         return int(httpd.server_address[1])
 
-    def interceptor(self, inner: HandlerWrap | None = None) -> grpc.aio.ServerInterceptor:
-        """Counts every call; `inner`: a wrapping applied to each handler first, as an interceptor after this
-        one would (DecodeGuard's, when nothing stands between them), without another interceptor's hop."""
-        return _RpcCounter(self, inner)
+    def interceptor(self) -> grpc.aio.ServerInterceptor:
+        """Counts every call (with auth: first, so the calls auth refuses count too)."""
+        return _RpcCounter(self)
 
     def handler_wrap(self, inner: HandlerWrap | None = None) -> HandlerWrap:
         """What `interceptor` does to each method's handler, to apply once at registration

@@ -225,7 +225,8 @@ class Executor:
         self.observer.run_started(record)
         if record.scheduled_time is not None:
             self.observer.lateness(record.job_id, record.start_time - record.scheduled_time)
-        log.info("run started (schedule)", extra=log_ids(record))
+        if log.isEnabledFor(logging.INFO):
+            log.info("run started (schedule)", extra=log_ids(record))
         self._running_loop().call_soon(self._write_start, entry, record, job)
 
     def _write_start(self, entry: Running, record: ExecutionRecord, job: JobRecord) -> None:
@@ -451,12 +452,7 @@ class Executor:
             try:
                 await all_written(queued(self._store.save_execution(record)), queued(self._store.save_job(job)))
             except Exception as exc:
-                # Memory is right and stays the truth; the store must catch up, or the job would look
-                # RUNNING after a restart. Keep trying while we live.
-                log.error(
-                    "could not record the end of the run (%s); kept in memory, retrying", exc, extra=log_ids(record)
-                )
-                self.outcomes.record(record, job, record.id, refused=True)
+                self.outcomes.refused(record, job, exc)
         self.observer.run_finished(record)
         if log.isEnabledFor(logging.INFO):
             log.info("run ended %s", state.value.upper(), extra=log_ids(record))

@@ -9,6 +9,7 @@ import logging
 from collections.abc import Callable
 
 from xcron.server.core.ports import ExecutionRecord, JobRecord, RunFenced, StateStore, queued
+from xcron.server.core.runs import log_ids, outcome
 
 log = logging.getLogger("xcron.server.core.executor")  # the executor's log: operators follow runs there
 
@@ -61,20 +62,16 @@ class UnrecordedOutcomes:
             return
         self._writing.discard(execution)
         self._writing.discard(row)
-        failure: BaseException | None = None
-        for write in (execution, row):  # each one's exception retrieved, or asyncio logs it as lost
-            try:
-                error = write.exception()
-            except asyncio.CancelledError as exc:  # a store of tasks cancelled at exit: not written either
-                error = exc
-            failure = failure or error
+        failures = [outcome(execution), outcome(row)]  # each retrieved, or asyncio logs it as lost
+        failure = failures[0] or failures[1]
         if failure is not None:
-            log.error(
-                "could not record the end of the run (%s); kept in memory, retrying",
-                failure,
-                extra={"job_id": record.job_id, "execution_id": record.id},
-            )
-            self.record(record, job, record.id, refused=True)
+            self.refused(record, job, failure)
+
+    def refused(self, record: ExecutionRecord, job: JobRecord, error: BaseException) -> None:
+        """The store refused an ended run's rows: memory is right and stays the truth; the store must catch up
+        (or the job would look RUNNING after a restart), so they are kept and retried while we live."""
+        log.error("could not record the end of the run (%s); kept in memory, retrying", error, extra=log_ids(record))
+        self.record(record, job, record.id, refused=True)
 
     def record(
         self, record: ExecutionRecord | None, job: JobRecord | None, execution_id: str, *, refused: bool

@@ -219,15 +219,9 @@ class SqliteStateStore:
             self._kick(loop, at_once=True)
 
     def _submit(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Only through _kick, which marked the store busy and ended any window: the held calls go too."""
         batch, self._queue = self._queue, []
         self._urgent = False
-        if self._timer is not None:  # the held calls go with this batch
-            self._timer.cancel()
-            self._timer = None
-        self._busy = True
-        if self._idle is None:
-            self._idle = asyncio.Event()
-        self._idle.clear()
         fns = [fn for fn, _ in batch]
 
         def settle(outcomes: list[Outcome]) -> None:
