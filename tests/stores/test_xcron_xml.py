@@ -37,6 +37,7 @@ from xcron.server.stores.xcron_xml import (
     ScheduleEntry,
     ScheduleFileError,
     check_writable,
+    common,
     load_schedule_file,
     parse_schedule_xml,
     render_schedule_xml,
@@ -1346,6 +1347,70 @@ def test_a_save_whose_output_does_not_match_the_document_writes_nothing(
         save_schedule_file(target, doc, default_zone="UTC")
     monkeypatch.setattr(saving, "_render", lambda *args: (real(*args)[0].replace(b"xc:paused", b"yc:paused"), []))
     with pytest.raises(ScheduleFileError, match="prefix yc for paused"):
+        save_schedule_file(target, doc, default_zone="UTC")
+    assert target.read_bytes() == SAMPLE.read_bytes()
+    assert leftovers(tmp_path) == []
+
+
+def written_from_fields() -> ScheduleDocument:
+    """SanteDB's and xcron's sample entries, as the service builds them (none with a disabled schedule)."""
+    read = (load_schedule_file(source, default_zone="UTC") for source in (SAMPLE, EXTENDED))
+    entries = (e for doc in read for e in fresh(doc).entries)
+    return ScheduleDocument(tuple(e for e in entries if not e.disabled))
+
+
+def test_a_new_file_written_from_fields_is_checked_without_a_tree(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file the writer wrote whole from the document's fields is parsed by libxml2 without building a
+    tree; what the save returns is still exactly what a fresh read of the file gives."""
+    doc = written_from_fields()
+    assert len(doc.entries) > 1
+    built: list[bytes] = []
+    real = common._parse_root
+
+    def spying(data: bytes, source: str) -> etree._Element:
+        built.append(data)
+        return real(data, source)
+
+    monkeypatch.setattr(saving, "_parse_root", spying)
+    target = tmp_path / "xcron.xml"
+    written = save_schedule_file(target, doc, default_zone="UTC")
+    assert built == []
+    reread = load_schedule_file(target, default_zone="UTC")
+    assert _everything(written) == _everything(reread)
+    assert written.layout == reread.layout
+    # A file with text kept as read takes the tree's way (the kept entries' schedules are counted there).
+    save_schedule_file(target, reread, default_zone="UTC")
+    assert len(built) == 1
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        # The same length, so the entries stay where the writer says and the tree-free check is the one that runs.
+        (b'<add type="interval"', b'<adx type="interval"', r"holds \d+ schedules for \d+\); nothing written"),
+        (b"xc:paused", b"yc:paused", "prefix yc for paused"),
+        (b"</schedule>", b"</schedulx>", "not well-formed"),
+        (b' start="', b" start='", "not well-formed"),
+    ],
+)
+def test_a_new_file_that_does_not_match_the_document_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, old: bytes, new: bytes, message: str
+) -> None:
+    target = tmp_path / "xcron.xml"
+    target.write_bytes(SAMPLE.read_bytes())
+    doc = written_from_fields()
+    real = writing._render
+
+    def broken(*args: Any) -> tuple[bytes, list[Any]]:
+        data, rendered = real(*args)
+        assert old in data and len(old) == len(new)
+        return data.replace(old, new, 1), rendered
+
+    monkeypatch.setattr(saving, "_render", broken)
+    monkeypatch.setattr(saving, "_parse_root", lambda *_: pytest.fail("the tree-free check was not the one used"))
+    with pytest.raises(ScheduleFileError, match=message):
         save_schedule_file(target, doc, default_zone="UTC")
     assert target.read_bytes() == SAMPLE.read_bytes()
     assert leftovers(tmp_path) == []

@@ -44,6 +44,8 @@ _ROOT_DECLARATIONS = tuple(f' xmlns:{prefix}="{uri}"'.encode() for prefix, uri i
 _SCHEDULE_ATTRIBUTES = ("start", "timeZone", "misfire", "misfireGrace", "maxCatchup", "overlap")
 _POSITIONAL_TAGS = {"int": ParameterType.INT, "string": ParameterType.STRING, "bool": ParameterType.BOOL}
 _EARLIEST = datetime(1, 1, 3, tzinfo=UTC)  # before this, local dates may not be representable
+_UTC_ZONE = ZoneInfo("UTC")
+_ONE_DAY = timedelta(days=1)
 _POSITIONAL_TAGS_READ = {**_POSITIONAL_TAGS, "double": ParameterType.DOUBLE}
 
 
@@ -224,10 +226,19 @@ def _plainly_valid_cron(expression: str) -> bool:
     return True
 
 
+def _naive(time_of_day: time) -> time:
+    """The time without zone or fold (as it usually is already: time.replace costs half a microsecond)."""
+    if time_of_day.tzinfo is None and not time_of_day.fold:
+        return time_of_day
+    return time_of_day.replace(tzinfo=None, fold=0)
+
+
 def _wall_instant(day: date, time_of_day: time, zone: ZoneInfo) -> datetime:
     """When the clock in `zone` shows `time_of_day` on `day`, as xcron's triggers fire it: the first
     pass of a repeated time; a skipped time at the end of the gap (UTC, aware)."""
-    local = datetime.combine(day, time_of_day.replace(tzinfo=None, fold=0), tzinfo=zone)
+    if zone is _UTC_ZONE:  # no gaps or repeats (and most files' zone)
+        return datetime.combine(day, _naive(time_of_day), tzinfo=UTC)
+    local = datetime.combine(day, _naive(time_of_day), tzinfo=zone)
     instant = local.astimezone(UTC)
     if instant.astimezone(zone) == local:  # the same tzinfo: compares the wall times (fold ignored)
         return instant
@@ -246,14 +257,15 @@ def _first_calendar_firing(spec: CalendarSpec, start: datetime, zone: ZoneInfo) 
     """The local date and instant of the first firing at or after `start` (instant None near year 1)."""
     if start.year < 2 and start < _EARLIEST:
         return date.min, None
+    days, time_of_day = spec.days, spec.time_of_day
     try:
-        day = start.astimezone(zone).date()
+        day = (start if zone is _UTC_ZONE and start.tzinfo is UTC else start.astimezone(zone)).date()
         for _ in range(10):
-            if not spec.days or day.isoweekday() in spec.days:
-                instant = _wall_instant(day, spec.time_of_day, zone)
+            if not days or day.isoweekday() in days:
+                instant = _wall_instant(day, time_of_day, zone)
                 if instant >= start:
                     return day, instant
-            day += timedelta(days=1)
+            day += _ONE_DAY
     except OverflowError:
         pass
     raise ScheduleWriteError("start_time", "the calendar never fires before the end of time (9999-12-31)")
@@ -271,5 +283,5 @@ def santedb_calendar_start(spec: CalendarSpec, start: datetime, zone: ZoneInfo) 
 
 def _santedb_calendar_wall(spec: CalendarSpec, first_day: date) -> datetime:
     """santedb_calendar_start for a calendar that first fires on `first_day`."""
-    day = first_day - timedelta(days=1) if spec.days and first_day > date.min else first_day
-    return datetime.combine(day, spec.time_of_day.replace(tzinfo=None, fold=0))
+    day = first_day - _ONE_DAY if spec.days and first_day > date.min else first_day
+    return datetime.combine(day, _naive(spec.time_of_day))

@@ -22,9 +22,11 @@ from xcron.server.core.ports import (
 from xcron.server.stores import _xml_values as values
 from xcron.server.stores.xcron_xml.common import (
     _JOB,
+    _PARSER_OPTIONS,
     _ROOT,
     _S,
     _XC,
+    MAX_FILE_BYTES,
     _elements,
     _Layout,
     _line,
@@ -33,7 +35,7 @@ from xcron.server.stores.xcron_xml.common import (
 )
 from xcron.server.stores.xcron_xml.layout import _element_bytes, _layout_of, _scan_layout, _tag_end
 from xcron.server.stores.xcron_xml.reading import _place, _read_entry, _Reader
-from xcron.server.stores.xcron_xml.writing import _render, _Rendered
+from xcron.server.stores.xcron_xml.writing import _render, _Rendered, new_file_layout
 
 _SCHEDULE = _S + "schedule"
 _ROOT_CLOSE = f"</{_ROOT}".encode()
@@ -61,6 +63,17 @@ def _written(
     known: Callable[[str], bool] | None,
     spans: list[tuple[int, int]],
 ) -> ScheduleDocument:
+    if (
+        spans
+        and len(spans) == len(rendered) == len(doc.entries) == data.count(_ENTRY_START)
+        and all(
+            made is not None and made.element is not None and not entry.disabled
+            for entry, made in zip(doc.entries, rendered, strict=True)
+        )
+        and _spans_fit(data, spans)
+        and b"<!" not in data  # no DOCTYPE, comment or CDATA: every "<" is a tag
+    ):
+        return _written_from_fields(doc, data, rendered, source, default_zone, spans)  # type: ignore[arg-type]
     root = _parse_root(data, source)
     children = list(_elements(root))
     if len(children) != len(doc.entries) or any(child.tag != _JOB for child in children):
@@ -103,6 +116,75 @@ def _written(
     return ScheduleDocument(tuple(entries), data, layout)
 
 
+def _written_from_fields(
+    doc: ScheduleDocument,
+    data: bytes,
+    rendered: list[_Rendered],
+    source: str,
+    default_zone: str,
+    spans: list[tuple[int, int]],
+) -> ScheduleDocument:
+    """_written for a file the writer wrote whole from the document's fields (a new file): what the
+    reader would find in each entry is known, so the output is checked without building a tree
+    (building and freeing it cost a third of such a save). libxml2 still parses all of it
+    (well-formed, every prefix bound, its size limits); the entries lie where the writer says (the
+    caller checked), and each holds as many schedule elements: in well-formed text without "<!"
+    every "<" opens or closes a tag, so every "<add " and "<xc:cron " is one."""
+    _check_well_formed(data, source)
+    layout = new_file_layout(spans, data.rfind(_ROOT_CLOSE))
+    entries = []
+    line, at = 1, 0
+    for entry, made, span in zip(doc.entries, rendered, spans, strict=True):
+        began, end = span
+        line += data.count(b"\n", at, began)
+        at = began
+        found = data.count(b"<add ", began, end) + data.count(b"<xc:cron ", began, end)
+        if found != made.schedule_elements:
+            raise _mismatch(source, line, f"an entry holds {found} schedules for {made.schedule_elements}")
+        # ScheduleEntry(...) and _place(), a third of the cost: a frozen dataclass sets each field
+        # through object.__setattr__. Every field is given (the test of a save against a read compares them).
+        written = object.__new__(ScheduleEntry)
+        written.__dict__.update(
+            type_name=entry.type_name.strip(),
+            start_type=entry.start_type,
+            schedules=entry.schedules,
+            paused=entry.paused,
+            positional_parameters=made.positional,
+            disabled=(),
+            element=made.element,
+            span=span,
+            line=line,
+            santedb_view=made.santedb_view,
+            xcron_parts=made.xcron_parts,
+            unreadable=None,
+            element_trusted=True,
+            element_zone=default_zone,
+        )
+        entries.append(written)
+    return ScheduleDocument(tuple(entries), data, layout)
+
+
+class _NoTree:
+    """A parser target without callbacks: libxml2 parses and checks, and builds nothing."""
+
+    def close(self) -> None:
+        return None
+
+
+def _check_well_formed(data: bytes, source: str) -> None:
+    if len(data) > MAX_FILE_BYTES:
+        raise ScheduleFileError(source, None, f"file is {len(data)} bytes, over the {MAX_FILE_BYTES} byte limit")
+    # The stubs' ParserTarget lists every callback; lxml calls only those the target has.
+    parser = etree.XMLParser(encoding="utf-8", target=_NoTree(), **_PARSER_OPTIONS)  # type: ignore[arg-type]
+    try:
+        etree.fromstring(data, parser)
+    except etree.XMLSyntaxError as error:
+        raise ScheduleFileError(source, _line(error.lineno), f"not well-formed XML: {error.msg}") from None
+    for logged in parser.error_log:  # without a tree, an unbound prefix is only logged
+        if logged.level >= etree.ErrorLevels.ERROR:
+            raise ScheduleFileError(source, _line(logged.line), f"not well-formed XML: {logged.message}")
+
+
 _ENTRY_START = b"<" + _JOB.encode()
 _ENTRY_END = b"</" + _JOB.encode() + b">"
 _AFTER_NAME = frozenset(b" \t\r\n/>")
@@ -113,8 +195,14 @@ def _layout(data: bytes, spans: list[tuple[int, int]], entries: int) -> _Layout:
     tenth of a save). The spans are checked against the bytes (each starts an entry's start tag and
     ends its end tag, or is one empty element, in order, one per element the parse found); else, and
     for an empty root, the bytes are searched as a read does."""
-    if not spans or len(spans) != entries:
+    if not spans or len(spans) != entries or not _spans_fit(data, spans):
         return _scan_layout(data, entries)
+    return _layout_of(data, spans, data.rfind(_ROOT_CLOSE), False)
+
+
+def _spans_fit(data: bytes, spans: list[tuple[int, int]]) -> bool:
+    """Whether each span starts an entry's start tag and ends its end tag (or is one empty element),
+    in order, and the root's end tag follows them."""
     position = 0
     after = len(_ENTRY_START)
     for began, end in spans:
@@ -126,12 +214,9 @@ def _layout(data: bytes, spans: list[tuple[int, int]], entries: int) -> _Layout:
                 data.endswith(_ENTRY_END, 0, end) or (data.endswith(b"/>", 0, end) and _tag_end(data, began) == end)
             )
         ):
-            return _scan_layout(data, entries)
+            return False
         position = end
-    close_at = data.rfind(_ROOT_CLOSE)
-    if close_at < position:
-        return _scan_layout(data, entries)
-    return _layout_of(data, spans, close_at, False)
+    return data.rfind(_ROOT_CLOSE) >= position
 
 
 def _check_schedules(job: etree._Element, expected: int, source: str, line: int | None) -> None:
