@@ -5,7 +5,8 @@ read"), which cost more than rendering. The guarantee is now split. Each schedul
 back alone where it enters a document (check_writable: the API's SetSchedule and PauseSchedule), and a
 save checks its whole output cheaply: lxml parses it (well-formed, every prefix bound, the reader's
 limits), and it holds one entry per entry of the document, each with as many schedule elements. The
-entries it rendered are not read again: the writer says what the reader would find in them.
+entries it rendered are not read again: the writer says what the reader would find in them. A file the
+writer wrote whole from fields is parsed without building a tree (_written_from_fields).
 """
 
 from __future__ import annotations
