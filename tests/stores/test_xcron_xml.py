@@ -46,7 +46,7 @@ from xcron.server.stores.xcron_xml import (
     writing,
 )
 from xcron.server.stores.xcron_xml.common import _checked_cron, _plainly_valid_cron
-from xcron.server.stores.xcron_xml.layout import _scan_layout, _walk_layout
+from xcron.server.stores.xcron_xml.layout import _scan_layout, _walk_layout, entry_lines
 from xcron.server.stores.xcron_xml.reading import _Reader
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -1391,6 +1391,11 @@ def test_a_new_file_written_from_fields_is_checked_without_a_tree(
         # The same length, so the entries stay where the writer says and the tree-free check is the one that runs.
         (b'<add type="interval"', b'<adx type="interval"', r"holds \d+ schedules for \d+\); nothing written"),
         (b"xc:paused", b"yc:paused", "prefix yc for paused"),
+        (
+            b'<schedule xmlns="http://santedb.org/configuration">',
+            b'<schedule xmlns="http://santedb.org/configuratioX">',
+            r"schedules lie outside its <schedule>\); nothing written",
+        ),
         (b"</schedule>", b"</schedulx>", "not well-formed"),
         (b' start="', b" start='", "not well-formed"),
     ],
@@ -1414,6 +1419,53 @@ def test_a_new_file_that_does_not_match_the_document_writes_nothing(
         save_schedule_file(target, doc, default_zone="UTC")
     assert target.read_bytes() == SAMPLE.read_bytes()
     assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
+def test_entry_lines_count_as_libxml2_does(newline: str) -> None:
+    body = newline.join(
+        [
+            '<?xml version="1.0"?>',
+            "<ArrayOfJobItemConfiguration>",
+            f'  <{_JOB_TAG} type="A"/><{_JOB_TAG} type="B">',
+            "  </JobItemConfiguration>",
+            "  <!-- a comment",
+            f'  across lines -->{newline}{newline}  <{_JOB_TAG} type="C"/>',
+            "</ArrayOfJobItemConfiguration>",
+        ]
+    )
+    data = body.encode()
+    layout = _scan_layout(data)
+    expected = [child.sourceline for child in etree.fromstring(data).iterchildren(_JOB_TAG)]
+    assert entry_lines(data, layout.spans) == expected == [3, 3, 8]
+
+
+def test_lines_stay_exact_past_line_65535(tmp_path: Path) -> None:
+    """libxml2 keeps an element's line in 16 bits (lxml then reports the line after a new entry's start
+    tag): a save and a read give every entry the line its start tag is on, in files of any length."""
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    doc = ScheduleDocument(
+        tuple(
+            ScheduleEntry(
+                type_name=f"Acme.Job{i}",
+                start_type="schedule",
+                schedules=(Schedule(spec=IntervalSpec(every=timedelta(minutes=1)), start=start),),
+            )
+            for i in range(14_000)  # 5 lines each: 70,000 lines
+        )
+    )
+    target = tmp_path / "xcron.xml"
+    written = save_schedule_file(target, doc, default_zone="UTC")
+    data = target.read_bytes()
+    assert data.count(b"\n") > 65_535
+    exact = [data.count(b"\n", 0, entry.span[0]) + 1 for entry in written.entries]  # type: ignore[index]
+    assert [entry.line for entry in written.entries] == exact
+    reread = load_schedule_file(target, default_zone="UTC")
+    assert [entry.line for entry in reread.entries] == exact
+    again = save_schedule_file(
+        target, reread.replace(dataclasses.replace(reread.entries[-1], paused=True)), default_zone="UTC"
+    )
+    assert [entry.line for entry in again.entries] == exact  # the tree's way: kept text and one rewritten entry
 
 
 # Every item form the quick check accepts, field by field (the others "*"); hypothesis mixes them.

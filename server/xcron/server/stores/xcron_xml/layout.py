@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 from xml.parsers import expat
@@ -154,6 +154,23 @@ def _tag_end(data: bytes, at: int) -> int:
     if match is None:
         raise ValueError("unterminated tag")
     return match.end()
+
+
+def entry_lines(data: bytes, spans: Sequence[tuple[int, int]]) -> list[int]:
+    """The line each span starts on, counted as libxml2 counts (CR LF, LF or a lone CR ends a line).
+
+    Exact where lxml's sourceline is not: libxml2 keeps an element's line in 16 bits, and past line
+    65,535 lxml takes the line of the element's first text instead (one more for a new entry)."""
+    lone_cr = data.count(b"\r") != data.count(b"\r\n")
+    lines = []
+    line, at = 1, 0
+    for began, _ in spans:  # a span starts at "<": no CR LF pair is split
+        line += data.count(b"\n", at, began)
+        if lone_cr:
+            line += data.count(b"\r", at, began) - data.count(b"\r\n", at, began)
+        lines.append(line)
+        at = began
+    return lines
 
 
 def _indent(data: bytes, spans: list[tuple[int, int]]) -> bytes:

@@ -50,6 +50,7 @@ from xcron.server.stores.xcron_xml.layout import (
     _held,
     _santedb_view,
     _scan_layout,
+    entry_lines,
 )
 
 _XC_TIME_ZONE = _XC + "timeZone"
@@ -434,8 +435,9 @@ def _read_document(
     root = _parse_root(data, source)
     entries = [_read_entry(reader, child, known) for child in _elements(root)]
     layout = _scan_layout(data, len(entries))
-    for entry, span in zip(entries, layout.spans, strict=True):  # the entries are new: no need to copy them
-        _place(entry, span, default_zone)
+    lines = entry_lines(data, layout.spans)
+    for entry, span, line in zip(entries, layout.spans, lines, strict=True):  # new entries: no need to copy them
+        _place(entry, span, line, default_zone)
     return ScheduleDocument(tuple(entries), data, layout)
 
 
@@ -450,8 +452,9 @@ def _read_entry(reader: _Reader, element: etree._Element, known: Callable[[str],
         return reader.opaque(element, error)
 
 
-def _place(entry: ScheduleEntry, span: tuple[int, int], default_zone: str) -> None:
+def _place(entry: ScheduleEntry, span: tuple[int, int], line: int, default_zone: str) -> None:
     """Notes where a new entry's text lies, and that its fields are what that text says with `default_zone`."""
     object.__setattr__(entry, "span", span)
+    object.__setattr__(entry, "line", line)
     object.__setattr__(entry, "element_trusted", entry.unreadable is None)
     object.__setattr__(entry, "element_zone", default_zone)

@@ -28,13 +28,14 @@ from xcron.server.stores.xcron_xml.common import (
     _S,
     _XC,
     MAX_FILE_BYTES,
+    SANTEDB_NS,
     _elements,
     _Layout,
     _line,
     _parse_root,
     _without_gc,
 )
-from xcron.server.stores.xcron_xml.layout import _element_bytes, _layout_of, _scan_layout, _tag_end
+from xcron.server.stores.xcron_xml.layout import _element_bytes, _layout_of, _scan_layout, _tag_end, entry_lines
 from xcron.server.stores.xcron_xml.reading import _place, _read_entry, _Reader
 from xcron.server.stores.xcron_xml.writing import _render, _Rendered, new_file_layout
 
@@ -80,10 +81,10 @@ def _written(
     if len(children) != len(doc.entries) or any(child.tag != _JOB for child in children):
         raise _mismatch(source, None, f"it holds {len(children)} elements for {len(doc.entries)} entries")
     layout = _layout(data, spans, len(children))
+    lines = entry_lines(data, layout.spans)
     reader: _Reader | None = None
     entries = []
-    for entry, made, child, span in zip(doc.entries, rendered, children, layout.spans, strict=True):
-        line = _line(child.sourceline)
+    for entry, made, child, span, line in zip(doc.entries, rendered, children, layout.spans, lines, strict=True):
         if made is not None and not entry.disabled:  # written from its fields: the writer knows the rest
             _check_schedules(child, made.schedule_elements, source, line)
             written = ScheduleEntry(
@@ -112,7 +113,7 @@ def _written(
             # and kept text never read, read in another zone, or not readable (a job this server does not run).
             reader = reader or _Reader(source, values.load_zone(default_zone))
             written = _read_entry(reader, child, known)
-        _place(written, span, default_zone)
+        _place(written, span, line, default_zone)
         entries.append(written)
     return ScheduleDocument(tuple(entries), data, layout)
 
@@ -134,14 +135,13 @@ def _written_from_fields(
     _check_well_formed(data, source)
     layout = new_file_layout(spans, data.rfind(_ROOT_CLOSE))
     entries = []
-    line, at = 1, 0
-    for entry, made, span in zip(doc.entries, rendered, spans, strict=True):
+    for entry, made, span, line in zip(doc.entries, rendered, spans, entry_lines(data, spans), strict=True):
         began, end = span
-        line += data.count(b"\n", at, began)
-        at = began
-        found = data.count(b"<add ", began, end) + data.count(b"<xc:cron ", began, end)
+        found, inside = _schedule_tags(data, began, end)
         if found != made.schedule_elements:
             raise _mismatch(source, line, f"an entry holds {found} schedules for {made.schedule_elements}")
+        if inside != found:
+            raise _mismatch(source, line, f"{found - inside} of an entry's schedules lie outside its <schedule>")
         # ScheduleEntry(...) and _place(), a third of the cost: a frozen dataclass sets each field
         # through object.__setattr__. Every field is given (the test of a save against a read compares them).
         written = object.__new__(ScheduleEntry)
@@ -163,6 +163,20 @@ def _written_from_fields(
         )
         entries.append(written)
     return ScheduleDocument(tuple(entries), data, layout)
+
+
+_SCHEDULE_OPEN = f'<schedule xmlns="{SANTEDB_NS}">'.encode()  # as the writer opens it: SanteDB's namespace
+_SCHEDULE_CLOSE = b"</schedule>"
+
+
+def _schedule_tags(data: bytes, began: int, end: int) -> tuple[int, int]:
+    """The schedule elements' start tags in an entry's text, and how many lie inside its <schedule>."""
+    found = data.count(b"<add ", began, end) + data.count(b"<xc:cron ", began, end)
+    opened = data.find(_SCHEDULE_OPEN, began, end) if found else -1
+    closed = data.find(_SCHEDULE_CLOSE, opened, end) if opened >= 0 else -1
+    if closed < 0:
+        return found, 0
+    return found, data.count(b"<add ", opened, closed) + data.count(b"<xc:cron ", opened, closed)
 
 
 class _NoTree:
