@@ -157,17 +157,14 @@ def _tag_end(data: bytes, at: int) -> int:
 
 
 def entry_lines(data: bytes, spans: Sequence[tuple[int, int]]) -> list[int]:
-    """The line each span starts on, counted as libxml2 counts (CR LF, LF or a lone CR ends a line).
+    """The line each span starts on, as libxml2 counts lines (LF or CR LF; a lone CR does not end one).
 
     Exact where lxml's sourceline is not: libxml2 keeps an element's line in 16 bits, and past line
     65,535 lxml takes the line of the element's first text instead (one more for a new entry)."""
-    lone_cr = data.count(b"\r") != data.count(b"\r\n")
     lines = []
     line, at = 1, 0
-    for began, _ in spans:  # a span starts at "<": no CR LF pair is split
+    for began, _ in spans:
         line += data.count(b"\n", at, began)
-        if lone_cr:
-            line += data.count(b"\r", at, began) - data.count(b"\r\n", at, began)
         lines.append(line)
         at = began
     return lines
