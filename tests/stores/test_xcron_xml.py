@@ -1468,6 +1468,24 @@ def test_lines_stay_exact_past_line_65535(tmp_path: Path) -> None:
     assert [entry.line for entry in again.entries] == exact  # the tree's way: kept text and one rewritten entry
 
 
+def test_the_reader_builds_schedules_as_their_constructor_does() -> None:
+    """The reader makes Schedules without the dataclass's __init__ (a file holds thousands): each one is
+    what Schedule() makes of the same fields, every field set, and Schedule()'s own checks accept it."""
+    doc = parse(render_schedule_xml(edge_documents()[0], default_zone="UTC"), "UTC")
+    read = [
+        s
+        for source in (SAMPLE, EXTENDED)
+        for e in load_schedule_file(source, default_zone="UTC").entries
+        for s in e.schedules
+    ]
+    read += [s for e in doc.entries for s in e.schedules]
+    assert len(read) > 5
+    for schedule in read:
+        made = Schedule(**{field.name: getattr(schedule, field.name) for field in dataclasses.fields(Schedule)})
+        assert vars(schedule) == vars(made)
+        assert type(schedule) is Schedule and schedule == made
+
+
 # Every item form the quick check accepts, field by field (the others "*"); hypothesis mixes them.
 CRON_BOUNDS = [(0, 59), (0, 23), (1, 31), (1, 12), (0, 6), (0, 59)]
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import MISSING
 from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -254,12 +256,12 @@ class _Reader:
             )
         parameters = self.parameters(element) if len(element) else {}
         if not has_xc:
-            return Schedule(spec=spec, start=start, end=end, time_zone=zone_name, parameters=parameters)
+            return _schedule(spec=spec, start=start, end=end, time_zone=zone_name, parameters=parameters)
         key = (get(_XC + "misfire"), get(_XC + "misfireGrace"), get(_XC + "maxCatchup"), get(_XC + "overlap"))
         policies = self.policy_sets.get(key)
         if policies is None:
             policies = self.policy_sets[key] = self.policies(element, attributes)
-        return Schedule(spec=spec, start=start, end=end, time_zone=zone_name, parameters=parameters, **policies)
+        return _schedule(spec=spec, start=start, end=end, time_zone=zone_name, parameters=parameters, **policies)
 
     def calendar_start(
         self,
@@ -403,6 +405,20 @@ class _Reader:
                 raise self.fail(
                     child, f"<parameters> item <{qname.localname}>{text}</{qname.localname}>: {error}"
                 ) from None
+
+
+_SCHEDULE_DEFAULTS = {
+    field.name: field.default for field in dataclasses.fields(Schedule) if field.default is not MISSING
+}
+
+
+def _schedule(**given: Any) -> Schedule:
+    """Schedule(**given) for what the reader made (start and end come from XsDateTime.instant: aware),
+    at half the cost: a frozen dataclass sets each field through object.__setattr__, and a file holds
+    thousands. A test holds it to Schedule()'s result, field by field."""
+    schedule = object.__new__(Schedule)
+    schedule.__dict__.update(_SCHEDULE_DEFAULTS, **given)
+    return schedule
 
 
 def _enum(kind: type[MisfirePolicy] | type[OverlapPolicy], text: str) -> Any:
