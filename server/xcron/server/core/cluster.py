@@ -236,14 +236,13 @@ class Cluster:
             await asyncio.sleep(max(0.0, began + interval - loop.time()))  # the renewal period, not a sync
 
     def _adopt(self, run: ExecutionRecord) -> None:
-        """A run's outcome decided in the database: memory and watchers follow, if the job still shows it."""
+        """A run's outcome decided in the database: memory and watchers follow, unless the job shows a newer
+        run. It may show an older one: a replica stopped right after starting a run may never have told the
+        others, which then learn of the run only when they abort it."""
         assert self._executor is not None
-        try:
-            current = self._executor.job_record(run.job_id)
-        except NotFound:
-            return
-        if current.execution_id == run.id:
-            self._executor.apply_remote(_status(_job_of(run), ""))
+        status = _status(_job_of(run), "")
+        if not self._stale(status):
+            self._executor.apply_remote(status)
 
     # -- hooks used by the executor and the scheduler -----------------------------------------
 
