@@ -42,7 +42,7 @@ from xcron.server.stores.xcron_xml.common import (
     _parser,
     _santedb_calendar_wall,
 )
-from xcron.server.stores.xcron_xml.writing import _blank_before, _unchanged, _wrap
+from xcron.server.stores.xcron_xml.writing import _blank_before, _keeps_text, _wrap
 
 _XC_TIME_ZONE = _XC + "timeZone"
 _XC_CRON = _XC + "cron"
@@ -150,8 +150,7 @@ def old_render_schedule_xml(
     zone = values.load_zone(default_zone)
 
     def keeps_text(entry: ScheduleEntry) -> bool:
-        unknown = known is not None and not known(entry.type_name)
-        return entry.element is not None and (unknown or _unchanged(entry, default_zone))
+        return _keeps_text(entry, default_zone, known)
 
     if doc.original is not None and doc.layout is not None:
         return _splice(doc, doc.original, doc.layout, zone, keeps_text)

@@ -56,8 +56,11 @@ _LAST_SECOND = NO_END.replace(microsecond=0)
 _ZERO = timedelta()
 _MINUTE = timedelta(minutes=1)
 _MIN_WALL = datetime.min
-_UTC_ZONE = ZoneInfo("UTC")
-_MAX_WALL = datetime.max.replace(microsecond=0)
+UTC_ZONE = ZoneInfo("UTC")
+"""ZoneInfo("UTC") (the cached one): compared by identity on the hot paths."""
+MAX_WALL = datetime.max.replace(microsecond=0)
+"""The last wall time below DateTime.MaxValue's fraction: at or after it, a value is MaxValue."""
+_UTC_ZONE, _MAX_WALL = UTC_ZONE, MAX_WALL
 
 
 class XsDateTime(NamedTuple):

@@ -4,13 +4,14 @@ SanteDB's calendar start (the wall time a calendar's `start` attribute holds).""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import gc
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import Any, TypeVar, cast
 from zoneinfo import ZoneInfo
 
 from croniter import croniter
@@ -24,6 +25,7 @@ from xcron.server.core.ports import (
     ScheduleFileError,
     ScheduleWriteError,
 )
+from xcron.server.stores import _xml_values as values
 
 SANTEDB_NS = "http://santedb.org/configuration"
 XC_NS = "urn:xcron:schedule:v1"
@@ -44,7 +46,7 @@ _ROOT_DECLARATIONS = tuple(f' xmlns:{prefix}="{uri}"'.encode() for prefix, uri i
 _SCHEDULE_ATTRIBUTES = ("start", "timeZone", "misfire", "misfireGrace", "maxCatchup", "overlap")
 _POSITIONAL_TAGS = {"int": ParameterType.INT, "string": ParameterType.STRING, "bool": ParameterType.BOOL}
 _EARLIEST = datetime(1, 1, 3, tzinfo=UTC)  # before this, local dates may not be representable
-_UTC_ZONE = ZoneInfo("UTC")
+_UTC_ZONE = values.UTC_ZONE
 _ONE_DAY = timedelta(days=1)
 _POSITIONAL_TAGS_READ = {**_POSITIONAL_TAGS, "double": ParameterType.DOUBLE}
 
@@ -73,6 +75,32 @@ _PARSER_OPTIONS: dict[str, Any] = {
     # xcron.xml about 1.6 times slower.
     "collect_ids": False,
 }
+
+
+T = TypeVar("T")
+
+
+@functools.cache
+def _field_defaults(cls: Any) -> tuple[dict[str, Any], tuple[tuple[str, Callable[[], Any]], ...]]:
+    fields = dataclasses.fields(cls)
+    plain = {f.name: f.default for f in fields if f.default is not dataclasses.MISSING}
+    made = tuple((f.name, f.default_factory) for f in fields if f.default_factory is not dataclasses.MISSING)
+    return plain, made
+
+
+def _built(cls: type[T], **given: Any) -> T:
+    """cls(**given) for a frozen dataclass, at a third of the cost: its __init__ sets each field through
+    object.__setattr__, and a file holds thousands. No __post_init__: only for values the caller made
+    valid. Fields not given take their defaults, as __init__ gives them (init=False ones included)."""
+    plain, made = _field_defaults(cast(Any, cls))  # a class is hashable; the stubs say type[T] may not be
+    built = object.__new__(cls)
+    fields = built.__dict__
+    fields.update(plain)
+    for name, factory in made:
+        if name not in given:
+            fields[name] = factory()
+    fields.update(given)
+    return built
 
 
 @contextlib.contextmanager

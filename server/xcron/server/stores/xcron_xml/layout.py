@@ -7,7 +7,6 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 from xml.parsers import expat
-from zoneinfo import ZoneInfo
 
 from lxml import etree
 
@@ -133,8 +132,7 @@ def _written_moment(text: str, instant: datetime) -> Any:
     return ("instant", instant)
 
 
-_UTC_ZONE = ZoneInfo("UTC")
-_MAX_WALL = datetime.max.replace(microsecond=0)  # XsDateTime.is_max_value's bound
+_UTC_ZONE, _MAX_WALL = values.UTC_ZONE, values.MAX_WALL
 
 
 def _has_xcron_parts(element: etree._Element) -> bool:

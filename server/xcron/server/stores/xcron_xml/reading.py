@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import MISSING
 from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -37,6 +35,7 @@ from xcron.server.stores.xcron_xml.common import (
     SANTEDB_NS,
     START_TYPES,
     XC_NS,
+    _built,
     _elements,
     _line,
     _parse_cron,
@@ -407,18 +406,10 @@ class _Reader:
                 ) from None
 
 
-_SCHEDULE_DEFAULTS = {
-    field.name: field.default for field in dataclasses.fields(Schedule) if field.default is not MISSING
-}
-
-
 def _schedule(**given: Any) -> Schedule:
-    """Schedule(**given) for what the reader made (start and end come from XsDateTime.instant: aware),
-    at half the cost: a frozen dataclass sets each field through object.__setattr__, and a file holds
-    thousands. A test holds it to Schedule()'s result, field by field."""
-    schedule = object.__new__(Schedule)
-    schedule.__dict__.update(_SCHEDULE_DEFAULTS, **given)
-    return schedule
+    """Schedule(**given) for what the reader made (start and end come from XsDateTime.instant: aware, as
+    Schedule's __post_init__ requires). A test holds it to Schedule()'s result, field by field."""
+    return _built(Schedule, **given)
 
 
 def _enum(kind: type[MisfirePolicy] | type[OverlapPolicy], text: str) -> Any:

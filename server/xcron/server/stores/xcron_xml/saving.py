@@ -29,6 +29,7 @@ from xcron.server.stores.xcron_xml.common import (
     _XC,
     MAX_FILE_BYTES,
     SANTEDB_NS,
+    _built,
     _elements,
     _Layout,
     _line,
@@ -67,11 +68,12 @@ def _written(
 ) -> ScheduleDocument:
     if (
         spans
-        and len(spans) == len(rendered) == len(doc.entries) == data.count(_ENTRY_START)
+        and len(spans) == len(rendered) == len(doc.entries)
         and all(
             made is not None and made.element is not None and not entry.disabled
             for entry, made in zip(doc.entries, rendered, strict=True)
         )
+        and data.count(_ENTRY_START) == len(doc.entries)  # scans the file: after the cheap tests
         and _spans_fit(data, spans)
         and b"<!" not in data  # no DOCTYPE, comment or CDATA: every "<" is a tag
     ):
@@ -142,22 +144,19 @@ def _written_from_fields(
             raise _mismatch(source, line, f"an entry holds {found} schedules for {made.schedule_elements}")
         if inside != found:
             raise _mismatch(source, line, f"{found - inside} of an entry's schedules lie outside its <schedule>")
-        # ScheduleEntry(...) and _place(), a third of the cost: a frozen dataclass sets each field
-        # through object.__setattr__. Every field is given (the test of a save against a read compares them).
-        written = object.__new__(ScheduleEntry)
-        written.__dict__.update(
+        # ScheduleEntry(...) and _place() in one (the test of a save against a read compares every field).
+        written = _built(
+            ScheduleEntry,
             type_name=entry.type_name.strip(),
             start_type=entry.start_type,
             schedules=entry.schedules,
             paused=entry.paused,
             positional_parameters=made.positional,
-            disabled=(),
             element=made.element,
             span=span,
             line=line,
             santedb_view=made.santedb_view,
             xcron_parts=made.xcron_parts,
-            unreadable=None,
             element_trusted=True,
             element_zone=default_zone,
         )
@@ -171,12 +170,16 @@ _SCHEDULE_CLOSE = b"</schedule>"
 
 def _schedule_tags(data: bytes, began: int, end: int) -> tuple[int, int]:
     """The schedule elements' start tags in an entry's text, and how many lie inside its <schedule>."""
-    found = data.count(b"<add ", began, end) + data.count(b"<xc:cron ", began, end)
-    opened = data.find(_SCHEDULE_OPEN, began, end) if found else -1
+    opened = data.find(_SCHEDULE_OPEN, began, end)
     closed = data.find(_SCHEDULE_CLOSE, opened, end) if opened >= 0 else -1
     if closed < 0:
-        return found, 0
-    return found, data.count(b"<add ", opened, closed) + data.count(b"<xc:cron ", opened, closed)
+        return _tags(data, began, end), 0
+    inside = _tags(data, opened, closed)
+    return inside + _tags(data, began, opened) + _tags(data, closed, end), inside
+
+
+def _tags(data: bytes, began: int, end: int) -> int:
+    return data.count(b"<add ", began, end) + data.count(b"<xc:cron ", began, end)
 
 
 class _NoTree:

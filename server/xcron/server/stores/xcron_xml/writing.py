@@ -318,7 +318,7 @@ class _Writer:
         return text[begin : text.rindex(f"\n{self.indent * 2}</schedule>")]
 
 
-_UTC_ZONE = ZoneInfo("UTC")
+_UTC_ZONE = values.UTC_ZONE
 # The naive wall time (fold 0) of digits iso_digits wrote: ten times faster than datetime.replace(tzinfo=None, fold=0).
 _wall_of = datetime.fromisoformat
 
@@ -365,6 +365,12 @@ def _unchanged(entry: ScheduleEntry, default_zone: str) -> bool:
     return original == entry
 
 
+def _keeps_text(entry: ScheduleEntry, default_zone: str, known: Callable[[str], bool] | None) -> bool:
+    """Whether a save writes the entry's original text: a job this server does not run, or unchanged."""
+    unknown = known is not None and not known(entry.type_name)
+    return entry.element is not None and (unknown or _unchanged(entry, default_zone))
+
+
 def render_schedule_xml(
     doc: ScheduleDocument, *, default_zone: str, known: Callable[[str], bool] | None = None
 ) -> bytes:
@@ -392,8 +398,7 @@ def _render(
     zone = values.load_zone(default_zone)
 
     def keeps_text(entry: ScheduleEntry) -> bool:
-        unknown = known is not None and not known(entry.type_name)
-        return entry.element is not None and (unknown or _unchanged(entry, default_zone))
+        return _keeps_text(entry, default_zone, known)
 
     if doc.original is not None and doc.layout is not None:
         return _splice(doc, doc.original, doc.layout, zone, keeps_text, spans)
