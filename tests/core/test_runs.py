@@ -74,8 +74,12 @@ async def test_cancelling_the_settled_waiter_leaves_the_futures_alone() -> None:
     """As asyncio.shield: a start's caller cancelled meanwhile must not cancel its writes."""
     loop = asyncio.get_running_loop()
     write = loop.create_future()
-    task = asyncio.ensure_future(settled(write))
-    await asyncio.sleep(0)
+
+    async def start() -> None:  # as the executor's _record_start awaits it
+        await settled(write)
+
+    task = asyncio.create_task(start())
+    await asyncio.sleep(0)  # one turn: the task now waits on settled()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

@@ -442,17 +442,17 @@ class Executor:
             entry.record = record
             if self._jobs[job_id].execution_id == record.id:  # no newer local run started meanwhile
                 await self._set_job(job, persist=False)
-        elif record.trigger is Trigger.SCHEDULE:
-            # Not awaited: memory and the event bus know the outcome, a read of history commits it first, and
-            # what waits for the run to end (a buffered occurrence) need not wait for the store's commit window.
+        else:
             await self._set_job(job, persist=False)
-            self.outcomes.write(record, job)
-        else:  # RunJob's runs: as before, the end is written before the run counts as finished
-            await self._set_job(job, persist=False)
-            try:
-                await all_written(queued(self._store.save_execution(record)), queued(self._store.save_job(job)))
-            except Exception as exc:
-                self.outcomes.refused(record, job, exc)
+            if record.trigger is Trigger.SCHEDULE:
+                # Not awaited: memory and the event bus know the outcome, a read of history commits it first,
+                # and what waits for the run to end (a buffered occurrence) need not wait for the commit window.
+                self.outcomes.write(record, job)
+            else:  # RunJob's runs: as before, the end is written before the run counts as finished
+                try:
+                    await all_written(queued(self._store.save_execution(record)), queued(self._store.save_job(job)))
+                except Exception as exc:
+                    self.outcomes.refused(record, job, exc)
         self.observer.run_finished(record)
         if log.isEnabledFor(logging.INFO):
             log.info("run ended %s", state.value.upper(), extra=log_ids(record))
