@@ -1,9 +1,11 @@
 """The run records core/runs.py builds field by field (cheaper than dataclasses.replace) keep every field; the
-waiter a start's writes are awaited through (`settled`) waits for all of them and, cancelled, cancels none."""
+waiter a start's writes are awaited through (`settled`) waits for all of them and, cancelled, cancels none;
+execution ids are time-ordered UUIDs."""
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from dataclasses import MISSING, fields, replace
 from datetime import UTC, datetime, timedelta
 
@@ -11,7 +13,7 @@ import pytest
 
 from xcron.server.core.model import ExecutionState, Trigger
 from xcron.server.core.ports import ExecutionRecord, JobRecord
-from xcron.server.core.runs import ended, outcome, settled, started_at
+from xcron.server.core.runs import ExecutionIds, ended, outcome, settled, started_at
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -88,3 +90,24 @@ async def test_cancelling_the_settled_waiter_leaves_the_futures_alone() -> None:
     write.set_result(None)
     await again
     assert outcome(write) is None
+
+
+def test_execution_ids_are_version_7_uuids_ordered_by_their_millisecond() -> None:
+    """RFC 9562: 48 bits of Unix milliseconds, version 7, the RFC 4122 variant, 74 random bits. Ids of a
+    later millisecond sort after earlier ones (a store's index appends them); within one they are random."""
+    now = [1_796_018_862_424_000_000]
+    ids = ExecutionIds(now_ns=lambda: now[0])
+    batches = []
+    for _ in range(3):
+        batches.append([ids.new() for _ in range(500)])  # more than one draw of the random pool
+        now[0] += 1_000_000  # the next millisecond
+    everything = [i for batch in batches for i in batch]
+    assert len(set(everything)) == len(everything)
+    for text in everything:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text  # canonical form: lower-case hex, 8-4-4-4-12
+        assert parsed.version == 7 and parsed.variant == uuid.RFC_4122
+    stamps = [[uuid.UUID(i).int >> 80 for i in batch] for batch in batches]
+    assert [set(s) for s in stamps] == [{1_796_018_862_424}, {1_796_018_862_425}, {1_796_018_862_426}]
+    assert max(batches[0]) < min(batches[1]) and max(batches[1]) < min(batches[2])
+    assert sorted(batches[0]) != batches[0]  # random within the millisecond

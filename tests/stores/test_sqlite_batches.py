@@ -56,3 +56,56 @@ async def test_a_failing_call_fails_alone_and_the_batch_around_it_is_written(tmp
         assert "k" not in await store.load_jobs()  # the failing call's own write was undone
     finally:
         await store.close()
+
+
+def _job(state: JobState, execution_id: str) -> JobRecord:
+    return JobRecord(job_id="j", state=state, execution_id=execution_id)
+
+
+async def test_row_writes_of_one_batch_are_merged_in_call_order_around_other_calls(tmp_path: Path) -> None:
+    """Rows of consecutive writes go in a few statements per table: the last write of a key wins, a call
+    between them sees the rows written before it (and not those after), and more rows than one statement
+    carries are all written."""
+    store = SqliteStateStore(tmp_path / "state.sqlite3")
+    await store.open()
+    try:
+        running = _record("r")
+        writes = [
+            store.save_job(_job(JobState.RUNNING, "r")),
+            store.save_execution(ExecutionRecord(**{**running.__dict__, "state": ExecutionState.RUNNING})),
+            store.save_execution(running),  # the same key again: this one wins
+            store.save_job(_job(JobState.COMPLETED, "r")),
+        ]
+        seen = store._enqueue(lambda c: [tuple(r) for r in c.execute("SELECT id, state FROM executions ORDER BY id")])
+        many = [store.save_execution(_record(f"m{i:03d}")) for i in range(150)]  # 64 + 64 + 16 + 4 + 2
+        last = store.save_job(_job(JobState.ABORTED, "m149"))
+        await asyncio.gather(*writes, *many, last)
+        assert await seen == [("r", "completed")]
+        assert store._queue == [] and not store._busy
+        stored = await store.list_executions("j", limit=1000)
+        assert sorted(r.id for r in stored) == sorted(["r", *(f"m{i:03d}" for i in range(150))])
+        assert {r.state for r in stored} == {ExecutionState.COMPLETED}
+        assert (await store.load_jobs())["j"] == _job(JobState.ABORTED, "m149")
+    finally:
+        await store.close()
+
+
+async def test_a_row_the_database_refuses_fails_alone_among_merged_rows(tmp_path: Path) -> None:
+    store = SqliteStateStore(tmp_path / "state.sqlite3")
+    await store.open()
+    try:
+        refused = ExecutionRecord(**{**_record("bad").__dict__, "status_text": None})  # NOT NULL
+        outcomes = await asyncio.gather(
+            store.save_execution(_record("a")),
+            store.save_execution(refused),
+            store.save_job(_job(JobState.COMPLETED, "a")),
+            store.save_execution(_record("b")),
+            return_exceptions=True,
+        )
+        assert outcomes[0] is None and outcomes[2] is None and outcomes[3] is None
+        assert isinstance(outcomes[1], StoreUnavailable) and "NOT NULL" in str(outcomes[1])
+        assert await store.get_execution("bad") is None
+        assert await store.get_execution("a") is not None and await store.get_execution("b") is not None
+        assert (await store.load_jobs())["j"].execution_id == "a"
+    finally:
+        await store.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -39,22 +40,33 @@ def log_ids(record: ExecutionRecord) -> dict[str, str]:
 
 
 class ExecutionIds:
-    """Random (version 4) UUIDs as text, drawn from os.urandom 4 KiB at a time: one system call per 256 ids
-    (uuid.uuid4 makes one per id, 9 us here against 1 us)."""
+    """Time-ordered (version 7, RFC 9562) UUIDs as text: 48 bits of Unix milliseconds, then 74 random bits
+    drawn from os.urandom 4 KiB at a time (one system call per 256 ids; uuid.uuid4 makes one per id).
 
-    _VERSION_MASK = ~(0xF000 << 64 | 0xC000 << 48)
-    _VERSION_BITS = 0x4000 << 64 | 0x8000 << 48  # version 4, RFC 4122 variant
+    Time order keeps a store's index on the id appending at its end, as PostgreSQL's and SQLite's B-trees
+    like best: random ids dirty a page of the index per row written (a third of SQLite's work per run)."""
 
-    def __init__(self) -> None:
+    _RANDOM_MASK = (1 << 74) - 1
+    _VERSION_BITS = 0x7 << 76 | 0x2 << 62  # version 7 after the timestamp, RFC 4122 variant
+
+    def __init__(self, now_ns: Callable[[], int] = time.time_ns) -> None:
+        self._now_ns = now_ns
         self._pool = b""
         self._at = 0
 
     def new(self) -> str:
         at = self._at
-        if at + 16 > len(self._pool):
-            self._pool, at = os.urandom(4096), 0
-        self._at = at + 16
-        value = int.from_bytes(self._pool[at : at + 16]) & self._VERSION_MASK | self._VERSION_BITS
+        if at + 10 > len(self._pool):
+            self._pool, at = os.urandom(4090), 0
+        self._at = at + 10
+        random = int.from_bytes(self._pool[at : at + 10]) & self._RANDOM_MASK
+        # rand_a (12 bits) above the variant, rand_b (62 bits) below it
+        value = (
+            (self._now_ns() // 1_000_000 & 0xFFFF_FFFF_FFFF) << 80
+            | self._VERSION_BITS
+            | (random >> 62) << 64
+            | random & 0x3FFF_FFFF_FFFF_FFFF
+        )
         h = value.to_bytes(16).hex()
         return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 

@@ -89,6 +89,9 @@ def _execution(row: sqlite3.Row) -> ExecutionRecord:
     )
 
 
+_WRITTEN: tuple[bool, None] = (True, None)
+
+
 class _CallFailed(Exception):
     """A call of a batch run without savepoints failed; the batch was rolled back."""
 
@@ -110,6 +113,189 @@ def _parameters(values: Mapping[str, ParameterValue]) -> str:
 
 Outcome = tuple[bool, Any]
 Settle = Callable[[list[Outcome]], None]
+Row = tuple[Any, ...]
+
+ROWS_PER_STATEMENT = 64
+"""Most rows one INSERT carries (13 columns: 832 parameters, under SQLite's oldest limit of 999)."""
+
+
+class _Table:
+    """A table written by whole rows, whose rows a batch may merge into few statements.
+
+    `upsert`: a row that exists already is updated in place (every column but the key), where INSERT OR
+    REPLACE deletes it and inserts it again: the same row in the end, for half the work when no index but
+    the key's covers the table (jobs). Where indexes cover other columns (executions), updating them in
+    place costs more than the replace."""
+
+    __slots__ = ("_statements", "keys", "name", "row", "single")
+
+    def __init__(
+        self, name: str, columns: Sequence[str], keys: int, row: Callable[[Any], Row], *, upsert: bool = False
+    ) -> None:
+        self.name = name
+        self.keys = keys  # the primary key is the first `keys` columns
+        self.row = row
+        values = "(" + ",".join("?" * len(columns)) + ")"
+        if upsert:
+            key = ",".join(columns[:keys])
+            update = ",".join(f"{c}=excluded.{c}" for c in columns[keys:])
+            head, tail = f"INSERT INTO {name} VALUES ", f" ON CONFLICT({key}) DO UPDATE SET {update}"
+        else:
+            head, tail = f"INSERT OR REPLACE INTO {name} VALUES ", ""
+        self.single = head + values + tail
+        self._statements = {
+            2**i: head + ",".join([values] * 2**i) + tail for i in range(ROWS_PER_STATEMENT.bit_length())
+        }
+
+    def write(self, conn: sqlite3.Connection, rows: list[Row]) -> None:
+        """Writes `rows` (distinct keys) in statements of a power of two rows each: at most a few distinct
+        statements, all in the connection's cache, and one step (one release of the GIL) per statement."""
+        done, left = 0, len(rows)
+        while left:
+            size = min(ROWS_PER_STATEMENT, 1 << (left.bit_length() - 1))
+            flat = [value for row in rows[done : done + size] for value in row]
+            conn.execute(self._statements[size], flat).close()
+            done += size
+            left -= size
+
+
+class _RowWrite:
+    """A write of whole rows. Alone it is one statement; in a batch, the batch merges the rows of consecutive
+    row writes per table (the last write of a key wins, as it would row by row) and writes them together:
+    a few statements per batch instead of one per row (each a call into sqlite3 that gives up the GIL and
+    takes it back from the event loop's thread), and a job's row once however often it changed."""
+
+    __slots__ = ("items", "table")
+
+    def __init__(self, table: _Table, items: Sequence[Any]) -> None:
+        self.table = table
+        self.items = items
+
+    def __call__(self, conn: sqlite3.Connection) -> None:
+        table = self.table
+        if len(self.items) == 1:
+            conn.execute(table.single, table.row(self.items[0])).close()
+        else:
+            conn.executemany(table.single, [table.row(item) for item in self.items]).close()
+
+    def merge_into(self, pending: dict[_Table, dict[Row, Row]]) -> None:
+        table = self.table
+        rows = pending.get(table)
+        if rows is None:
+            rows = pending[table] = {}
+        keys, row_of = table.keys, table.row
+        for item in self.items:
+            row = row_of(item)
+            rows[row[:keys]] = row
+
+
+def _write_pending(conn: sqlite3.Connection, pending: dict[_Table, dict[Row, Row]]) -> None:
+    for table, rows in pending.items():
+        table.write(conn, list(rows.values()))
+    pending.clear()
+
+
+_CACHED_TEXTS = 4096
+_instant_texts: dict[datetime, str] = {}
+_parameter_texts: dict[int, tuple[Mapping[str, ParameterValue], str]] = {}
+
+
+def _instant_text(value: datetime | None) -> str | None:
+    """_ts, remembered: a run's start is written with its start, with its end, and in its job's row twice."""
+    if value is None:
+        return None
+    text = _instant_texts.get(value)
+    if text is None:
+        if len(_instant_texts) >= _CACHED_TEXTS:
+            _instant_texts.clear()
+        text = _instant_texts[value] = _ts(value)  # type: ignore[assignment]  # not None: value is not
+    return text
+
+
+def _parameters_text(values: Mapping[str, ParameterValue]) -> str:
+    """_parameters, remembered by identity (a run's start and end rows share its parameters): the mapping
+    is held with its text, so its id cannot be reused while it is remembered."""
+    if not values:
+        return "{}"
+    held = _parameter_texts.get(id(values))
+    if held is not None and held[0] is values:
+        return held[1]
+    if len(_parameter_texts) >= _CACHED_TEXTS:
+        _parameter_texts.clear()
+    text = _parameters(values)
+    _parameter_texts[id(values)] = (values, text)
+    return text
+
+
+def _job_row(record: JobRecord) -> Row:
+    return (
+        record.job_id,
+        record.state.value,
+        record.progress,
+        record.status_text,
+        _instant_text(record.last_start),
+        _instant_text(record.last_finish),
+        record.execution_id,
+    )
+
+
+def _execution_row(record: ExecutionRecord) -> Row:
+    return (
+        record.id,
+        record.job_id,
+        _parameters_text(record.parameters),
+        record.trigger.value,
+        record.state.value,
+        _instant_text(record.start_time),
+        _instant_text(record.finish_time),
+        record.error,
+        record.progress,
+        record.status_text,
+        _instant_text(record.scheduled_time),
+        record.request_id,
+        int(record.cancel_requested),
+    )
+
+
+def _schedule_row(record: ScheduleRecord) -> Row:
+    return (
+        record.job_id,
+        record.schedule_key,
+        _ts(record.last_fire),
+        _ts(record.last_run),
+        record.overlap_skipped,
+        record.misfire_skipped,
+    )
+
+
+_JOB_COLUMNS = ("job_id", "state", "progress", "status_text", "last_start", "last_finish", "execution_id")
+_JOBS = _Table("jobs", _JOB_COLUMNS, 1, _job_row, upsert=True)
+_EXECUTIONS = _Table(
+    "executions",
+    (
+        "id",
+        "job_id",
+        "parameters",
+        "trigger",
+        "state",
+        "start_time",
+        "finish_time",
+        "error",
+        "progress",
+        "status_text",
+        "scheduled_time",
+        "request_id",
+        "cancel_requested",
+    ),
+    1,
+    _execution_row,
+)
+_SCHEDULES = _Table(
+    "schedules",
+    ("job_id", "schedule_key", "last_fire", "last_run", "overlap_skipped", "misfire_skipped"),
+    2,
+    _schedule_row,
+)
 
 
 class _Deferring:
@@ -309,14 +495,23 @@ class SqliteStateStore:
         """The usual case, every call succeeds: one transaction and no savepoints (two statements less per call,
         a tenth of the store thread's time). A failing call rolls it all back and raises _CallFailed."""
         outcomes: list[Outcome] = []
+        pending: dict[_Table, dict[Row, Row]] = {}  # rows of the row writes since the last other call
         conn.execute("BEGIN")
-        for fn in fns:
-            try:
+        try:
+            for fn in fns:
+                if type(fn) is _RowWrite:
+                    fn.merge_into(pending)
+                    outcomes.append(_WRITTEN)
+                    continue
+                if pending:  # written before any other call, which may read them
+                    _write_pending(conn, pending)
                 outcomes.append((True, _settled(fn(conn))))
-            except Exception as exc:
-                with contextlib.suppress(sqlite3.DatabaseError):
-                    conn.execute("ROLLBACK")
-                raise _CallFailed from exc
+            if pending:
+                _write_pending(conn, pending)
+        except Exception as exc:
+            with contextlib.suppress(sqlite3.DatabaseError):
+                conn.execute("ROLLBACK")
+            raise _CallFailed from exc
         conn.execute("COMMIT")
         return outcomes
 
@@ -386,42 +581,10 @@ class SqliteStateStore:
         return await self._call(q)
 
     def save_job(self, record: JobRecord) -> Awaitable[None]:
-        return self._write(
-            lambda c: c.execute(
-                "INSERT OR REPLACE INTO jobs VALUES (?,?,?,?,?,?,?)",
-                (
-                    record.job_id,
-                    record.state.value,
-                    record.progress,
-                    record.status_text,
-                    _ts(record.last_start),
-                    _ts(record.last_finish),
-                    record.execution_id,
-                ),
-            )
-        )
+        return self._write(_RowWrite(_JOBS, (record,)))
 
     def save_execution(self, record: ExecutionRecord) -> Awaitable[None]:
-        return self._write(
-            lambda c: c.execute(
-                "INSERT OR REPLACE INTO executions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    record.id,
-                    record.job_id,
-                    _parameters(record.parameters),
-                    record.trigger.value,
-                    record.state.value,
-                    _ts(record.start_time),
-                    _ts(record.finish_time),
-                    record.error,
-                    record.progress,
-                    record.status_text,
-                    _ts(record.scheduled_time),
-                    record.request_id,
-                    int(record.cancel_requested),
-                ),
-            )
-        )
+        return self._write(_RowWrite(_EXECUTIONS, (record,)))
 
     async def get_execution(self, execution_id: str) -> ExecutionRecord | None:
         def q(c: sqlite3.Connection) -> ExecutionRecord | None:
@@ -534,12 +697,4 @@ class SqliteStateStore:
         )
 
     def save_schedule_records(self, records: Sequence[ScheduleRecord]) -> Awaitable[None]:
-        return self._write(
-            lambda c: c.executemany(
-                "INSERT OR REPLACE INTO schedules VALUES (?,?,?,?,?,?)",
-                [
-                    (r.job_id, r.schedule_key, _ts(r.last_fire), _ts(r.last_run), r.overlap_skipped, r.misfire_skipped)
-                    for r in records
-                ],
-            )
-        )
+        return self._write(_RowWrite(_SCHEDULES, tuple(records)))
