@@ -4,7 +4,10 @@ while they all succeed; one failing call still fails alone and the others' write
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
+import sys
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,7 +16,7 @@ import pytest
 from xcron.server.core.errors import StoreUnavailable
 from xcron.server.core.model import ExecutionState, JobState, Trigger
 from xcron.server.core.ports import ExecutionRecord, JobRecord
-from xcron.server.stores.sqlite import SqliteStateStore
+from xcron.server.stores.sqlite import STORE_THREAD_NICE, SqliteStateStore
 
 
 def _record(execution_id: str) -> ExecutionRecord:
@@ -107,5 +110,20 @@ async def test_a_row_the_database_refuses_fails_alone_among_merged_rows(tmp_path
         assert await store.get_execution("bad") is None
         assert await store.get_execution("a") is not None and await store.get_execution("b") is not None
         assert (await store.load_jobs())["j"].execution_id == "a"
+    finally:
+        await store.close()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="per-thread niceness is Linux's; elsewhere the store leaves it")
+async def test_the_store_thread_yields_the_cpu_to_the_event_loop(tmp_path: Path) -> None:
+    store = SqliteStateStore(tmp_path / "state.sqlite3")
+    await store.open()
+    try:
+        await store.save_job(_job(JobState.COMPLETED, "a"))  # the thread serves calls at its lower priority
+        assert store._thread is not None and store._thread.native_id is not None
+        loop_thread = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        store_thread = os.getpriority(os.PRIO_PROCESS, store._thread.native_id)
+        assert store_thread == min(19, loop_thread + STORE_THREAD_NICE)
+        assert (await store.load_jobs())["j"].state is JobState.COMPLETED
     finally:
         await store.close()
