@@ -745,7 +745,7 @@ class Execution(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     CANCEL_REQUESTED_FIELD_NUMBER: _builtins.int
     id: _builtins.str
-    """Unique id of this execution."""
+    """Unique id of this execution: a UUID, version 7 (ids made in a later millisecond sort after earlier ones)."""
     job_id: _builtins.str
     """The job it ran."""
     trigger: Global___Trigger.ValueType

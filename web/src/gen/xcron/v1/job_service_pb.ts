@@ -517,7 +517,7 @@ export const ScheduleSchema: GenMessage<Schedule> = /*@__PURE__*/
  */
 export type Execution = Message<"xcron.v1.Execution"> & {
   /**
-   * Unique id of this execution.
+   * Unique id of this execution: a UUID, version 7 (ids made in a later millisecond sort after earlier ones).
    *
    * @generated from field: string id = 1;
    */
