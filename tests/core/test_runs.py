@@ -111,3 +111,4 @@ def test_execution_ids_are_version_7_uuids_ordered_by_their_millisecond() -> Non
     assert [set(s) for s in stamps] == [{1_796_018_862_424}, {1_796_018_862_425}, {1_796_018_862_426}]
     assert max(batches[0]) < min(batches[1]) and max(batches[1]) < min(batches[2])
     assert sorted(batches[0]) != batches[0]  # random within the millisecond
+    assert len({uuid.UUID(i).int >> 64 & 0xFFF for i in everything}) > 1000  # rand_a: 12 random bits too

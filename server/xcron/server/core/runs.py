@@ -41,7 +41,7 @@ def log_ids(record: ExecutionRecord) -> dict[str, str]:
 
 class ExecutionIds:
     """Time-ordered (version 7, RFC 9562) UUIDs as text: 48 bits of Unix milliseconds, then 74 random bits
-    drawn from os.urandom 4 KiB at a time (one system call per 256 ids; uuid.uuid4 makes one per id).
+    drawn from os.urandom 4 KiB at a time (one system call per 409 ids; uuid.uuid4 makes one per id).
 
     Time order keeps a store's index on the id appending at its end, as PostgreSQL's and SQLite's B-trees
     like best: random ids dirty a page of the index per row written (a third of SQLite's work per run)."""

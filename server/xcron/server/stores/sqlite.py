@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import queue
 import sqlite3
 import threading
@@ -117,7 +116,9 @@ Settle = Callable[[list[Outcome]], None]
 Row = tuple[Any, ...]
 
 ROWS_PER_STATEMENT = 64
-"""Most rows one INSERT carries (13 columns: 832 parameters, under SQLite's oldest limit of 999)."""
+"""Most rows one INSERT carries (13 columns: 832 parameters, under SQLite's oldest limit of 999). A power
+of two: a batch's rows are written in statements of 64, 32, … rows."""
+assert ROWS_PER_STATEMENT & (ROWS_PER_STATEMENT - 1) == 0
 
 
 class _Table:
@@ -128,13 +129,13 @@ class _Table:
     the key's covers the table (jobs). Where indexes cover other columns (executions), updating them in
     place costs more than the replace."""
 
-    __slots__ = ("_statements", "keys", "name", "row", "single")
+    __slots__ = ("_statements", "name", "row", "single")
 
     def __init__(
         self, name: str, columns: Sequence[str], keys: int, row: Callable[[Any], Row], *, upsert: bool = False
     ) -> None:
+        """The primary key is the first `keys` of `columns`; `row(item)` is an item's values in their order."""
         self.name = name
-        self.keys = keys  # the primary key is the first `keys` columns
         self.row = row
         values = "(" + ",".join("?" * len(columns)) + ")"
         if upsert:
@@ -149,7 +150,8 @@ class _Table:
         }
 
     def write(self, conn: sqlite3.Connection, rows: list[Row]) -> None:
-        """Writes `rows` (distinct keys) in statements of a power of two rows each: at most a few distinct
+        """Writes `rows` in their order (SQLite inserts a statement's rows one after another, so a key given
+        twice ends as its later row), in statements of a power of two rows each: at most a few distinct
         statements, all in the connection's cache, and one step (one release of the GIL) per statement."""
         done, left = 0, len(rows)
         while left:
@@ -162,9 +164,11 @@ class _Table:
 
 class _RowWrite:
     """A write of whole rows. Alone it is one statement; in a batch, the batch merges the rows of consecutive
-    row writes per table (the last write of a key wins, as it would row by row) and writes them together:
-    a few statements per batch instead of one per row (each a call into sqlite3 that gives up the GIL and
-    takes it back from the event loop's thread), and a job's row once however often it changed."""
+    row writes per table, in call order, and writes them together: a few statements per batch instead of
+    one per row (each a call into sqlite3 that gives up the GIL and takes it back from the event loop's
+    thread). The tables have no triggers or foreign keys, so only the order within a table matters. Rows
+    are not merged by key: a row that fails (NOT NULL) fails its write even when a later write replaces it,
+    as it would row by row."""
 
     __slots__ = ("items", "table")
 
@@ -179,20 +183,18 @@ class _RowWrite:
         else:
             conn.executemany(table.single, [table.row(item) for item in self.items]).close()
 
-    def merge_into(self, pending: dict[_Table, dict[Row, Row]]) -> None:
+    def merge_into(self, pending: dict[_Table, list[Row]]) -> None:
         table = self.table
         rows = pending.get(table)
         if rows is None:
-            rows = pending[table] = {}
-        keys, row_of = table.keys, table.row
-        for item in self.items:
-            row = row_of(item)
-            rows[row[:keys]] = row
+            rows = pending[table] = []
+        row_of = table.row
+        rows.extend([row_of(item) for item in self.items])
 
 
-def _write_pending(conn: sqlite3.Connection, pending: dict[_Table, dict[Row, Row]]) -> None:
+def _write_pending(conn: sqlite3.Connection, pending: dict[_Table, list[Row]]) -> None:
     for table, rows in pending.items():
-        table.write(conn, list(rows.values()))
+        table.write(conn, rows)
     pending.clear()
 
 
@@ -202,9 +204,11 @@ _parameter_texts: dict[int, tuple[Mapping[str, ParameterValue], str]] = {}
 
 
 def _instant_text(value: datetime | None) -> str | None:
-    """_ts, remembered: a run's start is written with its start, with its end, and in its job's row twice."""
-    if value is None:
-        return None
+    """_ts, remembered: a run's start is written with its start, with its end, and in its job's row twice.
+    UTC instants only (all the core makes): two times of another zone that differ only in `fold` are equal
+    keys, an hour apart."""
+    if value is None or value.tzinfo is not UTC:
+        return _ts(value)
     text = _instant_texts.get(value)
     if text is None:
         if len(_instant_texts) >= _CACHED_TEXTS:
@@ -213,18 +217,25 @@ def _instant_text(value: datetime | None) -> str | None:
     return text
 
 
+_CACHED_PARAMETERS_TEXT = 1024
+"""Longest parameters text remembered: the cache holds at most _CACHED_TEXTS of them (4 MiB), however large
+the parameters clients send."""
+
+
 def _parameters_text(values: Mapping[str, ParameterValue]) -> str:
     """_parameters, remembered by identity (a run's start and end rows share its parameters): the mapping
-    is held with its text, so its id cannot be reused while it is remembered."""
+    is held with its text, so its id cannot be reused while it is remembered. The core never changes a
+    run's parameters once bound."""
     if not values:
         return "{}"
     held = _parameter_texts.get(id(values))
     if held is not None and held[0] is values:
         return held[1]
-    if len(_parameter_texts) >= _CACHED_TEXTS:
-        _parameter_texts.clear()
     text = _parameters(values)
-    _parameter_texts[id(values)] = (values, text)
+    if len(text) <= _CACHED_PARAMETERS_TEXT:
+        if len(_parameter_texts) >= _CACHED_TEXTS:
+            _parameter_texts.clear()
+        _parameter_texts[id(values)] = (values, text)
     return text
 
 
@@ -297,24 +308,6 @@ _SCHEDULES = _Table(
     2,
     _schedule_row,
 )
-
-
-STORE_THREAD_NICE = 10
-"""The store thread's niceness, above the process's own: when the CPU is short, the event loop's thread
-(answering calls, starting runs) goes first, and the store's writes wait and so join larger batches.
-Measured on a 2-core machine with the RunJob bench's client on it: 8 % more runs a second and 8 % less
-CPU per run (fewer preemptions of the loop), in 9 of 10 paired runs. Nothing waits on the store for
-long: its work is ~0.15 ms of CPU a run, and CFS still gives a thread at +10 a tenth of a contended CPU."""
-
-
-def _yield_to_the_loop() -> None:
-    """Lowers the calling thread's priority by STORE_THREAD_NICE (Linux: niceness is per thread). Raising
-    one's niceness needs no privilege; where it is not supported, nothing changes."""
-    try:
-        tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + STORE_THREAD_NICE)
-    except (AttributeError, OSError):  # not Linux-like, or a sandbox refuses it
-        pass
 
 
 class _Deferring:
@@ -456,7 +449,6 @@ class SqliteStateStore:
         self._jobs.put(job)
 
     def _serve(self) -> None:
-        _yield_to_the_loop()
         while (job := self._jobs.get()) is not None:
             job()
 
@@ -515,7 +507,7 @@ class SqliteStateStore:
         """The usual case, every call succeeds: one transaction and no savepoints (two statements less per call,
         a tenth of the store thread's time). A failing call rolls it all back and raises _CallFailed."""
         outcomes: list[Outcome] = []
-        pending: dict[_Table, dict[Row, Row]] = {}  # rows of the row writes since the last other call
+        pending: dict[_Table, list[Row]] = {}  # rows of the row writes since the last other call
         conn.execute("BEGIN")
         try:
             for fn in fns:
