@@ -11,18 +11,20 @@ from google.protobuf import duration_pb2, timestamp_pb2
 
 from xcron.server.api import convert
 from xcron.server.core.errors import InvalidArgument
+from xcron.server.core.events import BatchKind, JobStatus, WatchBatch
 from xcron.server.core.model import (
     CalendarSpec,
     CronSpec,
     ExecutionState,
     IntervalSpec,
+    JobState,
     MisfirePolicy,
     OverlapPolicy,
     ParameterValue,
     Schedule,
     Trigger,
 )
-from xcron.server.core.ports import ExecutionRecord
+from xcron.server.core.ports import ExecutionRecord, JobRecord
 from xcron.v1 import job_service_pb2 as pb
 
 NOW = datetime(2026, 3, 2, 8, 0, 30, 500_000, tzinfo=UTC)
@@ -158,3 +160,35 @@ def test_an_execution_converts_every_field() -> None:
     assert out.state == pb.EXECUTION_STATE_ABORTED and out.trigger == pb.TRIGGER_SCHEDULE
     assert out.finish_time.ToDatetime(tzinfo=UTC) == NOW + timedelta(seconds=2)
     assert out.scheduled_time.ToDatetime(tzinfo=UTC) == NOW - timedelta(seconds=1)
+
+
+def _status(job_id: str, sequence: int) -> JobStatus:
+    return JobStatus(JobRecord(job_id=job_id, state=JobState.RUNNING, progress=0.5, status_text="half"), sequence)
+
+
+def test_a_batch_many_watchers_hold_is_built_once_and_a_different_one_is_not_mistaken_for_it() -> None:
+    a, b = _status("job.a", 2048), _status("job.b", 4096)
+    first = convert.watch_response(WatchBatch(BatchKind.CHANGES, (a, b), 4096))
+    again = convert.watch_response(WatchBatch(BatchKind.CHANGES, (a, b), 4096))  # another watcher's batch
+    assert again is first
+    assert [s.job_id for s in first.statuses] == ["job.a", "job.b"] and first.sequence == 4096
+    assert first.kind == pb.WATCH_EVENT_KIND_CHANGES
+    others = [
+        WatchBatch(BatchKind.CHANGES, (b, a), 4096),  # the same changes in another order
+        WatchBatch(BatchKind.CHANGES, (a,), 4096),
+        WatchBatch(BatchKind.SNAPSHOT, (a, b), 4096),
+        WatchBatch(BatchKind.CHANGES, (a, b), 6144),
+        WatchBatch(BatchKind.CHANGES, (_status("job.a", 2048), b), 4096),  # an equal status, another change
+    ]
+    built = [convert.watch_response(batch) for batch in others]
+    assert all(message is not first for message in built)
+    assert [s.job_id for s in built[0].statuses] == ["job.b", "job.a"]
+    assert built[2].kind == pb.WATCH_EVENT_KIND_SNAPSHOT and built[3].sequence == 6144
+
+
+def test_a_large_snapshot_is_not_kept_for_the_next_watcher() -> None:
+    statuses = tuple(_status(f"job.{i}", 2048) for i in range(convert._CACHED_BATCH_STATUSES + 1))
+    batch = WatchBatch(BatchKind.SNAPSHOT, statuses, 2048)
+    first = convert.watch_response(batch)
+    assert convert.watch_response(batch) is not first
+    assert len(first.statuses) == len(statuses)
