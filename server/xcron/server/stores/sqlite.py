@@ -129,13 +129,12 @@ class _Table:
     the key's covers the table (jobs). Where indexes cover other columns (executions), updating them in
     place costs more than the replace."""
 
-    __slots__ = ("_statements", "name", "row", "single")
+    __slots__ = ("_statements", "row", "single")
 
     def __init__(
         self, name: str, columns: Sequence[str], keys: int, row: Callable[[Any], Row], *, upsert: bool = False
     ) -> None:
         """The primary key is the first `keys` of `columns`; `row(item)` is an item's values in their order."""
-        self.name = name
         self.row = row
         values = "(" + ",".join("?" * len(columns)) + ")"
         if upsert:
