@@ -3,6 +3,7 @@ the offending field as the BadRequest will."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, time, timedelta
 from typing import Any, cast
 
@@ -192,3 +193,42 @@ def test_a_large_snapshot_is_not_kept_for_the_next_watcher() -> None:
     first = convert.watch_response(batch)
     assert convert.watch_response(batch) is not first
     assert len(first.statuses) == len(statuses)
+
+
+def _varied_statuses() -> list[JobStatus]:
+    """Statuses whose encodings differ in every way a field can: defaults left out, lengths over one varint
+    byte, non-ASCII text, timestamps before and after 1970, large sequence numbers."""
+    base = JobRecord(job_id="job.a", state=JobState.RUNNING, progress=0.5, status_text="half", execution_id="e1")
+    return [
+        JobStatus(JobRecord(job_id="job.b"), 0),  # every field at its default but the id
+        JobStatus(base, 2048),
+        JobStatus(replace(base, status_text="é 😀 " * 60, progress=1.0), 2**53 - 1),
+        JobStatus(replace(base, job_id="j" * 300, last_start=NOW), 127),
+        JobStatus(replace(base, last_finish=datetime(1960, 1, 1, tzinfo=UTC)), 128),
+    ]
+
+
+@pytest.mark.parametrize("kind", list(BatchKind))
+@pytest.mark.parametrize("sequence", [0, 1, 127, 128, 2**53 - 1])
+def test_an_encoded_batch_is_the_bytes_protobuf_gives_for_its_message(kind: BatchKind, sequence: int) -> None:
+    statuses = _varied_statuses()
+    for count in range(len(statuses) + 1):
+        batch = WatchBatch(kind, tuple(statuses[:count]), sequence)
+        encoded = convert.watch_response_bytes(batch)
+        assert encoded == convert.watch_response(batch).SerializeToString(deterministic=True)
+        back = pb.WatchJobsResponse.FromString(encoded)
+        assert [s.job_id for s in back.statuses] == [s.job_id for s in statuses[:count]]
+        assert (back.kind, back.sequence) == (convert.WATCH_KINDS[kind], sequence)
+
+
+def test_an_encoded_batch_many_watchers_hold_is_encoded_once_and_a_different_one_anew() -> None:
+    a, b = _status("job.a", 2048), _status("job.b", 4096)
+    first = convert.watch_response_bytes(WatchBatch(BatchKind.CHANGES, (a, b), 4096))
+    assert convert.watch_response_bytes(WatchBatch(BatchKind.CHANGES, (a, b), 4096)) is first
+    other = convert.watch_response_bytes(WatchBatch(BatchKind.CHANGES, (b, a), 4096))
+    assert other is not first and [s.job_id for s in pb.WatchJobsResponse.FromString(other).statuses] == [
+        "job.b",
+        "job.a",
+    ]
+    equal_change = convert.watch_response_bytes(WatchBatch(BatchKind.CHANGES, (_status("job.a", 2048), b), 4096))
+    assert equal_change is not first and equal_change == first  # encoded anew, to the same bytes

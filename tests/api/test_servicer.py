@@ -18,7 +18,7 @@ from grpc_status import rpc_status
 from xcron.server.api.auth import AuthInterceptor, hash_token, parse_token_lines
 from xcron.server.api.decode import DecodeGuard
 from xcron.server.api.handlers import CallContext
-from xcron.server.api.servicer import Servicer
+from xcron.server.api.servicer import Servicer, add_to_server
 from xcron.v1 import job_service_pb2 as pb
 from xcron.v1 import job_service_pb2_grpc as pb_grpc
 
@@ -39,7 +39,7 @@ async def served(harness: Harness) -> AsyncIterator[Served]:
     tokens = parse_token_lines([f"alice read {hash_token(READER)}", f"bob read,run {hash_token(RUNNER)}"])
     server = grpc.aio.server(interceptors=[AuthInterceptor(tokens), DecodeGuard()])
     servicer = Servicer(manager)
-    pb_grpc.add_JobServiceServicer_to_server(servicer, server)
+    add_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:

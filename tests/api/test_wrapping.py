@@ -6,7 +6,7 @@ same outcomes."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import grpc
 import pytest
@@ -14,7 +14,7 @@ from core_harness import Harness
 
 from xcron.server.api.auth import AuthInterceptor, hash_token, parse_token_lines
 from xcron.server.api.decode import DecodeGuard, guard_decoding
-from xcron.server.api.servicer import Servicer
+from xcron.server.api.servicer import WATCH_JOBS, Servicer, add_to_server
 from xcron.server.api.wrapping import WrappedHandlers, WrappingRegistrar
 from xcron.server.metrics import Metrics
 from xcron.v1 import job_service_pb2 as pb
@@ -68,7 +68,7 @@ async def counted(harness: Harness) -> AsyncIterator[tuple[pb_grpc.JobServiceStu
     metrics = Metrics()
     tokens = parse_token_lines([f"alice read {hash_token(READER)}"])
     server = grpc.aio.server(interceptors=[metrics.interceptor(), AuthInterceptor(tokens), DecodeGuard()])
-    pb_grpc.add_JobServiceServicer_to_server(Servicer(manager), server)
+    add_to_server(Servicer(manager), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
@@ -114,7 +114,7 @@ async def test_without_auth_handlers_wrapped_at_registration_count_and_guard_dec
     metrics = Metrics()
     server = grpc.aio.server()
     registrar = WrappingRegistrar(server, metrics.handler_wrap(guard_decoding))
-    pb_grpc.add_JobServiceServicer_to_server(Servicer(manager), registrar)
+    add_to_server(Servicer(manager), registrar)
     echo = grpc.unary_unary_rpc_method_handler(_job_id, pb.GetJobRequest.FromString, lambda data: data)
     registrar.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Echo", {"JobId": echo}),))
     port = server.add_insecure_port("127.0.0.1:0")
@@ -142,3 +142,40 @@ async def test_without_auth_handlers_wrapped_at_registration_count_and_guard_dec
     echoed = "test.Echo/JobId"
     assert (_count(metrics, "OK", echoed), _count(metrics, "INVALID_ARGUMENT", echoed)) == (1.0, 1.0)
     assert _count(metrics, "UNIMPLEMENTED", "test.Echo/Nothing") == 0.0
+
+
+class _Capturing:
+    """A registrar that keeps what services register, to look at the handlers."""
+
+    def __init__(self) -> None:
+        self.generic: list[grpc.GenericRpcHandler] = []
+        self.registered: dict[str, grpc.RpcMethodHandler] = {}
+
+    def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler], /) -> None:
+        self.generic.extend(handlers)
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, grpc.RpcMethodHandler], /) -> None:
+        self.registered.update({f"/{service}/{name}": handler for name, handler in handlers.items()})
+
+
+class _Details(grpc.HandlerCallDetails):  # type: ignore[misc]
+    def __init__(self, method: str) -> None:
+        self.method = method
+        self.invocation_metadata = ()
+
+
+async def test_watch_jobs_sends_its_encoded_messages_as_they_are_on_both_registration_paths(harness: Harness) -> None:
+    """WatchJobs yields WatchJobsResponse's bytes: its serializer passes bytes on and still serializes a message,
+    whether grpc finds it among the registered methods or through the generic handler; other methods keep
+    the generated serializer."""
+    manager = await harness.start()
+    captured = _Capturing()
+    add_to_server(Servicer(manager), captured)
+    (generic,) = captured.generic
+    message = pb.WatchJobsResponse(kind=pb.WATCH_EVENT_KIND_CHANGES, sequence=7)
+    for handler in (captured.registered[WATCH_JOBS], generic.service(_Details(WATCH_JOBS))):
+        assert handler.response_serializer(b"\x08\x02") == b"\x08\x02"
+        assert handler.response_serializer(message) == message.SerializeToString()
+    get_job = f"/{GET_JOB}"
+    for handler in (captured.registered[get_job], generic.service(_Details(get_job))):
+        assert handler.response_serializer is pb.GetJobResponse.SerializeToString

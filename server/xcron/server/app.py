@@ -20,7 +20,7 @@ from xcron.server.api.auth import AuthFailures, AuthInterceptor, Authorizer, Tok
 from xcron.server.api.connect import ConnectJobService, HealthASGIApplication, connect_app
 from xcron.server.api.decode import DecodeGuard, guard_decoding
 from xcron.server.api.http import HttpServer, http_app, load_panel, loopback_hosts
-from xcron.server.api.servicer import Servicer
+from xcron.server.api.servicer import Servicer, add_to_server
 from xcron.server.api.tls import (
     TlsConfigError,
     TlsFiles,
@@ -42,7 +42,7 @@ from xcron.server.metrics import Metrics
 from xcron.server.stores.datadir import DataDirLock, remove_stale_temp_files
 from xcron.server.stores.postgres import PostgresStateStore
 from xcron.server.stores.schedules import FileScheduleSource, PostgresScheduleSource
-from xcron.v1 import job_service_pb2, job_service_pb2_grpc
+from xcron.v1 import job_service_pb2
 
 log = logging.getLogger("xcron.server")
 SERVICE_NAME = job_service_pb2.DESCRIPTOR.services_by_name["JobService"].full_name
@@ -252,7 +252,7 @@ class XcronServer:
         if not auth:
             registrar = WrappingRegistrar(server, self.metrics.handler_wrap(guard_decoding))
         self._servicer = Servicer(self.core.manager)  # its handlers serve the Connect port too
-        job_service_pb2_grpc.add_JobServiceServicer_to_server(self._servicer, registrar)
+        add_to_server(self._servicer, registrar)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, registrar)
         reflection.enable(registrar, (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name))
         return server

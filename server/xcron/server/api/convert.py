@@ -400,3 +400,64 @@ def _watch_response(batch: WatchBatch) -> pb.WatchJobsResponse:
         statuses=[_cached_status(s) for s in batch.statuses],
         sequence=batch.sequence,
     )
+
+
+# WatchJobsResponse encoded without building it (gRPC's WatchJobs): protobuf's wire format lets a message be
+# written field by field, and a repeated message field is each element's encoding behind the field's tag and
+# length. The bytes are those SerializeToString gives (fields in number order, defaults left out; a test
+# compares them), so a client cannot tell the difference.
+_KIND_FIELD = 1 << 3 | 0  # WatchJobsResponse.kind, varint
+_STATUSES_FIELD = 2 << 3 | 2  # WatchJobsResponse.statuses, length-delimited
+_SEQUENCE_FIELD = 3 << 3 | 0  # WatchJobsResponse.sequence, varint
+
+
+def _varint(value: int) -> bytes:
+    """Protobuf's base-128 varint; a negative int64 as its two's complement (ten bytes)."""
+    if value < 0:
+        value += 1 << 64
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+_KIND_BYTES = {kind: bytes([_KIND_FIELD]) + _varint(value) for kind, value in WATCH_KINDS.items()}
+_STATUS_BYTES: OrderedDict[int, tuple[JobStatus, bytes]] = OrderedDict()
+_BATCH_BYTES: OrderedDict[tuple[object, ...], tuple[tuple[JobStatus, ...], bytes]] = OrderedDict()
+
+
+def _status_field(status: JobStatus) -> bytes:
+    """One element of `statuses`, tag and length included; encoded once per change, as _cached_status."""
+    cached = _STATUS_BYTES.get(id(status))
+    if cached is not None and cached[0] is status:
+        return cached[1]
+    body = job_status(status).SerializeToString()
+    encoded = bytes([_STATUSES_FIELD]) + _varint(len(body)) + body
+    _STATUS_BYTES[id(status)] = (status, encoded)  # holding `status` keeps its id from being reused
+    if len(_STATUS_BYTES) > 4096:
+        _STATUS_BYTES.popitem(last=False)
+    return encoded
+
+
+def watch_response_bytes(batch: WatchBatch) -> bytes:
+    """watch_response(batch).SerializeToString(), without building the message: each status is encoded once
+    however many watchers and batches carry it, and a batch is their concatenation. A batch that many
+    watchers hold is encoded once (as watch_response builds it once), so gRPC serializes nothing per stream."""
+    statuses = batch.statuses
+    key: tuple[object, ...] | None = None
+    if len(statuses) <= _CACHED_BATCH_STATUSES:
+        key = (batch.kind, batch.sequence, *map(id, statuses))
+        cached = _BATCH_BYTES.get(key)
+        if cached is not None:
+            return cached[1]
+    parts = [_KIND_BYTES[batch.kind], *map(_status_field, statuses)]
+    if batch.sequence:
+        parts.append(bytes([_SEQUENCE_FIELD]) + _varint(batch.sequence))
+    encoded = b"".join(parts)
+    if key is not None:
+        _BATCH_BYTES[key] = (statuses, encoded)  # the statuses held keep their ids from being reused
+        if len(_BATCH_BYTES) > _CACHED_BATCHES:
+            _BATCH_BYTES.popitem(last=False)
+    return encoded

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from xcron.server.api import convert
 from xcron.server.core.errors import InvalidArgument
-from xcron.server.core.events import Watcher
+from xcron.server.core.events import WatchBatch, Watcher
 from xcron.server.core.manager import JobManager
 from xcron.server.core.ports import ExecutionCursor
 from xcron.v1 import job_service_pb2 as pb
@@ -198,18 +198,25 @@ class JobHandlers:
         self, request: pb.WatchJobsRequest, call: CallContext
     ) -> AsyncGenerator[pb.WatchJobsResponse, None]:
         """Checks the request and subscribes (raising here, before any message), then streams batches."""
+        return _stream(self._watcher(request), convert.watch_response)
+
+    async def watch_jobs_encoded(self, request: pb.WatchJobsRequest, call: CallContext) -> AsyncGenerator[bytes, None]:
+        """watch_jobs with each message already encoded (WatchJobsResponse's wire bytes), for a transport that
+        sends bytes: a batch many watchers share is encoded once, not once per stream."""
+        return _stream(self._watcher(request), convert.watch_response_bytes)
+
+    def _watcher(self, request: pb.WatchJobsRequest) -> Watcher:
         for i, job_id in enumerate(request.job_ids):
             self._manager.check_job(_checked_id(job_id, f"job_ids[{i}]"))
         if request.after_sequence < 0:
             raise InvalidArgument("after_sequence", "must not be negative")
-        watcher = self._manager.watch(request.job_ids, after_sequence=request.after_sequence)
-        return _stream(watcher)
+        return self._manager.watch(request.job_ids, after_sequence=request.after_sequence)
 
 
-async def _stream(watcher: Watcher) -> AsyncGenerator[pb.WatchJobsResponse, None]:
+async def _stream(watcher: Watcher, encode: Callable[[WatchBatch], R]) -> AsyncGenerator[R, None]:
     try:
         while True:
             batch = await watcher.next_batch()
-            yield convert.watch_response(batch)  # paced by the watcher (events.PACE)
+            yield encode(batch)  # paced by the watcher (events.PACE)
     finally:
         watcher.close()

@@ -11,6 +11,7 @@ import grpc
 from xcron.server.api.auth import CURRENT_PRINCIPAL
 from xcron.server.api.handlers import CallContext, JobHandlers
 from xcron.server.api.status import to_status
+from xcron.server.api.wrapping import HandlerRegistry, WrappingRegistrar, sending_encoded
 from xcron.server.core.errors import XcronServerError
 from xcron.server.core.manager import JobManager
 from xcron.v1 import job_service_pb2 as pb
@@ -77,9 +78,11 @@ class Servicer(pb_grpc.JobServiceServicer):
     async def GetCaller(self, request: pb.GetCallerRequest, context: Context) -> pb.GetCallerResponse:
         return await _unary(self.handlers.get_caller, request, context)
 
-    async def WatchJobs(self, request: pb.WatchJobsRequest, context: Context) -> AsyncIterator[pb.WatchJobsResponse]:
+    async def WatchJobs(  # type: ignore[override]  # yields WatchJobsResponse's bytes (see add_to_server)
+        self, request: pb.WatchJobsRequest, context: Context
+    ) -> AsyncIterator[bytes]:
         try:
-            stream = await self.handlers.watch_jobs(request, call_context(context))
+            stream = await self.handlers.watch_jobs_encoded(request, call_context(context))
         except XcronServerError as exc:
             await context.abort_with_status(to_status(exc))
             return
@@ -88,3 +91,17 @@ class Servicer(pb_grpc.JobServiceServicer):
                 yield response
         finally:
             await stream.aclose()  # closes the watcher now, not when the generator is collected
+
+
+WATCH_JOBS = "/xcron.v1.JobService/WatchJobs"
+
+
+def add_to_server(servicer: Servicer, registrar: HandlerRegistry) -> None:
+    """Registers JobService with `registrar` (a grpc.aio server, or a registrar in front of one). WatchJobs
+    yields its messages already encoded (a batch that many watchers share is encoded once, not once per
+    stream), so its handler sends bytes as they are."""
+    pb_grpc.add_JobServiceServicer_to_server(servicer, WrappingRegistrar(registrar, _sending_encoded_watch))
+
+
+def _sending_encoded_watch(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    return sending_encoded(handler) if method == WATCH_JOBS else handler

@@ -20,11 +20,18 @@ def behaviour_of(handler: grpc.RpcMethodHandler) -> Behaviour | None:
     return handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream  # type: ignore[no-any-return]
 
 
-def same_kind(handler: grpc.RpcMethodHandler, behaviour: Behaviour, *, decoded: bool = True) -> grpc.RpcMethodHandler:
+def same_kind(
+    handler: grpc.RpcMethodHandler,
+    behaviour: Behaviour,
+    *,
+    decoded: bool = True,
+    serializer: Callable[[Any], bytes] | None = None,
+) -> grpc.RpcMethodHandler:
     """A handler of `handler`'s kind (unary/streaming request and response) running `behaviour`, with the same
-    response serializer; its request deserializer too, unless `decoded` is False (the behaviour gets bytes)."""
+    response serializer unless another is given; its request deserializer too, unless `decoded` is False (the
+    behaviour gets bytes)."""
     deserializer = handler.request_deserializer if decoded else None
-    serializer = handler.response_serializer
+    serializer = serializer or handler.response_serializer
     if handler.request_streaming and handler.response_streaming:
         return grpc.stream_stream_rpc_method_handler(behaviour, deserializer, serializer)
     if handler.request_streaming:
@@ -32,6 +39,20 @@ def same_kind(handler: grpc.RpcMethodHandler, behaviour: Behaviour, *, decoded: 
     if handler.response_streaming:
         return grpc.unary_stream_rpc_method_handler(behaviour, deserializer, serializer)
     return grpc.unary_unary_rpc_method_handler(behaviour, deserializer, serializer)
+
+
+def sending_encoded(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    """`handler` whose responses may also be bytes its behaviour encoded itself: those are sent as they are,
+    messages are serialized as before."""
+    serialize = handler.response_serializer
+    behaviour = behaviour_of(handler)
+    if serialize is None or behaviour is None:
+        return handler
+
+    def serializer(response: Any) -> bytes:
+        return response if type(response) is bytes else serialize(response)
+
+    return same_kind(handler, behaviour, serializer=serializer)
 
 
 async def responses(result: Any) -> AsyncIterator[Any]:
@@ -105,7 +126,7 @@ class WrappingRegistrar:
     the handler per call, so it stays an interceptor (and then the counter stays one too, to count the
     calls auth refuses)."""
 
-    def __init__(self, server: grpc.aio.Server, wrap: HandlerWrap) -> None:
+    def __init__(self, server: HandlerRegistry, wrap: HandlerWrap) -> None:
         self._server = server
         self._wrap = wrap
         self._wrapped = WrappedHandlers(wrap)
