@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -115,5 +116,141 @@ async def test_a_row_the_database_refuses_fails_alone_among_merged_rows(tmp_path
         )
         assert isinstance(first, StoreUnavailable) and second is None
         assert await store.get_execution("c") == _record("c")
+    finally:
+        await store.close()
+
+
+def _at(second: int) -> datetime:
+    return datetime(2026, 1, 1, 0, 0, second, tzinfo=UTC)
+
+
+def _run(execution_id: str, *, job_id: str = "j", start: int = 0, request_id: str = "") -> ExecutionRecord:
+    return ExecutionRecord(
+        id=execution_id,
+        job_id=job_id,
+        parameters={"n": 1},
+        trigger=Trigger.MANUAL,
+        state=ExecutionState.RUNNING,
+        start_time=_at(start),
+        request_id=request_id,
+        status_text="starting",
+    )
+
+
+def _ended(record: ExecutionRecord) -> ExecutionRecord:
+    return replace(
+        record,
+        state=ExecutionState.CANCELLED,
+        finish_time=_at(59),
+        error="cancelled on request",
+        progress=0.5,
+        status_text="cancelled",
+        cancel_requested=True,
+    )
+
+
+async def _rowid(store: SqliteStateStore, execution_id: str) -> int:
+    def q(c: sqlite3.Connection) -> int:
+        return int(c.execute("SELECT rowid FROM executions WHERE id = ?", (execution_id,)).fetchone()[0])
+
+    return await store._call(q)
+
+
+async def _by_job_index(store: SqliteStateStore, job_id: str) -> list[tuple[str, str]]:
+    """What executions_by_job holds for the job (the index itself, not the table)."""
+    return await store._call(
+        lambda c: [
+            tuple(r)
+            for r in c.execute(
+                "SELECT id, start_time FROM executions INDEXED BY executions_by_job WHERE job_id = ?", (job_id,)
+            )
+        ]
+    )
+
+
+async def test_a_runs_end_is_written_in_place_and_reads_back_as_the_whole_row(tmp_path: Path) -> None:
+    """The end of a run whose start this store wrote changes no indexed column: the row is updated where it
+    is (its rowid stays; its index entries are not rewritten), and every column reads back as written."""
+    store = SqliteStateStore(tmp_path / "state.sqlite3")
+    await store.open()
+    try:
+        start = _run("x", request_id="req-1")
+        await store.save_execution(start)
+        rowid = await _rowid(store, "x")
+        await store.save_execution(_ended(start))
+        assert await _rowid(store, "x") == rowid
+        assert await store.get_execution("x") == _ended(start)
+        assert await store.find_by_request_id("j", "req-1") == _ended(start)
+        assert await store.list_executions("j", limit=10) == [_ended(start)]
+    finally:
+        await store.close()
+
+
+async def test_a_row_whose_indexed_columns_change_is_replaced_whole(tmp_path: Path) -> None:
+    store = SqliteStateStore(tmp_path / "state.sqlite3")
+    await store.open()
+    try:
+        await store.save_execution(_run("x", job_id="a", start=1, request_id="r1"))
+        moved = _ended(_run("x", job_id="b", start=2, request_id="r2"))
+        await store.save_execution(moved)
+        assert await store.get_execution("x") == moved
+        assert await store.list_executions("a", limit=10) == [] and await store.find_by_request_id("a", "r1") is None
+        assert await store.list_executions("b", limit=10) == [moved]
+        assert await store.find_by_request_id("b", "r2") == moved
+        assert await _by_job_index(store, "b") == [("x", "2026-01-01T00:00:02.000000Z")]
+    finally:
+        await store.close()
+
+
+async def test_a_row_written_twice_in_one_batch_ends_as_the_later_write(tmp_path: Path) -> None:
+    """A key written more than once in a batch is replaced row by row, in call order, even when its stored
+    row's indexed columns are known: here the first write moves the row and the second moves it back."""
+    store = SqliteStateStore(tmp_path / "state.sqlite3")
+    await store.open()
+    try:
+        start = _run("x", start=1)
+        await store.save_execution(start)
+        await asyncio.gather(store.save_execution(_run("x", start=2)), store.save_execution(_ended(start)))
+        assert await store.get_execution("x") == _ended(start)
+        assert await _by_job_index(store, "j") == [("x", "2026-01-01T00:00:01.000000Z")]
+        # The other way round: a write that could go in place, then one that moves the row.
+        moved = _run("x", start=3)
+        await asyncio.gather(store.save_execution(_ended(start)), store.save_execution(moved))
+        assert await store.get_execution("x") == moved
+        assert await _by_job_index(store, "j") == [("x", "2026-01-01T00:00:03.000000Z")]
+    finally:
+        await store.close()
+
+
+async def test_a_row_purged_before_its_end_is_written_whole(tmp_path: Path) -> None:
+    store = SqliteStateStore(tmp_path / "state.sqlite3")
+    await store.open()
+    try:
+        start = _run("x")
+        await store.save_execution(start)
+        await store._write(lambda c: c.execute("DELETE FROM executions WHERE id = 'x'"))
+        await store.save_execution(_ended(start))
+        assert await store.get_execution("x") == _ended(start)
+        assert await store.list_executions("j", limit=10) == [_ended(start)]
+    finally:
+        await store.close()
+
+
+async def test_after_a_batch_written_call_by_call_rows_are_replaced_whole(tmp_path: Path) -> None:
+    """A refused row sends its batch down the call-by-call path, whose writes are not tracked: the store
+    forgets what it knew, so a later write does not take a row it changed there for the one it knew."""
+    store = SqliteStateStore(tmp_path / "state.sqlite3")
+    await store.open()
+    try:
+        start = _run("x", start=1)
+        await store.save_execution(start)  # known: started at 1
+        refused = ExecutionRecord(**{**_run("bad").__dict__, "status_text": None})  # NOT NULL
+        outcomes = await asyncio.gather(
+            store.save_execution(_run("x", start=2)), store.save_execution(refused), return_exceptions=True
+        )
+        assert outcomes[0] is None and isinstance(outcomes[1], StoreUnavailable)
+        await store.save_execution(_ended(start))  # started at 1 again: the stored row says 2
+        assert await store.get_execution("x") == _ended(start)
+        assert await _by_job_index(store, "j") == [("x", "2026-01-01T00:00:01.000000Z")]
     finally:
         await store.close()
