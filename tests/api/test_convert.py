@@ -209,7 +209,7 @@ def _varied_statuses() -> list[JobStatus]:
 
 
 @pytest.mark.parametrize("kind", list(BatchKind))
-@pytest.mark.parametrize("sequence", [0, 1, 127, 128, 2**53 - 1])
+@pytest.mark.parametrize("sequence", [0, 1, 127, 128, 2**53 - 1, 2**63 - 1, -1, -(2**63)])
 def test_an_encoded_batch_is_the_bytes_protobuf_gives_for_its_message(kind: BatchKind, sequence: int) -> None:
     statuses = _varied_statuses()
     for count in range(len(statuses) + 1):
@@ -232,3 +232,12 @@ def test_an_encoded_batch_many_watchers_hold_is_encoded_once_and_a_different_one
     ]
     equal_change = convert.watch_response_bytes(WatchBatch(BatchKind.CHANGES, (_status("job.a", 2048), b), 4096))
     assert equal_change is not first and equal_change == first  # encoded anew, to the same bytes
+
+
+@pytest.mark.parametrize("sequence", [2**63, -(2**63) - 1])
+def test_a_sequence_out_of_int64_range_is_refused_as_protobuf_refuses_it(sequence: int) -> None:
+    batch = WatchBatch(BatchKind.CHANGES, (), sequence)
+    with pytest.raises(ValueError):
+        convert.watch_response(batch).SerializeToString()
+    with pytest.raises(ValueError, match="out of range"):
+        convert.watch_response_bytes(batch)

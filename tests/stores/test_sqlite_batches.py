@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -225,3 +226,46 @@ async def test_after_a_batch_written_call_by_call_rows_are_replaced_whole(store:
     await store.save_execution(_ended(start))  # started at 1 again: the stored row says 2
     assert await store.get_execution("x") == _ended(start)
     assert await _by_job_index(store, "j") == [("x", "2026-01-01T00:00:01.000000Z")]
+
+
+async def test_a_call_that_changes_rows_itself_makes_the_store_forget_what_it_knew(store: SqliteStateStore) -> None:
+    """Another write (purging, aborting interrupted runs, or anything later) may change an indexed column:
+    after it, a row is replaced whole again."""
+    start = _run("x", start=1)
+    await store.save_execution(start)
+    await store._write(lambda c: c.execute("UPDATE executions SET start_time = '2026-01-01T00:00:09.000000Z'"))
+    await store.save_execution(_ended(start))
+    assert await store.get_execution("x") == _ended(start)
+    assert await _by_job_index(store, "j") == [("x", "2026-01-01T00:00:01.000000Z")]
+
+
+class _FailingCommit:
+    """The store's connection, whose next COMMIT fails (a disk I/O error) while `fail` is set."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.fail = False
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        if sql == "COMMIT" and self.fail:
+            self.fail = False
+            raise sqlite3.OperationalError("disk I/O error")
+        return self.conn.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.conn, name)
+
+
+async def test_rows_of_a_failed_commit_are_not_taken_as_written(store: SqliteStateStore) -> None:
+    start = _run("x", start=1)
+    await store.save_execution(start)
+    assert store._conn is not None
+    failing = _FailingCommit(store._conn)
+    store._conn = failing  # type: ignore[assignment]
+    failing.fail = True
+    moved = _run("x", start=2)
+    with pytest.raises(StoreUnavailable, match="disk I/O error"):
+        await store.save_execution(moved)
+    await store.save_execution(moved)  # the retry: the stored row still starts at 1
+    assert await store.get_execution("x") == moved
+    assert await _by_job_index(store, "j") == [("x", "2026-01-01T00:00:02.000000Z")]

@@ -452,6 +452,8 @@ def watch_response_bytes(batch: WatchBatch) -> bytes:
         cached = _BATCH_BYTES.get(key)
         if cached is not None:
             return cached[1]
+    if not -(1 << 63) <= batch.sequence < 1 << 63:  # as protobuf refuses an int64 out of range
+        raise ValueError(f"sequence {batch.sequence} is out of range for int64")
     parts = [_KIND_BYTES[batch.kind], *map(_status_field, statuses)]
     if batch.sequence:
         parts.append(bytes([_SEQUENCE_FIELD]) + _varint(batch.sequence))

@@ -42,6 +42,9 @@ async def _unary(handler: Callable[[Q, CallContext], Awaitable[R]], request: Q, 
 
 
 class Servicer(pb_grpc.JobServiceServicer):
+    """Register it with add_to_server, not the generated add_JobServiceServicer_to_server: its WatchJobs yields
+    encoded bytes, which the generated serializer would refuse."""
+
     def __init__(self, manager: JobManager) -> None:
         self.handlers = JobHandlers(manager)
 

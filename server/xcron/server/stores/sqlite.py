@@ -217,10 +217,9 @@ def _write_in(conn: sqlite3.Connection, statements: dict[int, str], rows: list[R
 class _KnownRows:
     """What the store thread knows of rows in the database, for tables with `indexed` columns: a row's values
     in those columns, for rows this store wrote with merged row writes. Written rows are noted as pending
-    and become known when their transaction commits; a rollback forgets them. Nothing else in this store
-    changes those columns (aborting interrupted runs sets other columns; pruning deletes rows, and a row
-    updated in place that is gone is inserted whole), and rows written call by call after a failed batch
-    are not tracked: the store forgets everything then. Used on the store thread only."""
+    and become known when their transaction commits; a rollback forgets them. Any other call that changes
+    rows (purging history, aborting interrupted runs), and a batch written call by call after a failure,
+    makes the store forget everything: what they wrote is not tracked. Used on the store thread only."""
 
     LIMIT = 4096
     """Rows remembered per table, the most recently written: a run's end finds its start's row here."""
@@ -620,7 +619,10 @@ class SqliteStateStore:
                     continue
                 if pending:  # written before any other call, which may read them
                     _write_pending(conn, pending, known)
+                changes = conn.total_changes
                 outcomes.append((True, _settled(fn(conn))))
+                if conn.total_changes != changes:  # it wrote rows itself: what was known may be stale
+                    known.forget()
             if pending:
                 _write_pending(conn, pending, known)
         except Exception as exc:
