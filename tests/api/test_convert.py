@@ -241,3 +241,18 @@ def test_a_sequence_out_of_int64_range_is_refused_as_protobuf_refuses_it(sequenc
         convert.watch_response(batch).SerializeToString()
     with pytest.raises(ValueError, match="out of range"):
         convert.watch_response_bytes(batch)
+
+
+def test_conversions_are_kept_by_identity_and_the_oldest_go_first() -> None:
+    """The caches behind the converters: an entry holds its object (so its id stays that object's), at most
+    `size` are kept, and with `recent` a hit keeps an entry longer."""
+    plain: convert._Kept[str] = convert._Kept(2)
+    recent: convert._Kept[str] = convert._Kept(2, recent=True)
+    a, b, c = object(), object(), object()
+    for kept in (plain, recent):
+        kept.keep(id(a), a, "a")
+        kept.keep(id(b), b, "b")
+        assert kept.get(id(a)) == "a"  # a hit: with `recent`, a is now the newest
+        kept.keep(id(c), c, "c")
+    assert (plain.get(id(a)), plain.get(id(b)), plain.get(id(c))) == (None, "b", "c")
+    assert (recent.get(id(a)), recent.get(id(b)), recent.get(id(c))) == ("a", None, "c")

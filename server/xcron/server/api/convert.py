@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, time, timedelta
+from typing import Generic, TypeVar
 
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -30,6 +31,8 @@ from xcron.server.core.model import (
 )
 from xcron.server.core.ports import ExecutionRecord, ScheduleRecord
 from xcron.v1 import job_service_pb2 as pb
+
+V = TypeVar("V")
 
 JOB_STATES = {
     JobState.NOT_YET_RUN: pb.JOB_STATE_NOT_YET_RUN,
@@ -277,20 +280,41 @@ def _build_job_template(job_type: type[Job]) -> pb.Job:
     )
 
 
-_SCHEDULE_CACHE: OrderedDict[int, tuple[Schedule, pb.Schedule]] = OrderedDict()
+class _Kept(Generic[V]):
+    """Conversions of immutable objects, remembered by the objects' ids: an entry holds its objects, so
+    their ids cannot be reused while it is kept (a key found is those very objects). Beyond `size`
+    entries the oldest goes; with `recent`, a hit makes its entry the newest."""
+
+    __slots__ = ("_entries", "_recent", "_size")
+
+    def __init__(self, size: int, *, recent: bool = False) -> None:
+        self._entries: OrderedDict[object, tuple[object, V]] = OrderedDict()
+        self._size = size
+        self._recent = recent
+
+    def get(self, key: object) -> V | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if self._recent:
+            self._entries.move_to_end(key)
+        return entry[1]
+
+    def keep(self, key: object, held: object, value: V) -> V:
+        """Remembers `value` under `key`, holding `held`: the objects whose ids the key is made of."""
+        self._entries[key] = (held, value)
+        if len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+        return value
+
+
+_SCHEDULES: _Kept[pb.Schedule] = _Kept(20_000, recent=True)
 
 
 def _schedule_template(s: Schedule) -> pb.Schedule:
     """A schedule's own fields, converted once per Schedule object (they are immutable)."""
-    cached = _SCHEDULE_CACHE.get(id(s))
-    if cached is not None and cached[0] is s:
-        _SCHEDULE_CACHE.move_to_end(id(s))
-        return cached[1]
-    built = schedule(s)
-    _SCHEDULE_CACHE[id(s)] = (s, built)  # holding `s` keeps its id from being reused meanwhile
-    if len(_SCHEDULE_CACHE) > 20_000:
-        _SCHEDULE_CACHE.popitem(last=False)
-    return built
+    built = _SCHEDULES.get(id(s))
+    return _SCHEDULES.keep(id(s), s, schedule(s)) if built is None else built
 
 
 def job(view: JobView) -> pb.Job:
@@ -353,45 +377,39 @@ def job_status(status: JobStatus) -> pb.JobStatus:
     )
 
 
-_STATUS_CACHE: OrderedDict[int, tuple[JobStatus, pb.JobStatus]] = OrderedDict()
+_STATUSES: _Kept[pb.JobStatus] = _Kept(4096)
 
 
 def _cached_status(status: JobStatus) -> pb.JobStatus:
     """One change goes to every watcher: convert it once, not once per watcher."""
-    cached = _STATUS_CACHE.get(id(status))
-    if cached is not None and cached[0] is status:
-        return cached[1]
-    built = job_status(status)
-    _STATUS_CACHE[id(status)] = (status, built)  # holding `status` keeps its id from being reused
-    if len(_STATUS_CACHE) > 4096:
-        _STATUS_CACHE.popitem(last=False)
-    return built
+    built = _STATUSES.get(id(status))
+    return _STATUSES.keep(id(status), status, job_status(status)) if built is None else built
 
 
-_BATCH_CACHE: OrderedDict[tuple[object, ...], tuple[tuple[JobStatus, ...], pb.WatchJobsResponse]] = OrderedDict()
 _CACHED_BATCHES = 256
 _CACHED_BATCH_STATUSES = 256
 """Batches of at most this many statuses are remembered (a snapshot of many jobs is not): at most
 _CACHED_BATCHES x this many statuses held."""
+_BATCHES: _Kept[pb.WatchJobsResponse] = _Kept(_CACHED_BATCHES)
+
+
+def _batch_key(batch: WatchBatch) -> tuple[object, ...] | None:
+    """What makes two watchers' batches the same (their kind, sequence and status objects, in order); None
+    for a batch too large to remember."""
+    if len(batch.statuses) > _CACHED_BATCH_STATUSES:
+        return None
+    return (batch.kind, batch.sequence, *map(id, batch.statuses))
 
 
 def watch_response(batch: WatchBatch) -> pb.WatchJobsResponse:
     """Watchers woken together hold the same changes, so their batches are the same: build the message once
     (it is never changed after, and serializing only reads it). With 1,000 watchers of 50 jobs, 99 % of
     the batches were built already, and building one was a quarter of the event loop's time."""
-    statuses = batch.statuses
-    if len(statuses) > _CACHED_BATCH_STATUSES:
+    key = _batch_key(batch)
+    if key is None:
         return _watch_response(batch)
-    # The statuses held in the entry keep their ids from being reused: equal ids are the same objects.
-    key = (batch.kind, batch.sequence, *map(id, statuses))
-    cached = _BATCH_CACHE.get(key)
-    if cached is not None:
-        return cached[1]
-    built = _watch_response(batch)
-    _BATCH_CACHE[key] = (statuses, built)
-    if len(_BATCH_CACHE) > _CACHED_BATCHES:
-        _BATCH_CACHE.popitem(last=False)
-    return built
+    built = _BATCHES.get(key)
+    return _BATCHES.keep(key, batch.statuses, _watch_response(batch)) if built is None else built
 
 
 def _watch_response(batch: WatchBatch) -> pb.WatchJobsResponse:
@@ -424,20 +442,16 @@ def _varint(value: int) -> bytes:
 
 
 _KIND_BYTES = {kind: bytes([_KIND_FIELD]) + _varint(value) for kind, value in WATCH_KINDS.items()}
-_STATUS_BYTES: OrderedDict[int, tuple[JobStatus, bytes]] = OrderedDict()
-_BATCH_BYTES: OrderedDict[tuple[object, ...], tuple[tuple[JobStatus, ...], bytes]] = OrderedDict()
+_STATUS_FIELDS: _Kept[bytes] = _Kept(4096)
+_BATCH_BYTES: _Kept[bytes] = _Kept(_CACHED_BATCHES)
 
 
 def _status_field(status: JobStatus) -> bytes:
     """One element of `statuses`, tag and length included; encoded once per change, as _cached_status."""
-    cached = _STATUS_BYTES.get(id(status))
-    if cached is not None and cached[0] is status:
-        return cached[1]
-    body = job_status(status).SerializeToString()
-    encoded = bytes([_STATUSES_FIELD]) + _varint(len(body)) + body
-    _STATUS_BYTES[id(status)] = (status, encoded)  # holding `status` keeps its id from being reused
-    if len(_STATUS_BYTES) > 4096:
-        _STATUS_BYTES.popitem(last=False)
+    encoded = _STATUS_FIELDS.get(id(status))
+    if encoded is None:
+        body = job_status(status).SerializeToString()
+        encoded = _STATUS_FIELDS.keep(id(status), status, bytes([_STATUSES_FIELD]) + _varint(len(body)) + body)
     return encoded
 
 
@@ -445,21 +459,14 @@ def watch_response_bytes(batch: WatchBatch) -> bytes:
     """watch_response(batch).SerializeToString(), without building the message: each status is encoded once
     however many watchers and batches carry it, and a batch is their concatenation. A batch that many
     watchers hold is encoded once (as watch_response builds it once), so gRPC serializes nothing per stream."""
-    statuses = batch.statuses
-    key: tuple[object, ...] | None = None
-    if len(statuses) <= _CACHED_BATCH_STATUSES:
-        key = (batch.kind, batch.sequence, *map(id, statuses))
-        cached = _BATCH_BYTES.get(key)
-        if cached is not None:
-            return cached[1]
+    key = _batch_key(batch)
+    encoded = _BATCH_BYTES.get(key) if key is not None else None
+    if encoded is not None:
+        return encoded
     if not -(1 << 63) <= batch.sequence < 1 << 63:  # as protobuf refuses an int64 out of range
         raise ValueError(f"sequence {batch.sequence} is out of range for int64")
-    parts = [_KIND_BYTES[batch.kind], *map(_status_field, statuses)]
+    parts = [_KIND_BYTES[batch.kind], *map(_status_field, batch.statuses)]
     if batch.sequence:
         parts.append(bytes([_SEQUENCE_FIELD]) + _varint(batch.sequence))
     encoded = b"".join(parts)
-    if key is not None:
-        _BATCH_BYTES[key] = (statuses, encoded)  # the statuses held keep their ids from being reused
-        if len(_BATCH_BYTES) > _CACHED_BATCHES:
-            _BATCH_BYTES.popitem(last=False)
-    return encoded
+    return encoded if key is None else _BATCH_BYTES.keep(key, batch.statuses, encoded)

@@ -154,9 +154,13 @@ class _Table:
         self.keys = keys
         values = "(" + ",".join("?" * len(columns)) + ")"
         key = ",".join(columns[:keys])
+
+        def updating(kept: Sequence[str]) -> str:  # an existing row has every other column set
+            update = ",".join(f"{c}=excluded.{c}" for c in columns if c not in kept)
+            return f" ON CONFLICT({key}) DO UPDATE SET {update}"
+
         if upsert:
-            update = ",".join(f"{c}=excluded.{c}" for c in columns[keys:])
-            head, tail = f"INSERT INTO {name} VALUES ", f" ON CONFLICT({key}) DO UPDATE SET {update}"
+            head, tail = f"INSERT INTO {name} VALUES ", updating(columns[:keys])
         else:
             head, tail = f"INSERT OR REPLACE INTO {name} VALUES ", ""
         self.single = head + values + tail
@@ -165,11 +169,7 @@ class _Table:
         self.indexed_values: Callable[[Row], Any] | None = None  # a row's values in `indexed`, comparable
         if indexed:
             self.indexed_values = itemgetter(*(columns.index(c) for c in indexed))
-            kept = set(columns[:keys]) | set(indexed)
-            update = ",".join(f"{c}=excluded.{c}" for c in columns if c not in kept)
-            self._updates = _statements(
-                f"INSERT INTO {name} VALUES ", values, f" ON CONFLICT({key}) DO UPDATE SET {update}"
-            )
+            self._updates = _statements(f"INSERT INTO {name} VALUES ", values, updating([*columns[:keys], *indexed]))
 
     def write(self, conn: sqlite3.Connection, rows: list[Row], known: _KnownRows) -> None:
         """Writes `rows` in their order (SQLite inserts a statement's rows one after another, so a key given
