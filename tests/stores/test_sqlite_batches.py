@@ -1,10 +1,12 @@
-"""The SQLite store's group commit: the calls of one loop turn share a transaction, run without savepoints
-while they all succeed; one failing call still fails alone and the others' writes stand."""
+"""The SQLite store's group commit: the calls of one loop turn share a transaction (with those of the turns waiting
+for the store thread), run without savepoints while they all succeed; one failing call still fails alone and
+the others' writes stand."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -86,7 +88,7 @@ async def test_row_writes_of_one_batch_are_merged_in_call_order_around_other_cal
     last = store.save_job(_job(JobState.ABORTED, "m149"))
     await asyncio.gather(*writes, *many, last)
     assert await seen == [("r", "completed")]
-    assert store._queue == [] and not store._busy
+    assert store._queue == [] and not store._in_flight
     stored = await store.list_executions("j", limit=1000)
     assert sorted(r.id for r in stored) == sorted(["r", *(f"m{i:03d}" for i in range(150))])
     assert {r.state for r in stored} == {ExecutionState.COMPLETED}
@@ -269,3 +271,41 @@ async def test_rows_of_a_failed_commit_are_not_taken_as_written(store: SqliteSta
     await store.save_execution(moved)  # the retry: the stored row still starts at 1
     assert await store.get_execution("x") == moved
     assert await _by_job_index(store, "j") == [("x", "2026-01-01T00:00:02.000000Z")]
+
+
+async def test_batches_posted_while_the_thread_is_busy_share_one_transaction_in_order(
+    store: SqliteStateStore,
+) -> None:
+    """A turn's batch goes to the store thread without waiting for the batches before it to settle; the
+    thread takes every batch waiting when it is free in one transaction, in the order they were made, and a
+    failing call among them still fails alone."""
+    statements: list[str] = []
+    assert store._conn is not None
+    store._conn.set_trace_callback(statements.append)  # called on the store thread
+    busy, release = threading.Event(), threading.Event()
+
+    def hold(conn: sqlite3.Connection) -> None:
+        busy.set()
+        release.wait(10)
+
+    held = store._write(hold)
+    await asyncio.sleep(0)  # its batch is posted at the end of this turn
+    assert await asyncio.to_thread(busy.wait, 10)
+    first = store.save_job(JobRecord(job_id="a", state=JobState.RUNNING, execution_id="x"))
+    await asyncio.sleep(0)  # posted while the thread is busy: a second batch
+    assert store._in_flight == 2
+    failing = store._write(lambda conn: conn.execute("INSERT INTO no_such_table VALUES (1)"))
+    second = store.save_job(JobRecord(job_id="a", state=JobState.COMPLETED, execution_id="x"))
+    await asyncio.sleep(0)  # a third
+    assert store._in_flight == 3
+    statements.clear()
+    release.set()
+    outcomes = await asyncio.gather(held, first, failing, second, return_exceptions=True)
+    assert outcomes[0] is None and outcomes[1] is None and outcomes[3] is None
+    assert isinstance(outcomes[2], StoreUnavailable)
+    assert (await store.load_jobs())["a"].state is JobState.COMPLETED  # the later write won
+    assert store._in_flight == 0
+    # The hold's transaction ends; the two batches that waited run as one (rolled back at the failing call,
+    # then run call by call in savepoints); then the read's own.
+    transactions = [s for s in statements if s in ("BEGIN", "COMMIT", "ROLLBACK")]
+    assert transactions == ["COMMIT", "BEGIN", "ROLLBACK", "BEGIN", "COMMIT", "BEGIN", "COMMIT"]

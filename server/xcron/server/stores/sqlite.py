@@ -114,7 +114,6 @@ def _parameters(values: Mapping[str, ParameterValue]) -> str:
 
 
 Outcome = tuple[bool, Any]
-Settle = Callable[[list[Outcome]], None]
 Row = tuple[Any, ...]
 
 ROWS_PER_STATEMENT = 64
@@ -421,29 +420,49 @@ class _Deferring:
         self._store._deferring -= 1
 
 
+class _Batch:
+    """The calls of one turn of the loop (with the held writes that went along), posted to the store thread.
+    The thread runs every batch that is waiting when it gets to them in one transaction."""
+
+    __slots__ = ("fns", "futures", "loop")
+
+    def __init__(
+        self,
+        fns: list[Callable[[sqlite3.Connection], Any]],
+        futures: list[asyncio.Future[Any]],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.fns = fns
+        self.futures = futures
+        self.loop = loop
+
+
+_NO_JOB = object()
+
+
 class SqliteStateStore:
-    """Group commit: calls that arrive while the store thread is busy are run together in one
-    transaction (each in a savepoint of its own, so one failing call fails alone). Under load a
-    thousand runs a second cost a few dozen fsyncs, not thousands. Writes nobody awaits may also wait
-    up to `commit_window` seconds for company (see COMMIT_WINDOW); every other call goes at once and
-    takes them along."""
+    """Group commit: the calls made in one turn of the event loop go to the store thread together, and the
+    thread runs all the turns' calls waiting for it in one transaction (each in a savepoint of its own if
+    one fails, so it fails alone). Under load a thousand runs a second cost a few dozen fsyncs, not
+    thousands. Writes nobody awaits may also wait up to `commit_window` seconds for company (see
+    COMMIT_WINDOW); every other call goes at the end of its turn and takes them along."""
 
     def __init__(self, path: Path, *, commit_window: float = COMMIT_WINDOW) -> None:
         self.path = path
         self.commit_window = commit_window  # seconds; 0: every batch goes at once (tests lengthen it)
         self._deferring = 0  # > 0 inside deferred_writes(): calls made now may wait for the window
-        self._urgent = False  # a queued call may not wait: the next batch goes at once
+        self._sending = False  # a call that may not wait was made: what is queued goes at the end of this turn
         self._timer: asyncio.TimerHandle | None = None  # ends the window of the calls held now
         self._deferred_writes = _Deferring(self)
         # The store's own thread, fed through a SimpleQueue: a ThreadPoolExecutor's submit cost a Future,
         # a Condition and a work item per batch, and the thread as much again to settle them.
-        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[_Batch | Callable[[], None] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._conn: sqlite3.Connection | None = None
         self._closed = False  # once closed, the worker thread is gone: calls must fail as "unavailable"
         self._queue: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
-        self._busy = False
-        self._idle: asyncio.Event | None = None
+        self._in_flight = 0  # batches posted to the store thread and not settled yet
+        self._idle: asyncio.Event | None = None  # set while none is in flight
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop calls come from
         self._known = _KnownRows()  # the store thread's: rows it may update in place
 
@@ -470,75 +489,50 @@ class SqliteStateStore:
             future.set_exception(StoreUnavailable("the state store is closed"))
             return future
         self._queue.append((fn, future))
-        if not self._deferring:
-            self._urgent = True
-            if not self._busy:
-                self._kick(loop, at_once=False)
-        elif not self._busy and self._timer is None:  # else it goes with what is in flight, or held already
-            self._kick(loop, at_once=False)
+        if not self._deferring or self.commit_window <= 0:
+            if not self._sending:  # the calls made in this turn go in one batch (a scheduled run that ends
+                self._sending = True  # at once: its schedule's fire time and its rows), after it
+                loop.call_soon(self._send, loop)
+        elif self._timer is None and not self._sending:
+            self._timer = loop.call_later(self.commit_window, self._send, loop)
         return future
-
-    def _kick(self, loop: asyncio.AbstractEventLoop, *, at_once: bool) -> None:
-        """Sends what is queued to the store thread (none is in flight): after this turn of the loop if a call
-        may not wait, so that the calls made in it go in one transaction (a scheduled run that ends at once:
-        its schedule's fire time and its rows), or `at_once`; else when the window of the held ones ends."""
-        if not self._queue:
-            return
-        if self._urgent or self._closed or self.commit_window <= 0:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-            self._busy = True
-            if self._idle is None:
-                self._idle = asyncio.Event()
-            self._idle.clear()
-            if at_once:
-                self._submit(loop)
-            else:
-                loop.call_soon(self._submit, loop)
-        elif self._timer is None:
-            self._timer = loop.call_later(self.commit_window, self._window_ends, loop)
 
     def flush(self) -> None:
         """Sends what is held to the store thread now (shutdown: nothing waits out the window)."""
+        if self._queue:
+            self._send(asyncio.get_running_loop())
+
+    def _send(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Posts what is queued (held calls too) as one batch. It does not wait for the batches before it to
+        settle: the store thread takes whatever has come meanwhile as soon as it is done with them."""
+        self._sending = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if not self._queue:
             return
-        self._urgent = True
-        if not self._busy:
-            self._kick(asyncio.get_running_loop(), at_once=True)
+        queued, self._queue = self._queue, []
+        self._in_flight += 1
+        if self._idle is None:
+            self._idle = asyncio.Event()
+        self._idle.clear()
+        self._post(_Batch([fn for fn, _ in queued], [future for _, future in queued], loop))
 
-    def _window_ends(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._timer = None
-        self._urgent = True
-        if not self._busy:
-            self._kick(loop, at_once=True)
-
-    def _submit(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Only through _kick, which marked the store busy and ended any window: the held calls go too."""
-        batch, self._queue = self._queue, []
-        self._urgent = False
-        fns = [fn for fn, _ in batch]
-
-        def settle(outcomes: list[Outcome]) -> None:
-            for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
+    def _settle(self, done: list[tuple[_Batch, list[Outcome]]]) -> None:
+        """On the loop: hands a transaction's outcomes to the callers, batch by batch in their order."""
+        for batch, outcomes in done:
+            for future, (ok, value) in zip(batch.futures, outcomes, strict=True):
                 if future.done():
                     continue
                 if ok:
                     future.set_result(value)
                 else:
                     future.set_exception(value)
-            self._busy = False
-            # Calls made meanwhile: at once if one may not wait (or close() began: it waits for them).
-            self._kick(loop, at_once=True)
-            if not self._busy:
-                assert self._idle is not None
-                self._idle.set()
+        self._in_flight -= len(done)
+        if not self._in_flight and self._idle is not None:
+            self._idle.set()
 
-        # The store thread hands the outcomes back itself: one callback on the loop per batch (an asyncio
-        # future wrapping the thread's future took two, and their bookkeeping).
-        self._post(lambda: self._run_batch_for(loop, fns, settle))
-
-    def _post(self, job: Callable[[], None]) -> None:
+    def _post(self, job: _Batch | Callable[[], None]) -> None:
         """Runs `job` on the store thread (started on first use), after the jobs posted before it."""
         if self._thread is None:
             self._thread = threading.Thread(target=self._serve, name="xcron-sqlite", daemon=True)
@@ -546,8 +540,28 @@ class SqliteStateStore:
         self._jobs.put(job)
 
     def _serve(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            job()
+        """The store thread: batches waiting one after another run in one transaction, other jobs alone."""
+        jobs = self._jobs
+        job: Any = jobs.get()
+        while job is not None:
+            if type(job) is not _Batch:
+                job()
+                job = jobs.get()
+                continue
+            batches = [job]
+            job = _NO_JOB
+            while True:
+                try:
+                    waiting = jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if type(waiting) is not _Batch:
+                    job = waiting  # runs after these batches, in order
+                    break
+                batches.append(waiting)
+            self._run_batches(batches)
+            if job is _NO_JOB:
+                job = jobs.get()
 
     async def _on_thread(self, fn: Callable[[], None]) -> None:
         """Runs `fn` on the store thread and waits for it (opening and closing the connection)."""
@@ -574,16 +588,22 @@ class SqliteStateStore:
         self._post(job)
         await done
 
-    def _run_batch_for(
-        self, loop: asyncio.AbstractEventLoop, fns: list[Callable[[sqlite3.Connection], Any]], settle: Settle
-    ) -> None:
-        """On the store thread: runs a batch and hands its outcomes to `settle` on the loop."""
+    def _run_batches(self, batches: list[_Batch]) -> None:
+        """On the store thread: runs the batches' calls in one transaction and hands the outcomes back to the
+        loop in one callback."""
+        fns = batches[0].fns if len(batches) == 1 else [fn for batch in batches for fn in batch.fns]
         try:
             outcomes = self._run_batch(fns)
         except BaseException as exc:  # whatever happens, the callers' futures must settle
             outcomes = [(False, StoreUnavailable(f"state store: {exc}"))] * len(fns)
+        done = []
+        start = 0
+        for batch in batches:
+            end = start + len(batch.fns)
+            done.append((batch, outcomes[start:end]))
+            start = end
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
-            loop.call_soon_threadsafe(settle, outcomes)
+            batches[0].loop.call_soon_threadsafe(self._settle, done)
 
     def _run_batch(self, fns: list[Callable[[sqlite3.Connection], Any]]) -> list[Outcome]:
         conn = self._conn
@@ -681,7 +701,7 @@ class SqliteStateStore:
             return
         self._closed = True
         self.flush()  # held writes go now
-        while self._busy and self._idle is not None:
+        while self._in_flight and self._idle is not None:
             await self._idle.wait()  # let the calls already made finish
 
         def disconnect() -> None:
