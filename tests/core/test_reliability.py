@@ -5,6 +5,7 @@ coalesced at the source. Each failed before its fix."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -276,3 +277,46 @@ async def test_no_cursor_leaves_the_store_thread(tmp_path: Path) -> None:
         assert seen and not any(type(value).__name__ == "Cursor" for value in seen), seen
     finally:
         await store.close()
+
+
+async def _sql(store: SqliteStateStore, statement: str) -> None:
+    def run(conn: sqlite3.Connection) -> None:
+        conn.execute(statement).close()
+
+    await store._call(run)
+
+
+async def test_a_read_made_while_an_outcome_is_being_refused_gets_the_outcome_not_the_stale_row(
+    harness: Harness,
+) -> None:
+    """GetExecution made just after a run ends, while the store refuses its end row (disk full): the read is
+    queued behind the refused write, so the store answers with the start's RUNNING row; the outcome held in
+    memory wins, as it does for every later read."""
+    manager = await harness.start()
+    assert harness.store is not None
+    # The end's row is refused by the database itself, in the store's own batch (as a full disk refuses it).
+    for event in ("INSERT", "UPDATE"):
+        await _sql(
+            harness.store,
+            f"CREATE TRIGGER refuse_end_{event} BEFORE {event} ON executions WHEN NEW.state != 'running' "
+            "BEGIN SELECT RAISE(FAIL, 'database or disk is full'); END",
+        )
+    reads: list[asyncio.Task[Any]] = []
+
+    def read_at_end(status: JobStatus) -> None:
+        if status.record.state is JobState.COMPLETED:  # published before the end's rows are queued
+            reads.append(asyncio.ensure_future(manager.get_execution(status.record.execution_id)))
+
+    manager.bus.add_listener(read_at_end)
+    await manager.run("t.tick", {})
+    await harness.recorder.wait_for(1)
+    assert len(reads) == 1
+    assert (await reads[0]).state is ExecutionState.COMPLETED
+    assert not manager.executor.healthy  # the outcome waits in memory for the store
+    health = HealthLog()
+    manager.executor.add_health_listener(health)
+    for event in ("INSERT", "UPDATE"):  # room again: the outcome is written
+        await _sql(harness.store, f"DROP TRIGGER refuse_end_{event}")
+    await asyncio.wait_for(health.healthy_again.wait(), 30)
+    stored = await harness.store.get_execution(reads[0].result().id)
+    assert stored is not None and stored.state is ExecutionState.COMPLETED

@@ -395,6 +395,11 @@ class Executor:
         if unrecorded is not None:
             return unrecorded
         record = await self._store.get_execution(execution_id)
+        # Asked again after the read: a write queued before it that the store refused (a run's end, on a full
+        # disk) left the older row for the read to find, and its outcome is in memory by now.
+        unrecorded = self.outcomes.execution(execution_id)
+        if unrecorded is not None:
+            return unrecorded
         if record is None:
             raise NotFound(f"no execution with id {execution_id!r}")
         return record
