@@ -5,6 +5,7 @@ coalesced at the source. Each failed before its fix."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -279,6 +280,12 @@ async def test_no_cursor_leaves_the_store_thread(tmp_path: Path) -> None:
         await store.close()
 
 
+def _drop_triggers(path: Path) -> None:
+    with contextlib.closing(sqlite3.connect(path, timeout=10, isolation_level=None)) as db:
+        db.execute("DROP TRIGGER refuse_end_INSERT")
+        db.execute("DROP TRIGGER refuse_end_UPDATE")
+
+
 async def _sql(store: SqliteStateStore, statement: str) -> None:
     def run(conn: sqlite3.Connection) -> None:
         conn.execute(statement).close()
@@ -286,12 +293,14 @@ async def _sql(store: SqliteStateStore, statement: str) -> None:
     await store._call(run)
 
 
+@pytest.mark.parametrize("refusal", ["FAIL", "ROLLBACK"])
 async def test_a_read_made_while_an_outcome_is_being_refused_gets_the_outcome_not_the_stale_row(
-    harness: Harness,
+    harness: Harness, refusal: str
 ) -> None:
     """GetExecution made just after a run ends, while the store refuses its end row (disk full): the read is
-    queued behind the refused write, so the store answers with the start's RUNNING row; the outcome held in
-    memory wins, as it does for every later read."""
+    queued behind the refused write, so the store answers with the start's RUNNING row (FAIL: the row alone
+    fails), or fails with it (ROLLBACK: the whole transaction is lost); the outcome held in memory wins, as it
+    does for every later read."""
     manager = await harness.start()
     assert harness.store is not None
     # The end's row is refused by the database itself, in the store's own batch (as a full disk refuses it).
@@ -299,7 +308,7 @@ async def test_a_read_made_while_an_outcome_is_being_refused_gets_the_outcome_no
         await _sql(
             harness.store,
             f"CREATE TRIGGER refuse_end_{event} BEFORE {event} ON executions WHEN NEW.state != 'running' "
-            "BEGIN SELECT RAISE(FAIL, 'database or disk is full'); END",
+            f"BEGIN SELECT RAISE({refusal}, 'database or disk is full'); END",
         )
     reads: list[asyncio.Task[Any]] = []
 
@@ -315,8 +324,9 @@ async def test_a_read_made_while_an_outcome_is_being_refused_gets_the_outcome_no
     assert not manager.executor.healthy  # the outcome waits in memory for the store
     health = HealthLog()
     manager.executor.add_health_listener(health)
-    for event in ("INSERT", "UPDATE"):  # room again: the outcome is written
-        await _sql(harness.store, f"DROP TRIGGER refuse_end_{event}")
+    # Room again: the outcome is written. From a connection of its own, as the store's may be in a transaction
+    # with the outcome's retry that ROLLBACK undoes whole.
+    await asyncio.to_thread(_drop_triggers, harness.store.path)
     await asyncio.wait_for(health.healthy_again.wait(), 30)
     stored = await harness.store.get_execution(reads[0].result().id)
     assert stored is not None and stored.state is ExecutionState.COMPLETED

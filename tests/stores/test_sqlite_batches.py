@@ -18,6 +18,7 @@ import pytest
 from xcron.server.core.errors import StoreUnavailable
 from xcron.server.core.model import ExecutionState, JobState, Trigger
 from xcron.server.core.ports import ExecutionRecord, JobRecord
+from xcron.server.stores import sqlite as sqlite_store
 from xcron.server.stores.sqlite import SqliteStateStore
 
 
@@ -290,16 +291,18 @@ async def test_batches_posted_while_the_thread_is_busy_share_one_transaction_in_
 
     held = store._write(hold)
     await asyncio.sleep(0)  # its batch is posted at the end of this turn
-    assert await asyncio.to_thread(busy.wait, 10)
-    first = store.save_job(JobRecord(job_id="a", state=JobState.RUNNING, execution_id="x"))
-    await asyncio.sleep(0)  # posted while the thread is busy: a second batch
-    assert store._in_flight == 2
-    failing = store._write(lambda conn: conn.execute("INSERT INTO no_such_table VALUES (1)"))
-    second = store.save_job(JobRecord(job_id="a", state=JobState.COMPLETED, execution_id="x"))
-    await asyncio.sleep(0)  # a third
-    assert store._in_flight == 3
-    statements.clear()
-    release.set()
+    try:
+        assert await asyncio.to_thread(busy.wait, 10)
+        first = store.save_job(JobRecord(job_id="a", state=JobState.RUNNING, execution_id="x"))
+        await asyncio.sleep(0)  # posted while the thread is busy: a second batch
+        assert store._in_flight == 2
+        failing = store._write(lambda conn: conn.execute("INSERT INTO no_such_table VALUES (1)"))
+        second = store.save_job(JobRecord(job_id="a", state=JobState.COMPLETED, execution_id="x"))
+        await asyncio.sleep(0)  # a third
+        assert store._in_flight == 3
+        statements.clear()
+    finally:
+        release.set()
     outcomes = await asyncio.gather(held, first, failing, second, return_exceptions=True)
     assert outcomes[0] is None and outcomes[1] is None and outcomes[3] is None
     assert isinstance(outcomes[2], StoreUnavailable)
@@ -309,3 +312,35 @@ async def test_batches_posted_while_the_thread_is_busy_share_one_transaction_in_
     # then run call by call in savepoints); then the read's own.
     transactions = [s for s in statements if s in ("BEGIN", "COMMIT", "ROLLBACK")]
     assert transactions == ["COMMIT", "BEGIN", "ROLLBACK", "BEGIN", "COMMIT", "BEGIN", "COMMIT"]
+
+
+async def test_the_store_thread_merges_at_most_so_many_calls_into_one_transaction(
+    store: SqliteStateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A thread that fell behind does not make one huge transaction of everything waiting (one failing call
+    would send all of it through savepoints, and every read would wait for the whole commit)."""
+    monkeypatch.setattr(sqlite_store, "MAX_MERGED_CALLS", 2)
+    statements: list[str] = []
+    assert store._conn is not None
+    store._conn.set_trace_callback(statements.append)
+    busy, release = threading.Event(), threading.Event()
+
+    def hold(conn: sqlite3.Connection) -> None:
+        busy.set()
+        release.wait(10)
+
+    held = store._write(hold)
+    await asyncio.sleep(0)
+    writes = []
+    try:
+        assert await asyncio.to_thread(busy.wait, 10)
+        for name in "abc":  # three batches of one call, one turn each
+            writes.append(store.save_job(JobRecord(job_id=name)))
+            await asyncio.sleep(0)
+        assert store._in_flight == 4
+        statements.clear()
+    finally:
+        release.set()
+    await asyncio.gather(held, *writes)
+    assert [s for s in statements if s in ("BEGIN", "COMMIT")] == ["COMMIT", "BEGIN", "COMMIT", "BEGIN", "COMMIT"]
+    assert sorted(await store.load_jobs()) == ["a", "b", "c"]

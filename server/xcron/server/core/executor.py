@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from xcron.server.core.clock import Clock
-from xcron.server.core.errors import Conflict, FailedPrecondition, LimitExceeded, NotFound
+from xcron.server.core.errors import Conflict, FailedPrecondition, LimitExceeded, NotFound, StoreUnavailable
 from xcron.server.core.events import EventBus, JobStatus
 from xcron.server.core.jobs import JobCancelled
 from xcron.server.core.model import ExecutionState, ParameterValue, Trigger
@@ -394,9 +394,14 @@ class Executor:
         unrecorded = self.outcomes.execution(execution_id)
         if unrecorded is not None:
             return unrecorded
-        record = await self._store.get_execution(execution_id)
+        try:
+            record = await self._store.get_execution(execution_id)
+        except StoreUnavailable:
+            record = None  # the read failed with the writes of its transaction: memory may know
+            if self.outcomes.execution(execution_id) is None:
+                raise
         # Asked again after the read: a write queued before it that the store refused (a run's end, on a full
-        # disk) left the older row for the read to find, and its outcome is in memory by now.
+        # disk) left the older row for the read to find, or failed the read with it; its outcome is in memory.
         unrecorded = self.outcomes.execution(execution_id)
         if unrecorded is not None:
             return unrecorded

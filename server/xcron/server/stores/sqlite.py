@@ -116,6 +116,11 @@ def _parameters(values: Mapping[str, ParameterValue]) -> str:
 Outcome = tuple[bool, Any]
 Row = tuple[Any, ...]
 
+MAX_MERGED_CALLS = 512
+"""Most calls the store thread merges into one transaction from the batches waiting for it: past this, a
+failing call would send too many others through savepoints one by one, and every read among them would wait
+for a large commit."""
+
 ROWS_PER_STATEMENT = 64
 """Most rows one INSERT carries (13 columns: 832 parameters, under SQLite's oldest limit of 999). A power
 of two: a batch's rows are written in statements of 64, 32, … rows."""
@@ -484,6 +489,8 @@ class SqliteStateStore:
         loop = self._loop  # kept: asyncio.get_running_loop() is a getpid() system call each time
         if loop is None or loop.is_closed():
             loop = self._loop = asyncio.get_running_loop()
+            # What the closed loop was to do, it never will; its batches still run, in order, but settle nothing.
+            self._sending, self._timer, self._in_flight, self._idle = False, None, 0, None
         future: asyncio.Future[T] = loop.create_future()
         if self._closed:
             future.set_exception(StoreUnavailable("the state store is closed"))
@@ -524,10 +531,13 @@ class SqliteStateStore:
             for future, (ok, value) in zip(batch.futures, outcomes, strict=True):
                 if future.done():
                     continue
-                if ok:
-                    future.set_result(value)
-                else:
-                    future.set_exception(value)
+                try:
+                    if ok:
+                        future.set_result(value)
+                    else:
+                        future.set_exception(value)
+                except RuntimeError:  # made on a loop closed since (its call went with a later batch)
+                    continue
         self._in_flight -= len(done)
         if not self._in_flight and self._idle is not None:
             self._idle.set()
@@ -549,8 +559,9 @@ class SqliteStateStore:
                 job = jobs.get()
                 continue
             batches = [job]
+            calls = len(job.fns)
             job = _NO_JOB
-            while True:
+            while calls < MAX_MERGED_CALLS:
                 try:
                     waiting = jobs.get_nowait()
                 except queue.Empty:
@@ -559,6 +570,7 @@ class SqliteStateStore:
                     job = waiting  # runs after these batches, in order
                     break
                 batches.append(waiting)
+                calls += len(waiting.fns)
             self._run_batches(batches)
             if job is _NO_JOB:
                 job = jobs.get()
@@ -596,14 +608,15 @@ class SqliteStateStore:
             outcomes = self._run_batch(fns)
         except BaseException as exc:  # whatever happens, the callers' futures must settle
             outcomes = [(False, StoreUnavailable(f"state store: {exc}"))] * len(fns)
-        done = []
+        done: dict[asyncio.AbstractEventLoop, list[tuple[_Batch, list[Outcome]]]] = {}
         start = 0
         for batch in batches:
             end = start + len(batch.fns)
-            done.append((batch, outcomes[start:end]))
+            done.setdefault(batch.loop, []).append((batch, outcomes[start:end]))
             start = end
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
-            batches[0].loop.call_soon_threadsafe(self._settle, done)
+        for loop, settled in done.items():  # one loop, but for a store used again after its loop closed
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+                loop.call_soon_threadsafe(self._settle, settled)
 
     def _run_batch(self, fns: list[Callable[[sqlite3.Connection], Any]]) -> list[Outcome]:
         conn = self._conn
