@@ -496,6 +496,32 @@ async def test_run_and_wait_keeps_waiting_when_the_check_says_running(call: Any,
     assert fake.calls.count("GetExecution") == 2  # the check (still running), then the final record
 
 
+async def test_run_and_wait_asks_again_when_the_record_lags_the_end_the_stream_showed(call: Any, fake: Any) -> None:
+    async def end_shown_before_recorded(execution: pb.Execution) -> None:
+        async def record_after_the_first_read() -> None:
+            await fake.get_execution_called.wait()
+            fake.finish(execution.id)
+
+        fake.push(fake.status(execution, pb.JOB_STATE_COMPLETED))  # the store's record still says RUNNING
+        fake.background = asyncio.create_task(record_after_the_first_read())
+
+    fake.on_run = end_shown_before_recorded
+    execution = await call("run_and_wait", "job-1", timeout=30)
+    assert (execution.id, execution.state) == ("exec-1", ExecutionState.COMPLETED)
+    assert execution.status_text == "full record"
+    assert fake.calls.count("GetExecution") == 2  # the lagging record, then the ended one
+
+
+async def test_run_and_wait_gives_up_at_its_deadline_when_the_record_never_ends(call: Any, fake: Any) -> None:
+    async def end_never_recorded(execution: pb.Execution) -> None:
+        fake.push(fake.status(execution, pb.JOB_STATE_COMPLETED))
+
+    fake.on_run = end_never_recorded
+    with pytest.raises(DeadlineExceededError):  # from the last read's own deadline, or the check after it
+        await call("run_and_wait", "job-1", timeout=0.5)
+    assert fake.calls.count("GetExecution") >= 2  # asked again while time was left
+
+
 async def test_run_and_wait_retry_with_the_same_request_id(call: Any, fake: Any) -> None:
     async def finish_at_once(execution: pb.Execution) -> None:
         fake.finish(execution.id)

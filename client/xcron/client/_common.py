@@ -7,6 +7,7 @@ import time
 import uuid
 from collections.abc import Sequence
 
+from ._errors import DeadlineExceededError
 from ._models import WatchEvent, WatchEventKind
 
 DEFAULT_TARGET = "127.0.0.1:50051"
@@ -79,3 +80,20 @@ def run_wait_step(event: WatchEvent, job_id: str, execution_id: str) -> Step:
     if latest.execution_id != execution_id:
         return Step.CHECK
     return Step.DONE if latest.state.finished else Step.WAIT
+
+
+FIRST_PAUSE = 0.02
+LAST_PAUSE = 1.0
+
+
+def record_lag_pause(execution_id: str, state_name: str, pause: float, deadline: Deadline) -> float:
+    """How long run_and_wait waits before asking again for the record of an execution the watch stream showed
+    ended while the record still says `state_name`: `pause`, capped by the deadline. A server's history may lag
+    its statuses (an older server answered from its store before its outcome was written).
+    DeadlineExceededError once no time is left."""
+    left = deadline.remaining()
+    if left is not None and left <= 0:
+        raise DeadlineExceededError(
+            f"execution {execution_id} ended, but the server's record of it still says {state_name}"
+        )
+    return pause if left is None else min(pause, left)

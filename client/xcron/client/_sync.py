@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Self
@@ -15,11 +16,14 @@ from . import _convert as convert
 from ._common import (
     DEFAULT_TARGET,
     DEFAULT_TIMEOUT,
+    FIRST_PAUSE,
+    LAST_PAUSE,
     Deadline,
     Step,
     job_ids_list,
     metadata_tuple,
     new_request_id,
+    record_lag_pause,
     run_wait_step,
 )
 from ._errors import UnavailableError, translate_errors
@@ -283,8 +287,10 @@ class Client:
                 step = run_wait_step(event, job_id, execution.id)
                 if step is Step.WAIT:
                     continue
+                if step is Step.DONE:
+                    return self._ended_record(execution.id, deadline)
                 latest = self._get_execution(execution.id, deadline.call_timeout(self._timeout))
-                if step is Step.DONE or latest.finished:
+                if latest.finished:
                     return latest
             latest = self._get_execution(execution.id, deadline.call_timeout(self._timeout))
             if latest.finished:
@@ -292,3 +298,14 @@ class Client:
             raise UnavailableError(f"the watch stream ended before execution {execution.id} finished")
         finally:
             events.close()
+
+    def _ended_record(self, execution_id: str, deadline: Deadline) -> Execution:
+        """The record of an execution the watch stream showed ended, asked for again (after a pause growing
+        from 20 ms to 1 s) while it still says otherwise, until the deadline (see record_lag_pause)."""
+        pause = FIRST_PAUSE
+        while True:
+            latest = self._get_execution(execution_id, deadline.call_timeout(self._timeout))
+            if latest.finished:
+                return latest
+            time.sleep(record_lag_pause(execution_id, latest.state.name, pause, deadline))
+            pause = min(pause * 2, LAST_PAUSE)
