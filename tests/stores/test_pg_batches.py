@@ -10,6 +10,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from postgres_db import MakeStore, run_sql
+from records import running_record
 
 from xcron.server.core.errors import StoreUnavailable
 from xcron.server.core.model import ExecutionState, JobState, Trigger
@@ -19,16 +20,7 @@ T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
 
 def running(id: str, job_id: str, *, start: datetime = T0) -> ExecutionRecord:
-    return ExecutionRecord(
-        id=id,
-        job_id=job_id,
-        parameters={"n": 1},
-        trigger=Trigger.SCHEDULE,
-        state=ExecutionState.RUNNING,
-        start_time=start,
-        scheduled_time=start,
-        status_text="starting",
-    )
+    return running_record(id, job_id, start, trigger=Trigger.SCHEDULE)
 
 
 async def test_pg_claims_of_one_turn_each_go_to_one_replica_and_record_the_newest_fire_time(

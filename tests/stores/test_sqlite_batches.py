@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from records import running_record
 
 from xcron.server.core.errors import StoreUnavailable
 from xcron.server.core.model import ExecutionState, JobState, Trigger
@@ -125,16 +126,7 @@ def _at(second: int) -> datetime:
 
 
 def _run(execution_id: str, *, job_id: str = "j", start: int = 0, request_id: str = "") -> ExecutionRecord:
-    return ExecutionRecord(
-        id=execution_id,
-        job_id=job_id,
-        parameters={"n": 1},
-        trigger=Trigger.MANUAL,
-        state=ExecutionState.RUNNING,
-        start_time=_at(start),
-        request_id=request_id,
-        status_text="starting",
-    )
+    return running_record(execution_id, job_id, _at(start), request_id=request_id)
 
 
 def _ended(record: ExecutionRecord) -> ExecutionRecord:

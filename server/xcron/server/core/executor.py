@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from xcron.server.core.clock import Clock
-from xcron.server.core.errors import Conflict, FailedPrecondition, LimitExceeded, NotFound, StoreUnavailable
+from xcron.server.core.errors import Conflict, FailedPrecondition, LimitExceeded, NotFound
 from xcron.server.core.events import EventBus, JobStatus
 from xcron.server.core.jobs import JobCancelled
 from xcron.server.core.model import ExecutionState, ParameterValue, Trigger
@@ -28,7 +28,6 @@ from xcron.server.core.runs import (
     FinishListener,
     Running,
     StartWrites,
-    all_written,
     ended,
     log_ids,
     new_run,
@@ -394,17 +393,7 @@ class Executor:
         unrecorded = self.outcomes.execution(execution_id)
         if unrecorded is not None:
             return unrecorded
-        try:
-            record = await self._store.get_execution(execution_id)
-        except StoreUnavailable:
-            record = None  # the read failed with the writes of its transaction: memory may know
-            if self.outcomes.execution(execution_id) is None:
-                raise
-        # Asked again after the read: a write queued before it that the store refused (a run's end, on a full
-        # disk) left the older row for the read to find, or failed the read with it; its outcome is in memory.
-        unrecorded = self.outcomes.execution(execution_id)
-        if unrecorded is not None:
-            return unrecorded
+        record = await self._store.get_execution(execution_id)
         if record is None:
             raise NotFound(f"no execution with id {execution_id!r}")
         return record
@@ -459,10 +448,7 @@ class Executor:
                 # and what waits for the run to end (a buffered occurrence) need not wait for the commit window.
                 self.outcomes.write(record, job)
             else:  # RunJob's runs: as before, the end is written before the run counts as finished
-                try:
-                    await all_written(queued(self._store.save_execution(record)), queued(self._store.save_job(job)))
-                except Exception as exc:
-                    self.outcomes.refused(record, job, exc)
+                await self.outcomes.write_and_wait(record, job)
         self.observer.run_finished(record)
         if log.isEnabledFor(logging.INFO):
             log.info("run ended %s", state.value.upper(), extra=log_ids(record))

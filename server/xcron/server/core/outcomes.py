@@ -1,6 +1,7 @@
-"""Outcomes the store has not taken yet (a full disk, a locked database): kept in memory as the truth until
-written, retried with back-off, and health NOT_SERVING meanwhile (a Kubernetes readiness probe sends new
-work elsewhere). GetExecution and ListExecutions read them first, so they never disagree with GetJob."""
+"""Outcomes the store has not taken yet: every ended run's from the moment its rows are queued until they
+are written, and those the store refused (a full disk, a locked database), kept as the truth, retried with
+back-off, and health NOT_SERVING meanwhile (a Kubernetes readiness probe sends new work elsewhere).
+GetExecution and ListExecutions read them first, so they never disagree with GetJob."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import logging
 from collections.abc import Callable
 
 from xcron.server.core.ports import ExecutionRecord, JobRecord, RunFenced, StateStore, queued
-from xcron.server.core.runs import log_ids, outcome
+from xcron.server.core.runs import all_written, log_ids, outcome
 
 log = logging.getLogger("xcron.server.core.executor")  # the executor's log: operators follow runs there
 
@@ -29,6 +30,9 @@ class UnrecordedOutcomes:
         self._listeners: list[HealthListener] = []
         self._persisting: set[asyncio.Task[None]] = set()
         self._writing: set[asyncio.Future[None]] = set()  # ends written by write(), not yet settled
+        # Outcomes whose rows are queued and not settled: a read queued behind them may find the older row (or
+        # fail with them), so memory answers until the store has them.
+        self._unsettled: dict[str, ExecutionRecord] = {}
 
     def add_health_listener(self, listener: HealthListener) -> None:
         self._listeners.append(listener)
@@ -40,7 +44,7 @@ class UnrecordedOutcomes:
     def execution(self, execution_id: str) -> ExecutionRecord | None:
         """The outcome kept for this execution, if the store has not taken it yet."""
         pending = self._pending.get(execution_id)
-        return pending[0] if pending is not None else None
+        return pending[0] if pending is not None else self._unsettled.get(execution_id)
 
     def write(self, record: ExecutionRecord, job: JobRecord) -> None:
         """Writes an ended run's rows without waiting for them: as bookkeeping nobody awaits, so the store may
@@ -50,6 +54,7 @@ class UnrecordedOutcomes:
         with store.deferred_writes():
             execution = queued(store.save_execution(record))
             row = queued(store.save_job(job))
+        self._unsettled[record.id] = record
         self._writing.add(row)
         row.add_done_callback(lambda _: self._written(record, job, execution, row))
 
@@ -66,6 +71,18 @@ class UnrecordedOutcomes:
         failure = failures[0] or failures[1]
         if failure is not None:
             self.refused(record, job, failure)
+        self._unsettled.pop(record.id, None)
+
+    async def write_and_wait(self, record: ExecutionRecord, job: JobRecord) -> None:
+        """Writes an ended run's rows at once and waits for them (RunJob's runs: the run counts as finished once
+        its end is written); refused, they are kept and retried as `record` does."""
+        self._unsettled[record.id] = record
+        try:
+            await all_written(queued(self._store.save_execution(record)), queued(self._store.save_job(job)))
+        except Exception as exc:
+            self.refused(record, job, exc)
+        finally:
+            self._unsettled.pop(record.id, None)
 
     def refused(self, record: ExecutionRecord, job: JobRecord, error: BaseException) -> None:
         """The store refused an ended run's rows: memory is right and stays the truth; the store must catch up
