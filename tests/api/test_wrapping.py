@@ -166,16 +166,38 @@ class _Details(grpc.HandlerCallDetails):  # type: ignore[misc]
 
 async def test_watch_jobs_sends_its_encoded_messages_as_they_are_on_both_registration_paths(harness: Harness) -> None:
     """WatchJobs yields WatchJobsResponse's bytes: its serializer passes bytes on and still serializes a message,
-    whether grpc finds it among the registered methods or through the generic handler; other methods keep
-    the generated serializer."""
+    through the generated generic handler and through the one its registered methods became; other methods
+    keep the generated serializer."""
     manager = await harness.start()
     captured = _Capturing()
     add_to_server(Servicer(manager), captured)
-    (generic,) = captured.generic
+    assert captured.registered == {}  # served by generic handlers only
+    generated, from_registered = captured.generic
     message = pb.WatchJobsResponse(kind=pb.WATCH_EVENT_KIND_CHANGES, sequence=7)
-    for handler in (captured.registered[WATCH_JOBS], generic.service(_Details(WATCH_JOBS))):
+    for generic in (generated, from_registered):
+        handler = generic.service(_Details(WATCH_JOBS))
         assert handler.response_serializer(b"\x08\x02") == b"\x08\x02"
         assert handler.response_serializer(message) == message.SerializeToString()
-    get_job = f"/{GET_JOB}"
-    for handler in (captured.registered[get_job], generic.service(_Details(get_job))):
-        assert handler.response_serializer is pb.GetJobResponse.SerializeToString
+        get_job = generic.service(_Details(f"/{GET_JOB}"))
+        assert get_job.response_serializer is pb.GetJobResponse.SerializeToString
+
+
+@pytest.mark.parametrize("wrapped", [False, True], ids=["plain", "wrapped"])
+def test_registered_methods_are_served_by_a_generic_handler(wrapped: bool) -> None:
+    """grpc.aio waits on one pending request per registered method for every call it accepts, so the registrar
+    turns a service's registered methods into a generic handler serving the same handlers (wrapped alike)."""
+    captured = _Capturing()
+    seen: list[str] = []
+
+    def wrap(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        seen.append(method)
+        return handler
+
+    registrar = WrappingRegistrar(captured, wrap if wrapped else None)
+    a, b = _handler(), _handler()
+    registrar.add_registered_method_handlers("test.S", {"A": a, "B": b})
+    assert captured.registered == {}
+    (generic,) = captured.generic
+    assert generic.service(_Details("/test.S/A")) is a and generic.service(_Details("/test.S/B")) is b
+    assert generic.service(_Details("/test.S/C")) is None
+    assert seen == (["/test.S/A", "/test.S/B"] if wrapped else [])

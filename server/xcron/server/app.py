@@ -248,9 +248,9 @@ class XcronServer:
                 ("grpc.so_reuseport", 0),
             ],
         )
-        registrar: HandlerRegistry = server
-        if not auth:
-            registrar = WrappingRegistrar(server, self.metrics.handler_wrap(guard_decoding))
+        # Generic handlers only, with auth or without (WrappingRegistrar.add_registered_method_handlers).
+        wrap = None if auth else self.metrics.handler_wrap(guard_decoding)
+        registrar: HandlerRegistry = WrappingRegistrar(server, wrap)
         self._servicer = Servicer(self.core.manager)  # its handlers serve the Connect port too
         add_to_server(self._servicer, registrar)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, registrar)
