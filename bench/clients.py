@@ -304,8 +304,8 @@ async def _storm_round(conn: Connection, target: str, streams: int, per_channel:
 
 def runs_worker(conn: Connection, target: str, jobs: list[str]) -> None:
     """One WatchJobs stream over `jobs` plus one closed loop per job: RunJob, then wait until the stream
-    shows that execution finished. Answers "ready", then takes the number of runs and answers
-    {"elapsed", "latencies", "not_completed"}."""
+    shows that execution finished. Answers "ready", then, round after round, takes the number of runs and
+    answers {"elapsed", "latencies", "not_completed"}; None ends it."""
     asyncio.run(_runs_worker(conn, target, jobs))
 
 
@@ -331,8 +331,7 @@ async def _runs_worker(conn: Connection, target: str, jobs: list[str]) -> None:
         reader = asyncio.create_task(read())
         await asyncio.wait_for(snapshot.wait(), 60)
         conn.send("ready")
-        total = await _recv(conn)
-        remaining = total
+        remaining = 0
         latencies: array[float] = array("d")
         not_completed = 0
 
@@ -350,9 +349,10 @@ async def _runs_worker(conn: Connection, target: str, jobs: list[str]) -> None:
                 latencies.append(time.perf_counter() - t0)
                 not_completed += state != pb.JOB_STATE_COMPLETED
 
-        started = time.perf_counter()
-        await asyncio.gather(*(closed_loop(job) for job in jobs))
-        elapsed = time.perf_counter() - started
+        while (total := await _recv(conn)) is not None:  # one round per message
+            remaining, latencies, not_completed = total, array("d"), 0
+            started = time.perf_counter()
+            await asyncio.gather(*(closed_loop(job) for job in jobs))
+            elapsed = time.perf_counter() - started
+            conn.send({"elapsed": elapsed, "latencies": latencies, "not_completed": not_completed})
         reader.cancel()
-        conn.send({"elapsed": elapsed, "latencies": latencies, "not_completed": not_completed})
-        await _recv(conn)
