@@ -5,11 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
-import os
 import queue
 import sqlite3
-import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -32,8 +29,6 @@ from xcron.server.core.ports import (
 from xcron.server.stores._codec import decode_parameters, encode_parameters, job_from_row
 
 T = TypeVar("T")
-
-log = logging.getLogger(__name__)
 
 COMMIT_WINDOW = 0.05
 """Seconds a bookkeeping write nobody awaits (made inside `deferred_writes()`: a scheduled run's rows, fire
@@ -125,14 +120,6 @@ MAX_MERGED_CALLS = 512
 """Most calls the store thread merges into one transaction from the batches waiting for it: past this, a
 failing call would send too many others through savepoints one by one, and every read among them would wait
 for a large commit."""
-
-THREAD_NICENESS = 5
-"""How much lower than its process's CPU priority the store thread runs (Linux: `nice` per thread). When both
-cores are busy, the event loop, which serves the calls, gets the core first, and the store thread commits
-the turns that waited meanwhile together: in bench.runs (50 RunJobs in flight, 2 cores) transactions
-halved, server CPU per run fell ~20 % and runs/s rose ~20 %; a start's commit waits a few ms longer under
-that load, and nothing changes on an idle machine. Less than 19 (the floor): the thread keeps a quarter of
-a core it shares with a busy thread at the process's priority, never starved."""
 
 ROWS_PER_STATEMENT = 64
 """Most rows one INSERT carries (13 columns: 832 parameters, under SQLite's oldest limit of 999). A power
@@ -423,24 +410,6 @@ _SCHEDULES = _Table(
 )
 
 
-def lower_thread_priority(niceness: int) -> int | None:
-    """Raises the calling thread's nice value by `niceness` (at most to 19, never lowered); its new value, or
-    None where threads have no priority of their own (not Linux) or the system refuses (a sandbox).
-
-    Linux only: there, setpriority(PRIO_PROCESS, thread id) acts on that one thread; elsewhere a thread id
-    read as a process id could renice another process."""
-    if niceness <= 0 or sys.platform != "linux":
-        return None
-    thread = threading.get_native_id()
-    try:
-        target = min(19, os.getpriority(os.PRIO_PROCESS, thread) + niceness)
-        os.setpriority(os.PRIO_PROCESS, thread, target)
-    except OSError as exc:
-        log.debug("store thread keeps its priority: %s", exc)
-        return None
-    return target
-
-
 class _Deferring:
     """The context manager `deferred_writes()` returns (one per store: no generator per use)."""
 
@@ -483,12 +452,9 @@ class SqliteStateStore:
     thousands. Writes nobody awaits may also wait up to `commit_window` seconds for company (see
     COMMIT_WINDOW); every other call goes at the end of its turn and takes them along."""
 
-    def __init__(
-        self, path: Path, *, commit_window: float = COMMIT_WINDOW, thread_niceness: int = THREAD_NICENESS
-    ) -> None:
+    def __init__(self, path: Path, *, commit_window: float = COMMIT_WINDOW) -> None:
         self.path = path
         self.commit_window = commit_window  # seconds; 0: every batch goes at once (tests lengthen it)
-        self.thread_niceness = thread_niceness  # see THREAD_NICENESS; 0 keeps the process's priority
         self._deferring = 0  # > 0 inside deferred_writes(): calls made now may wait for the window
         self._sending = False  # a call that may not wait was made: what is queued goes at the end of this turn
         self._timer: asyncio.TimerHandle | None = None  # ends the window of the calls held now
@@ -585,7 +551,6 @@ class SqliteStateStore:
 
     def _serve(self) -> None:
         """The store thread: batches waiting one after another run in one transaction, other jobs alone."""
-        lower_thread_priority(self.thread_niceness)
         jobs = self._jobs
         job: Any = jobs.get()
         while job is not None:
