@@ -1,16 +1,19 @@
-"""What the server sets in its own process once started: everything loaded so far frozen out of the collector's
-passes, and the youngest generation collected every GC_YOUNGEST_THRESHOLD allocations instead of every 700."""
+"""What the server sets in its own process while it runs: everything loaded at start is frozen out of the
+collector's passes, and the youngest generation is collected every GC_YOUNGEST_THRESHOLD allocations instead
+of every 700 (put back at stop; a process that turned automatic collection off keeps it off)."""
 
 from __future__ import annotations
 
 import gc
 from pathlib import Path
 
+import pytest
+
 from xcron.server.app import GC_YOUNGEST_THRESHOLD, ServerConfig, XcronServer
 
 
-async def test_a_started_server_freezes_what_it_loaded_and_collects_young_objects_less_often(tmp_path: Path) -> None:
-    config = ServerConfig(
+def _config(tmp_path: Path) -> ServerConfig:
+    return ServerConfig(
         listen="127.0.0.1:0",
         schedule_file=tmp_path / "xcron.xml",
         data_dir=tmp_path / "data",
@@ -18,15 +21,28 @@ async def test_a_started_server_freezes_what_it_loaded_and_collects_young_object
         time_zone="UTC",
         shutdown_grace=1.0,
     )
+
+
+@pytest.mark.parametrize("youngest", [700, 0], ids=["default", "automatic-collection-off"])
+async def test_a_running_server_collects_young_objects_less_often_and_puts_it_back(
+    tmp_path: Path, youngest: int
+) -> None:
     before = gc.get_threshold()
-    gc.set_threshold(700, *before[1:])
+    gc.set_threshold(youngest, *before[1:])
     gc.unfreeze()
-    server = XcronServer(config)
+    server = XcronServer(_config(tmp_path))
+    running = False
     try:
         await server.start()
-        assert gc.get_threshold() == (GC_YOUNGEST_THRESHOLD, *before[1:])
-        assert GC_YOUNGEST_THRESHOLD > 700
+        running = True
+        expected = GC_YOUNGEST_THRESHOLD if youngest else 0
+        assert gc.get_threshold() == (expected, *before[1:])
         assert gc.get_freeze_count() > 0
-    finally:
+        running = False
         await server.stop()
+        assert gc.get_threshold() == (youngest, *before[1:])
+    finally:
+        if running:
+            await server.stop()
         gc.set_threshold(*before)
+        gc.unfreeze()

@@ -109,6 +109,7 @@ class ListenError(Exception):
 class XcronServer:
     def __init__(self, config: ServerConfig, *, clock: Clock | None = None) -> None:
         self.config = config
+        self._gc_threshold_before: tuple[int, int, int] | None = None  # set while this server raised it
         self.metrics = Metrics()
         self.auth_failures = AuthFailures(self.metrics.auth_failed)  # refused calls, gRPC and HTTP alike
         self.core = build_core(config, clock=clock, observer=self.metrics)
@@ -174,7 +175,7 @@ class XcronServer:
         # passes, which otherwise stall the loop for ~100 ms on a large heap (scheduler lateness).
         gc.collect()
         gc.freeze()
-        gc.set_threshold(GC_YOUNGEST_THRESHOLD, *gc.get_threshold()[1:])
+        self._collect_young_less_often()
         if self.cluster is not None:
             await self.cluster.start()
         self.manager = manager
@@ -317,6 +318,14 @@ class XcronServer:
         self._health_tasks.add(task)
         task.add_done_callback(self._health_tasks.discard)
 
+    def _collect_young_less_often(self) -> None:
+        """GC_YOUNGEST_THRESHOLD, unless the process collects as seldom already, or never (a host that turned
+        automatic collection off with a threshold of 0 keeps it off); stop() puts the threshold back."""
+        threshold = gc.get_threshold()
+        if 0 < threshold[0] < GC_YOUNGEST_THRESHOLD:
+            gc.set_threshold(GC_YOUNGEST_THRESHOLD, *threshold[1:])
+            self._gc_threshold_before = threshold
+
     async def stop(self) -> None:
         """Health NOT_SERVING, no new runs, running jobs asked to cancel within the grace period."""
         await self.health.enter_graceful_shutdown()
@@ -333,6 +342,9 @@ class XcronServer:
         await self.store.close()
         if self.data_dir_lock is not None:
             self.data_dir_lock.release()
+        if self._gc_threshold_before is not None:
+            gc.set_threshold(*self._gc_threshold_before)
+            self._gc_threshold_before = None
 
     async def wait(self) -> None:
         if self._server is not None:
