@@ -1,6 +1,7 @@
 """What the server sets in its own process while it runs: everything loaded at start is frozen out of the
 collector's passes, and the youngest generation is collected every GC_YOUNGEST_THRESHOLD allocations instead
-of every 700 (put back at stop; a process that turned automatic collection off keeps it off)."""
+of every 700 (put back when the last server in the process stops; a process that turned automatic collection
+off keeps it off)."""
 
 from __future__ import annotations
 
@@ -43,6 +44,29 @@ async def test_a_running_server_collects_young_objects_less_often_and_puts_it_ba
         assert gc.get_threshold() == (youngest, *before[1:])
     finally:
         if running:
+            await server.stop()
+        gc.set_threshold(*before)
+        gc.unfreeze()
+
+
+async def test_with_two_servers_in_one_process_the_threshold_is_put_back_when_the_last_stops(tmp_path: Path) -> None:
+    before = gc.get_threshold()
+    gc.set_threshold(700, *before[1:])
+    first, second = XcronServer(_config(tmp_path / "a")), XcronServer(_config(tmp_path / "b"))
+    running: list[XcronServer] = []
+    try:
+        for server in (first, second):
+            await server.start()
+            running.append(server)
+        assert gc.get_threshold()[0] == GC_YOUNGEST_THRESHOLD
+        running.remove(first)
+        await first.stop()
+        assert gc.get_threshold()[0] == GC_YOUNGEST_THRESHOLD  # the second still runs
+        running.remove(second)
+        await second.stop()
+        assert gc.get_threshold() == (700, *before[1:])
+    finally:
+        for server in running:
             await server.stop()
         gc.set_threshold(*before)
         gc.unfreeze()

@@ -1,6 +1,8 @@
-"""The SQLite store thread's gather delay (GATHER_DELAY): a transaction that would start back to back with the
-previous one first waits, so that the calls of the loop's turns meanwhile join it; a call to a store idle for
-that long does not wait. The store thread's clock and sleep are replaced, so nothing depends on timing."""
+"""The SQLite store thread's gather delay (GATHER_DELAY): while calls from several turns of the loop keep coming
+(the last transaction merged several turns' calls and ended less than GATHER_DELAY ago), a transaction first
+waits, so that the turns meanwhile join it. A lone caller never waits, nor a call to a store idle that long,
+nor the transaction after one that reached the merge cap. The store thread's clock and sleep are replaced
+(the clock stands still unless a test moves it), so nothing depends on timing."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import pytest
 
 from xcron.server.core.model import JobState
 from xcron.server.core.ports import JobRecord
+from xcron.server.stores import sqlite as sqlite_store
 from xcron.server.stores.sqlite import GATHER_DELAY, SqliteStateStore
 
 
@@ -59,37 +62,74 @@ def opened(tmp_path: Path) -> Callable[..., AsyncIterator[SqliteStateStore]]:
     return make
 
 
-async def test_only_a_transaction_back_to_back_with_the_last_waits(
+async def _merged(store: SqliteStateStore, names: str) -> None:
+    """One transaction of several turns' calls: the thread held busy while each name's write is made in a turn of
+    its own, then let go."""
+    busy, release = threading.Event(), threading.Event()
+
+    def hold(conn: object) -> None:
+        busy.set()
+        release.wait(10)
+
+    held = store._write(hold)
+    await asyncio.sleep(0)  # posted at the end of this turn
+    writes = []
+    try:
+        assert await asyncio.to_thread(busy.wait, 10)
+        for name in names:
+            writes.append(store.save_job(_job(name)))
+            await asyncio.sleep(0)
+        assert store._in_flight == 1 + len(names)
+    finally:
+        release.set()
+    await asyncio.gather(held, *writes)
+
+
+async def test_a_lone_caller_never_waits(opened: Callable[..., AsyncIterator[SqliteStateStore]]) -> None:
+    """One call after another, each awaited: every transaction is back to back with the last, but carries one
+    turn's calls, so there is nobody to wait for."""
+    waits = _Waits()
+    async for store in opened(clock=_Clock(), sleep=waits):
+        for name in "abcdef":
+            await store.save_job(_job(name))
+            await store.get_execution("none")
+        assert waits.delays == []
+        assert sorted(await store.load_jobs()) == list("abcdef")
+
+
+async def test_after_several_turns_merged_the_next_transaction_waits_unless_the_store_was_idle(
     opened: Callable[..., AsyncIterator[SqliteStateStore]],
 ) -> None:
     clock, waits = _Clock(), _Waits()
     async for store in opened(clock=clock, sleep=waits):
-        await store.save_job(_job("a"))  # the first transaction: none before it
-        assert waits.delays == []
-        await store.save_job(_job("b"))  # would start the instant the last one ended
+        await _merged(store, "ab")
+        assert waits.delays == []  # the hold's transaction was alone: no wait before the merged one
+        await store.save_job(_job("c"))  # the instant the merged one ended
         assert waits.delays == [GATHER_DELAY]
+        await store.save_job(_job("d"))  # after c's transaction, one turn's: no more waiting
+        assert waits.delays == [GATHER_DELAY]
+        await _merged(store, "ef")
         clock.now += 1.5 * GATHER_DELAY  # idle longer than that since
-        await store.save_job(_job("c"))
+        await store.save_job(_job("g"))
         assert waits.delays == [GATHER_DELAY]
-        assert sorted(await store.load_jobs()) == ["a", "b", "c"]
+        assert sorted(await store.load_jobs()) == list("abcdefg")
 
 
 async def test_calls_made_during_the_wait_share_its_transaction(
     opened: Callable[..., AsyncIterator[SqliteStateStore]],
 ) -> None:
-    waits = _Waits(hold=True)
+    waits = _Waits()
     async for store in opened(clock=_Clock(), sleep=waits):
         statements: list[str] = []
         assert store._conn is not None
         store._conn.set_trace_callback(statements.append)  # called on the store thread
-        waits.release.set()
-        await store.save_job(_job("a"))
+        await _merged(store, "ab")
         waits.release.clear()
-        first = store.save_job(_job("b"))
+        first = store.save_job(_job("c"))
         await asyncio.sleep(0)  # posted at the end of this turn; the thread waits before its transaction
         try:
             assert await asyncio.to_thread(waits.entered.wait, 10)
-            second = store.save_job(_job("c"))  # a later turn's call, made during the wait
+            second = store.save_job(_job("d"))  # a later turn's call, made during the wait
             await asyncio.sleep(0)
             assert store._in_flight == 2
             statements.clear()
@@ -97,12 +137,26 @@ async def test_calls_made_during_the_wait_share_its_transaction(
             waits.release.set()
         await asyncio.gather(first, second)
         assert [s for s in statements if s in ("BEGIN", "COMMIT")] == ["BEGIN", "COMMIT"]
-        assert sorted(await store.load_jobs()) == ["a", "b", "c"]
+        assert sorted(await store.load_jobs()) == list("abcd")
+
+
+async def test_after_a_transaction_that_reached_the_merge_cap_the_next_does_not_wait(
+    opened: Callable[..., AsyncIterator[SqliteStateStore]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Calls were left waiting: the next transaction has company without a wait."""
+    monkeypatch.setattr(sqlite_store, "MAX_MERGED_CALLS", 2)
+    waits = _Waits()
+    async for store in opened(clock=_Clock(), sleep=waits):
+        await _merged(store, "abc")  # a and b reach the cap; c's transaction follows at once
+        await store.save_job(_job("d"))
+        assert waits.delays == []
+        assert sorted(await store.load_jobs()) == list("abcd")
 
 
 async def test_no_delay_never_waits(opened: Callable[..., AsyncIterator[SqliteStateStore]]) -> None:
     waits = _Waits()
     async for store in opened(clock=_Clock(), sleep=waits, gather_delay=0.0):
-        for name in "abc":
+        await _merged(store, "ab")
+        for name in "cde":
             await store.save_job(_job(name))
         assert waits.delays == []

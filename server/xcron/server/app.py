@@ -55,6 +55,33 @@ At 10,000, bench.runs did ~4 % more runs a second on ~4 % less CPU each (8 pairs
 no better). Only garbage in reference cycles waits longer for the collector."""
 
 
+class _YoungCollection:
+    """The process's threshold for its youngest generation, raised to GC_YOUNGEST_THRESHOLD while at least one
+    server runs in it and put back when the last one stops. Left alone where it is that high already, or 0 (a
+    host that turned automatic collection off keeps it off)."""
+
+    def __init__(self) -> None:
+        self._holders = 0
+        self._before: tuple[int, int, int] | None = None
+
+    def hold(self) -> None:
+        if not self._holders:
+            threshold = gc.get_threshold()
+            if 0 < threshold[0] < GC_YOUNGEST_THRESHOLD:
+                gc.set_threshold(GC_YOUNGEST_THRESHOLD, *threshold[1:])
+                self._before = threshold
+        self._holders += 1
+
+    def release(self) -> None:
+        self._holders -= 1
+        if not self._holders and self._before is not None:
+            gc.set_threshold(*self._before)
+            self._before = None
+
+
+_YOUNG_COLLECTION = _YoungCollection()
+
+
 def local_zone_name() -> str:
     """The machine's IANA zone name (TZ, then /etc/localtime), UTC when it cannot be told."""
     candidates = [os.environ.get("TZ", "").lstrip(":")]
@@ -109,7 +136,7 @@ class ListenError(Exception):
 class XcronServer:
     def __init__(self, config: ServerConfig, *, clock: Clock | None = None) -> None:
         self.config = config
-        self._gc_threshold_before: tuple[int, int, int] | None = None  # set while this server raised it
+        self._holds_young_collection = False  # see _YOUNG_COLLECTION
         self.metrics = Metrics()
         self.auth_failures = AuthFailures(self.metrics.auth_failed)  # refused calls, gRPC and HTTP alike
         self.core = build_core(config, clock=clock, observer=self.metrics)
@@ -142,6 +169,7 @@ class XcronServer:
         except BaseException:
             if self.data_dir_lock is not None:
                 self.data_dir_lock.release()
+            self._release_young_collection()
             raise
 
     async def _start(self) -> int:
@@ -175,7 +203,8 @@ class XcronServer:
         # passes, which otherwise stall the loop for ~100 ms on a large heap (scheduler lateness).
         gc.collect()
         gc.freeze()
-        self._collect_young_less_often()
+        _YOUNG_COLLECTION.hold()
+        self._holds_young_collection = True
         if self.cluster is not None:
             await self.cluster.start()
         self.manager = manager
@@ -318,13 +347,10 @@ class XcronServer:
         self._health_tasks.add(task)
         task.add_done_callback(self._health_tasks.discard)
 
-    def _collect_young_less_often(self) -> None:
-        """GC_YOUNGEST_THRESHOLD, unless the process collects as seldom already, or never (a host that turned
-        automatic collection off with a threshold of 0 keeps it off); stop() puts the threshold back."""
-        threshold = gc.get_threshold()
-        if 0 < threshold[0] < GC_YOUNGEST_THRESHOLD:
-            gc.set_threshold(GC_YOUNGEST_THRESHOLD, *threshold[1:])
-            self._gc_threshold_before = threshold
+    def _release_young_collection(self) -> None:
+        if self._holds_young_collection:
+            self._holds_young_collection = False
+            _YOUNG_COLLECTION.release()
 
     async def stop(self) -> None:
         """Health NOT_SERVING, no new runs, running jobs asked to cancel within the grace period."""
@@ -339,12 +365,12 @@ class XcronServer:
             await self._server.stop(grace=1.0)
         if self._http is not None:
             await self._http.stop()
-        await self.store.close()
-        if self.data_dir_lock is not None:
-            self.data_dir_lock.release()
-        if self._gc_threshold_before is not None:
-            gc.set_threshold(*self._gc_threshold_before)
-            self._gc_threshold_before = None
+        try:
+            await self.store.close()
+            if self.data_dir_lock is not None:
+                self.data_dir_lock.release()
+        finally:
+            self._release_young_collection()
 
     async def wait(self) -> None:
         if self._server is not None:
