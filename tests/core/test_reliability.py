@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from core_harness import Gate, Harness, Stuck, Tick
+from core_harness import Gate, Harness, Stuck, Tick, in_process_config
 
 from xcron.server.core.errors import FailedPrecondition, StoreUnavailable
 from xcron.server.core.events import JobStatus
@@ -213,17 +213,9 @@ async def test_health_is_not_serving_while_an_outcome_waits_for_the_store(tmp_pa
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    from xcron.server.app import ServerConfig, XcronServer
+    from xcron.server.app import XcronServer
 
-    config = ServerConfig(
-        listen="127.0.0.1:0",
-        schedule_file=tmp_path / "xcron.xml",
-        data_dir=tmp_path / "data",
-        load_entry_points=False,
-        time_zone="UTC",
-        shutdown_grace=1.0,
-    )
-    server = XcronServer(config)
+    server = XcronServer(in_process_config(tmp_path))
     server.registry.register(Gate)
     Gate.gate, Gate.started = asyncio.Event(), asyncio.Event()
     port = await server.start()

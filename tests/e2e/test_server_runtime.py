@@ -9,19 +9,9 @@ import gc
 from pathlib import Path
 
 import pytest
+from core_harness import in_process_config
 
-from xcron.server.app import GC_YOUNGEST_THRESHOLD, ServerConfig, XcronServer
-
-
-def _config(tmp_path: Path) -> ServerConfig:
-    return ServerConfig(
-        listen="127.0.0.1:0",
-        schedule_file=tmp_path / "xcron.xml",
-        data_dir=tmp_path / "data",
-        load_entry_points=False,
-        time_zone="UTC",
-        shutdown_grace=1.0,
-    )
+from xcron.server.app import GC_YOUNGEST_THRESHOLD, XcronServer
 
 
 @pytest.mark.parametrize("youngest", [700, 0], ids=["default", "automatic-collection-off"])
@@ -31,7 +21,7 @@ async def test_a_running_server_collects_young_objects_less_often_and_puts_it_ba
     before = gc.get_threshold()
     gc.set_threshold(youngest, *before[1:])
     gc.unfreeze()
-    server = XcronServer(_config(tmp_path))
+    server = XcronServer(in_process_config(tmp_path))
     running = False
     try:
         await server.start()
@@ -52,7 +42,7 @@ async def test_a_running_server_collects_young_objects_less_often_and_puts_it_ba
 async def test_with_two_servers_in_one_process_the_threshold_is_put_back_when_the_last_stops(tmp_path: Path) -> None:
     before = gc.get_threshold()
     gc.set_threshold(700, *before[1:])
-    first, second = XcronServer(_config(tmp_path / "a")), XcronServer(_config(tmp_path / "b"))
+    first, second = XcronServer(in_process_config(tmp_path / "a")), XcronServer(in_process_config(tmp_path / "b"))
     running: list[XcronServer] = []
     try:
         for server in (first, second):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import threading
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -15,6 +14,7 @@ from typing import Any
 
 import pytest
 from records import running_record
+from store_thread import store_thread_held
 
 from xcron.server.core.errors import StoreUnavailable
 from xcron.server.core.model import ExecutionState, JobState, Trigger
@@ -275,16 +275,7 @@ async def test_batches_posted_while_the_thread_is_busy_share_one_transaction_in_
     statements: list[str] = []
     assert store._conn is not None
     store._conn.set_trace_callback(statements.append)  # called on the store thread
-    busy, release = threading.Event(), threading.Event()
-
-    def hold(conn: sqlite3.Connection) -> None:
-        busy.set()
-        release.wait(10)
-
-    held = store._write(hold)
-    await asyncio.sleep(0)  # its batch is posted at the end of this turn
-    try:
-        assert await asyncio.to_thread(busy.wait, 10)
+    async with store_thread_held(store) as held:
         first = store.save_job(JobRecord(job_id="a", state=JobState.RUNNING, execution_id="x"))
         await asyncio.sleep(0)  # posted while the thread is busy: a second batch
         assert store._in_flight == 2
@@ -293,8 +284,6 @@ async def test_batches_posted_while_the_thread_is_busy_share_one_transaction_in_
         await asyncio.sleep(0)  # a third
         assert store._in_flight == 3
         statements.clear()
-    finally:
-        release.set()
     outcomes = await asyncio.gather(held, first, failing, second, return_exceptions=True)
     assert outcomes[0] is None and outcomes[1] is None and outcomes[3] is None
     assert isinstance(outcomes[2], StoreUnavailable)
@@ -315,24 +304,13 @@ async def test_the_store_thread_merges_at_most_so_many_calls_into_one_transactio
     statements: list[str] = []
     assert store._conn is not None
     store._conn.set_trace_callback(statements.append)
-    busy, release = threading.Event(), threading.Event()
-
-    def hold(conn: sqlite3.Connection) -> None:
-        busy.set()
-        release.wait(10)
-
-    held = store._write(hold)
-    await asyncio.sleep(0)
     writes = []
-    try:
-        assert await asyncio.to_thread(busy.wait, 10)
+    async with store_thread_held(store) as held:
         for name in "abc":  # three batches of one call, one turn each
             writes.append(store.save_job(JobRecord(job_id=name)))
             await asyncio.sleep(0)
         assert store._in_flight == 4
         statements.clear()
-    finally:
-        release.set()
     await asyncio.gather(held, *writes)
     assert [s for s in statements if s in ("BEGIN", "COMMIT")] == ["COMMIT", "BEGIN", "COMMIT", "BEGIN", "COMMIT"]
     assert sorted(await store.load_jobs()) == ["a", "b", "c"]

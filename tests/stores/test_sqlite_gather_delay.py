@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from store_thread import store_thread_held
 
 from xcron.server.core.model import JobState
 from xcron.server.core.ports import JobRecord
@@ -65,23 +66,12 @@ def opened(tmp_path: Path) -> Callable[..., AsyncIterator[SqliteStateStore]]:
 async def _merged(store: SqliteStateStore, names: str) -> None:
     """One transaction of several turns' calls: the thread held busy while each name's write is made in a turn of
     its own, then let go."""
-    busy, release = threading.Event(), threading.Event()
-
-    def hold(conn: object) -> None:
-        busy.set()
-        release.wait(10)
-
-    held = store._write(hold)
-    await asyncio.sleep(0)  # posted at the end of this turn
     writes = []
-    try:
-        assert await asyncio.to_thread(busy.wait, 10)
+    async with store_thread_held(store) as held:
         for name in names:
             writes.append(store.save_job(_job(name)))
             await asyncio.sleep(0)
         assert store._in_flight == 1 + len(names)
-    finally:
-        release.set()
     await asyncio.gather(held, *writes)
 
 

@@ -142,3 +142,15 @@ class Harness:
         assert self.manager is not None
         self.clock.set(when)
         await asyncio.wait_for(self.manager.scheduler.settled(), 10)
+
+
+def in_process_config(folder: Path) -> ServerConfig:
+    """A whole server in this process: gRPC on a free loopback port, its files in `folder`, no entry points."""
+    return ServerConfig(
+        listen="127.0.0.1:0",
+        schedule_file=folder / "xcron.xml",
+        data_dir=folder / "data",
+        load_entry_points=False,
+        time_zone="UTC",
+        shutdown_grace=1.0,
+    )
