@@ -756,6 +756,10 @@ BILLION_LAUGHS = """<?xml version="1.0"?>
         ),
         pytest.param(f"{HEAD}<Job/></ArrayOfJobItemConfiguration>", 3, "unexpected element 'Job'", id="stray-element"),
         pytest.param("  \n", None, "file is empty", id="empty"),
+        # Blank as str.strip() sees it: Unicode's white space (the check reads the bytes).
+        pytest.param("\ufeff\u3000\u00a0\x1c\r\n\u2029", None, "file is empty", id="empty-unicode-space"),
+        pytest.param("\u3000<ArrayOfJobItemConfiguration/>", 1, "not well-formed", id="unicode-space-then-xml"),
+        pytest.param(b"\xe2\x80<ArrayOfJobItemConfiguration/>", 1, "not valid UTF-8 (byte 0)", id="utf8-cut-space"),
     ],
 )
 def test_invalid_files_are_refused_with_line_and_reason(data: str | bytes, line: int | None, reason: str) -> None:
@@ -1591,3 +1595,53 @@ def _old_format_datetime(instant: datetime, zone: ZoneInfo, *, santedb: bool = F
 def test_format_datetime_agrees_with_its_reference(instant: datetime, zone: str, santedb: bool) -> None:
     expected = _old_format_datetime(instant, ZoneInfo(zone), santedb=santedb)
     assert values.format_datetime(instant, ZoneInfo(zone), santedb=santedb) == expected
+
+
+# -- the cycle collector around a read ---------------------------------------------------------------
+
+_GC_CHECK = """
+import gc, sys
+from pathlib import Path
+from xcron.server.stores.xcron_xml import parse_schedule_xml
+
+data = Path(sys.argv[1]).read_bytes()
+
+def read():
+    doc = parse_schedule_xml(data, source="xcron.xml", default_zone="UTC")
+    return doc.entries[0].schedules[0]
+
+def in_generation(obj, *generations):
+    return any(other is obj for generation in generations for other in gc.get_objects(generation))
+
+assert gc.isenabled() and gc.get_freeze_count() == 0
+built = read()
+assert gc.isenabled()
+assert in_generation(built, 2) and not in_generation(built, 0, 1), "a read's objects should be in the oldest generation"
+
+# A host that froze its objects (xcron's server does once started): they stay frozen; the read's are young.
+gc.collect()
+gc.freeze()
+kept = built
+built = read()
+assert gc.get_freeze_count() > 0 and not in_generation(kept, 0, 1, 2), "a read must not unfreeze what the host froze"
+assert in_generation(built, 0, 1), "with objects frozen, a read's objects should be left young"
+
+# A host that turned the collector off: it stays off.
+gc.disable()
+read()
+assert not gc.isenabled()
+print("ok")
+"""
+
+
+def test_a_read_puts_what_it_built_in_the_oldest_generation() -> None:
+    """The collector would scan a document just read as young, then middle-aged, finding nothing: it lives
+    until the next read. In a fresh process, as the collector's state is the process's."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _GC_CHECK, str(SAMPLE)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
