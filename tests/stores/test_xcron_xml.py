@@ -46,7 +46,7 @@ from xcron.server.stores.xcron_xml import (
     writing,
 )
 from xcron.server.stores.xcron_xml.common import _checked_cron, _plainly_valid_cron
-from xcron.server.stores.xcron_xml.layout import _scan_layout, _walk_layout, entry_lines
+from xcron.server.stores.xcron_xml.layout import _has_xcron_parts, _scan_layout, _walk_layout, entry_lines
 from xcron.server.stores.xcron_xml.reading import _Reader
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -471,6 +471,49 @@ def test_entry_offsets_found_in_the_text_match_expat(body: str) -> None:
         assert searched == walked
         assert (list(walked.spans), walked.close_at, walked.self_closing) == _walk_layout(data)
         assert [data[a:b].split(b'type="')[1][:1] for a, b in searched.spans] == [b"A", b"B"][:entries]
+
+
+_ADD = '<add type="interval" interval="60" start="2026-01-05T03:00:00Z"'
+
+
+@pytest.mark.parametrize(
+    ("job_attributes", "schedule", "expected"),
+    [
+        pytest.param("", f"{_ADD}/>", False, id="none"),
+        pytest.param(' xc:paused="true"', f"{_ADD}/>", True, id="entry-attribute"),
+        pytest.param("", f'{_ADD} xc:misfire="skip"/>', True, id="schedule-attribute"),
+        pytest.param("", '<xc:cron expression="0 3 * * *" start="2026-01-05T03:00:00Z"/>', True, id="cron"),
+        pytest.param("", f'{_ADD}><xc:param name="a">1</xc:param></add>', True, id="param"),
+        pytest.param("", f'{_ADD}><xc:param name="a" xc:note="x">1</xc:param></add>', True, id="param-attribute"),
+        pytest.param("", f"{_ADD}/></schedule><schedule {SCHEDULE_NS} xc:note='x'>", True, id="on-schedule"),
+        pytest.param(
+            "",
+            f"{_ADD}/></schedule><parameters {SCHEDULE_NS}><xc:extra/><int>1</int></parameters><schedule>",
+            True,
+            id="skipped-element",
+        ),
+        pytest.param(
+            "",
+            f"{_ADD}/></schedule><parameters {SCHEDULE_NS}><int xc:note='x'>1</int></parameters><schedule>",
+            True,
+            id="on-parameter",
+        ),
+        pytest.param(
+            "",
+            f"{_ADD}/></schedule><parameters {SCHEDULE_NS}>"
+            '<other xmlns="urn:xcron:schedule:v1"/></parameters><schedule>',
+            True,
+            id="default-namespace",
+        ),
+    ],
+)
+def test_the_reader_finds_xcron_parts_wherever_they_are(job_attributes: str, schedule: str, expected: bool) -> None:
+    """What a SanteDB re-save drops: the reader notes the parts it reads and looks through the rest."""
+    data = one_job(schedule, job_attributes)
+    (entry,) = parse(data).entries
+    (element,) = etree.fromstring(data.encode()).findall("JobItemConfiguration")
+    assert entry.xcron_parts is expected
+    assert _has_xcron_parts(element) is expected  # the reference: every node of the element
 
 
 def _everything(doc: ScheduleDocument) -> list[tuple[object, ...]]:

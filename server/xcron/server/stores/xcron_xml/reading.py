@@ -82,6 +82,8 @@ class _Reader:
         self.add_views: list[tuple[Any, ...]] = []  # the current entry's, for _santedb_view
         self.day_sets: dict[str, frozenset[str]] = {}
         self.calendars: dict[tuple[str, time], CalendarSpec] = {}
+        # Whether the current entry was seen to have xcron parts (then no need to look for them).
+        self.saw_xc = False
 
     def xs_datetime(self, text: str) -> values.XsDateTime:
         """parse_xs_datetime, once per text (SanteDB's view of an entry reads its schedules' times again)."""
@@ -132,7 +134,7 @@ class _Reader:
         type_name = (element.get("type") or "").strip()
         if not type_name:
             raise self.fail(element, f"<{_JOB}> needs a type attribute (the job's type name)")
-        self.check_xc_attributes(element, ("paused",))
+        self.saw_xc = self.check_xc_attributes(element, ("paused",))
         start_type = (element.get("startType") or "immediate").strip().lower()  # .NET's enum default
         if start_type not in START_TYPES:
             raise self.fail(element, f"<{_JOB}> startType={element.get('startType')!r}: expected one of {START_TYPES}")
@@ -160,7 +162,7 @@ class _Reader:
             element=_element_bytes(element),
             line=_line(element.sourceline),
             santedb_view=_santedb_view(element, self.xs_datetime, tuple(self.add_views)),
-            xcron_parts=_has_xcron_parts(element),
+            xcron_parts=self.saw_xc or _has_xcron_parts(element),
         )
         object.__setattr__(entry, "element_trusted", True)  # it was just read from this very element
         return entry
@@ -256,6 +258,7 @@ class _Reader:
         parameters = self.parameters(element) if len(element) else {}
         if not has_xc:
             return _schedule(spec=spec, start=start, end=end, time_zone=zone_name, parameters=parameters)
+        self.saw_xc = True
         key = (get(_XC + "misfire"), get(_XC + "misfireGrace"), get(_XC + "maxCatchup"), get(_XC + "overlap"))
         policies = self.policy_sets.get(key)
         if policies is None:
@@ -304,6 +307,7 @@ class _Reader:
         """The schedule's kind; a calendar's time of day is the wall time in `written` (its start)."""
         get = attributes.get
         if element.tag == _XC_CRON:
+            self.saw_xc = True
             key = ("cron", get("expression") or "")
             found = self.specs.get(key)
             if found is None:
@@ -379,6 +383,7 @@ class _Reader:
                 raise self.fail(child, "<xc:param> needs a name attribute")
             if name in found:
                 raise self.fail(child, f"<xc:param> name={name!r} appears twice")
+            self.saw_xc = True
             kind = str(child.get("type") or ParameterType.STRING).strip()
             try:
                 found[name] = values.parse_parameter(kind, _text(child))
