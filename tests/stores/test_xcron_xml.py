@@ -46,7 +46,7 @@ from xcron.server.stores.xcron_xml import (
     writing,
 )
 from xcron.server.stores.xcron_xml.common import _checked_cron, _plainly_valid_cron
-from xcron.server.stores.xcron_xml.layout import _has_xcron_parts, _scan_layout, _walk_layout, entry_lines
+from xcron.server.stores.xcron_xml.layout import _has_xcron_parts, _holds, _scan_layout, _walk_layout, entry_lines
 from xcron.server.stores.xcron_xml.reading import _Reader
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -514,6 +514,13 @@ def test_the_reader_finds_xcron_parts_wherever_they_are(job_attributes: str, sch
     (element,) = etree.fromstring(data.encode()).findall("JobItemConfiguration")
     assert entry.xcron_parts is expected
     assert _has_xcron_parts(element) is expected  # the reference: every node of the element
+
+
+@pytest.mark.parametrize("needle", [b"<!", b"<?", b"\r\n", b" />"])
+@pytest.mark.parametrize("hay", [b"", b"<", b"!", b"!<", b"a<!b<?c\r\nd />", b"?\n\r> /<", b"<<!!??\r\r\n\n"])
+def test_the_layout_search_finds_what_bytes_find_finds(needle: bytes, hay: bytes) -> None:
+    for start in range(len(hay) + 1):
+        assert _holds(hay, needle, start) is (hay.find(needle, start) >= 0)
 
 
 def _everything(doc: ScheduleDocument) -> list[tuple[object, ...]]:

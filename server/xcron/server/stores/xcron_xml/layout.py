@@ -184,6 +184,16 @@ _ENTRY_OPEN = re.compile(rb"<" + _JOB.encode() + rb"[\s/>]")
 _ENTRY_CLOSE = re.compile(rb"</" + _JOB.encode() + rb"\s*>")
 
 
+def _holds(data: bytes, needle: bytes, start: int = 0) -> bool:
+    """Whether `needle` occurs in data[start:]: its last byte looked for first, as that is one
+    byte that XML text seldom holds ("!", "?", CR) and the search for one byte is ~70 times
+    faster than for two when the first is common ("<")."""
+    return data.find(needle[-1:], start) >= 0 and data.find(needle, start) >= 0
+
+
+_SPACED_EMPTY = re.compile(rb" />")  # faster than bytes' own search: " " and ">" are both common
+
+
 def _spans_by_text(data: bytes, entries: int) -> tuple[list[tuple[int, int]], int] | None:
     """The entries' spans and the root's end tag found by searching the bytes, or None when the text
     leaves any doubt (then expat walks it).
@@ -193,7 +203,7 @@ def _spans_by_text(data: bytes, entries: int) -> tuple[list[tuple[int, int]], in
     (the reader refuses anything else); when the text holds exactly `entries` of them, none is nested,
     so each one ends at the next </JobItemConfiguration>."""
     body = data.find(_ROOT_OPEN)
-    if entries == 0 or body < 0 or b"<!" in data or data.find(b"<?", body) >= 0:
+    if entries == 0 or body < 0 or _holds(data, b"<!") or _holds(data, b"<?", body):
         return None
     opens = [match.start() for match in _ENTRY_OPEN.finditer(data, body)]
     if len(opens) != entries:
@@ -232,10 +242,10 @@ def _layout_of(data: bytes, spans: list[tuple[int, int]], close_at: int, self_cl
         spans=tuple(spans),
         close_at=close_at,
         self_closing=self_closing,
-        newline=b"\r\n" if b"\r\n" in data else b"\n",
+        newline=b"\r\n" if _holds(data, b"\r\n") else b"\n",
         indent=_indent(data, spans),
         declares_xc=f'xmlns:xc="{XC_NS}"'.encode() in data[:head_end],
-        spaced_empty=b" />" in data,
+        spaced_empty=_SPACED_EMPTY.search(data) is not None,
     )
 
 

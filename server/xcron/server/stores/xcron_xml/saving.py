@@ -36,7 +36,14 @@ from xcron.server.stores.xcron_xml.common import (
     _parse_root,
     _without_gc,
 )
-from xcron.server.stores.xcron_xml.layout import _element_bytes, _layout_of, _scan_layout, _tag_end, entry_lines
+from xcron.server.stores.xcron_xml.layout import (
+    _element_bytes,
+    _holds,
+    _layout_of,
+    _scan_layout,
+    _tag_end,
+    entry_lines,
+)
 from xcron.server.stores.xcron_xml.reading import _place, _read_entry, _Reader
 from xcron.server.stores.xcron_xml.writing import _render, _Rendered, new_file_layout
 
@@ -75,7 +82,7 @@ def _written(
         )
         and data.count(_ENTRY_START) == len(doc.entries)  # scans the file: after the cheap tests
         and _spans_fit(data, spans)
-        and b"<!" not in data  # no DOCTYPE, comment or CDATA: every "<" is a tag
+        and not _holds(data, b"<!")  # no DOCTYPE, comment or CDATA: every "<" is a tag
     ):
         return _written_from_fields(doc, data, rendered, source, default_zone, spans)  # type: ignore[arg-type]
     root = _parse_root(data, source)
