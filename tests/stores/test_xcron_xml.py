@@ -47,7 +47,7 @@ from xcron.server.stores.xcron_xml import (
 )
 from xcron.server.stores.xcron_xml.common import _checked_cron, _plainly_valid_cron
 from xcron.server.stores.xcron_xml.layout import _has_xcron_parts, _holds, _scan_layout, _walk_layout, entry_lines
-from xcron.server.stores.xcron_xml.reading import _Reader
+from xcron.server.stores.xcron_xml.reading import _Reader, _schedule
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 SAMPLE = DATA / "santedb.sample.xml"
@@ -1695,3 +1695,29 @@ def test_a_read_puts_what_it_built_in_the_oldest_generation() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
+
+
+@pytest.mark.parametrize(
+    "policies",
+    [
+        None,
+        {},
+        {"misfire_policy": MisfirePolicy.SKIP, "misfire_grace": timedelta(seconds=5)},
+        {"max_catchup_runs": 3, "overlap_policy": OverlapPolicy.BUFFER_ONE},
+    ],
+)
+def test_the_readers_schedule_is_what_schedule_makes(policies: dict[str, Any] | None) -> None:
+    """The reader builds Schedules without __init__: every field, and every attribute, as Schedule() sets them."""
+    spec = IntervalSpec(every=timedelta(seconds=60))
+    start, end = datetime(2026, 1, 5, 3, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC)
+    made = _schedule(spec, start, end, "Europe/Paris", {"a": 1}, policies)
+    expected = Schedule(
+        spec=spec, start=start, end=end, time_zone="Europe/Paris", parameters={"a": 1}, **(policies or {})
+    )
+    assert type(made) is Schedule
+    assert vars(made) == vars(expected)
+    assert made == expected and made.key == expected.key
+    # Every field Schedule fills from a factory is one the reader always gives.
+    assert {f.name for f in dataclasses.fields(Schedule) if f.default_factory is not dataclasses.MISSING} == {
+        "parameters"
+    }

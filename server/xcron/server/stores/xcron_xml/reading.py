@@ -35,8 +35,8 @@ from xcron.server.stores.xcron_xml.common import (
     SANTEDB_NS,
     START_TYPES,
     XC_NS,
-    _built,
     _elements,
+    _field_defaults,
     _line,
     _parse_cron,
     _parse_root,
@@ -58,7 +58,9 @@ _XC_TIME_ZONE = _XC + "timeZone"
 _XC_CRON = _XC + "cron"
 _ONE_SECOND = timedelta(seconds=1)
 _S_ADD = _S + "add"
+_S_SCHEDULE = _S + "schedule"
 _SCHEDULE_TAGS = (_S_ADD, _XC_CRON)
+_PLAIN_SCHEDULE_ATTRIBUTES = frozenset({"type", "start", "stop", "interval", "days", "expression"})
 _XC_PARAM = _XC + "param"
 
 
@@ -144,13 +146,21 @@ class _Reader:
         positional: list[ParameterValue] = []
         self.add_views = []
         for child in _elements(element):
-            if child.tag == _S + "schedule":
-                for item in self.schedules(child):
-                    (disabled if isinstance(item, DisabledSchedule) else schedules).append(item)  # type: ignore[arg-type]
-            elif child.tag == _S + "parameters":
+            tag = child.tag
+            if tag == _S_SCHEDULE:
+                for item in _elements(child):  # the schedules, inline: a file holds thousands
+                    kind = item.tag
+                    if kind in _SCHEDULE_TAGS:
+                        made = self.schedule(item, kind)
+                        (schedules if type(made) is Schedule else disabled).append(made)  # type: ignore[arg-type]
+                    elif kind.startswith(_XC):
+                        raise self.fail(
+                            item, f"unexpected {_describe(kind)} in <schedule>; expected <add> or <xc:cron>"
+                        )
+            elif tag == _S + "parameters":
                 positional.extend(self.positional(child))
-            elif child.tag.startswith(_XC):
-                raise self.fail(child, f"unexpected {_describe(child.tag)} directly in <{_JOB}>")
+            elif tag.startswith(_XC):
+                raise self.fail(child, f"unexpected {_describe(tag)} directly in <{_JOB}>")
             # Anything else (e.g. a <schedule> in no namespace) SanteDB ignores, and so do we.
         entry = ScheduleEntry(
             type_name=type_name,
@@ -180,25 +190,22 @@ class _Reader:
             unreadable=str(error.reason),
         )
 
-    def schedules(self, element: etree._Element) -> Iterator[Schedule | DisabledSchedule]:
-        for child in _elements(element):
-            if child.tag in _SCHEDULE_TAGS:
-                yield self.schedule(child)
-            elif child.tag.startswith(_XC):
-                raise self.fail(child, f"unexpected {_describe(child.tag)} in <schedule>; expected <add> or <xc:cron>")
-
     def disable(self, element: etree._Element, reason: str) -> DisabledSchedule:
         return DisabledSchedule(line=_line(element.sourceline), reason=reason, element=_element_bytes(element))
 
-    def schedule(self, element: etree._Element) -> Schedule | DisabledSchedule:
+    def schedule(self, element: etree._Element, tag: str) -> Schedule | DisabledSchedule:
         """One schedule, read as SanteDB reads it on a host in the schedule's zone.
 
         What SanteDB's serializer refuses is a ScheduleFileError; what it accepts but xcron cannot run
-        (interval="0", a stop not after the start) is a DisabledSchedule.
+        (interval="0", a stop not after the start) is a DisabledSchedule. `tag`: the element's (lxml
+        makes the string anew each time it is asked).
         """
         attributes: dict[str, str] = dict(element.items())  # type: ignore[arg-type]  # lxml gives str here
         get = attributes.get
-        has_xc = self.check_xc_attributes(element, _SCHEDULE_ATTRIBUTES, attributes)
+        # The attributes SanteDB and xcron write unprefixed: only these, then no xc: ones to check.
+        has_xc = not attributes.keys() <= _PLAIN_SCHEDULE_ATTRIBUTES and self.check_xc_attributes(
+            element, _SCHEDULE_ATTRIBUTES, attributes
+        )
         zone_text = get(_XC_TIME_ZONE) if has_xc else None
         zone_name = zone_text.strip() if zone_text else ""
         zone: ZoneInfo = self.default_zone
@@ -226,7 +233,7 @@ class _Reader:
             if stop is None:
                 stop = self.attribute(element, "stop", self.xs_datetime, attributes)
             end = None if stop.is_max_value else stop.instant(zone, santedb=True)
-        if element.tag == _S_ADD:  # SanteDB's view of the entry holds its <add>s (layout._add_view, from what was read)
+        if tag == _S_ADD:  # SanteDB's view of the entry holds its <add>s (layout._add_view, from what was read)
             days = get("days")
             self.add_views.append(
                 (
@@ -237,7 +244,7 @@ class _Reader:
                     (get("interval") or "").strip() or None,
                 )
             )
-        spec = self.spec(element, attributes, written, zone)
+        spec = self.spec(element, tag, attributes, written, zone)
         if isinstance(spec, IntervalSpec) and spec.every < _ONE_SECOND:
             return self.disable(
                 element,
@@ -257,13 +264,13 @@ class _Reader:
             )
         parameters = self.parameters(element) if len(element) else {}
         if not has_xc:
-            return _schedule(spec=spec, start=start, end=end, time_zone=zone_name, parameters=parameters)
+            return _schedule(spec, start, end, zone_name, parameters)
         self.saw_xc = True
         key = (get(_XC + "misfire"), get(_XC + "misfireGrace"), get(_XC + "maxCatchup"), get(_XC + "overlap"))
         policies = self.policy_sets.get(key)
         if policies is None:
             policies = self.policy_sets[key] = self.policies(element, attributes)
-        return _schedule(spec=spec, start=start, end=end, time_zone=zone_name, parameters=parameters, **policies)
+        return _schedule(spec, start, end, zone_name, parameters, policies)
 
     def calendar_start(
         self,
@@ -302,11 +309,16 @@ class _Reader:
         return values.XsDateTime(datetime.combine(next_day, time()), "").instant(zone)
 
     def spec(
-        self, element: etree._Element, attributes: Mapping[str, str], written: values.XsDateTime, zone: ZoneInfo
+        self,
+        element: etree._Element,
+        tag: str,
+        attributes: Mapping[str, str],
+        written: values.XsDateTime,
+        zone: ZoneInfo,
     ) -> IntervalSpec | CalendarSpec | CronSpec:
         """The schedule's kind; a calendar's time of day is the wall time in `written` (its start)."""
         get = attributes.get
-        if element.tag == _XC_CRON:
+        if tag == _XC_CRON:
             self.saw_xc = True
             key = ("cron", get("expression") or "")
             found = self.specs.get(key)
@@ -411,10 +423,32 @@ class _Reader:
                 ) from None
 
 
-def _schedule(**given: Any) -> Schedule:
-    """Schedule(**given) for what the reader made (start and end come from XsDateTime.instant: aware, as
-    Schedule's __post_init__ requires). A test holds it to Schedule()'s result, field by field."""
-    return _built(Schedule, **given)
+def _schedule(
+    spec: IntervalSpec | CalendarSpec | CronSpec,
+    start: datetime,
+    end: datetime | None,
+    time_zone: str,
+    parameters: dict[str, ParameterValue],
+    policies: dict[str, Any] | None = None,
+) -> Schedule:
+    """Schedule(...) for what the reader made, at a third of the cost of even _built (a file holds
+    thousands): no __post_init__, as start and end come from XsDateTime.instant, aware. `policies`:
+    Schedule's policy fields by name. A test holds it to Schedule()'s result, field by field."""
+    built = _new_object(Schedule)
+    fields = built.__dict__
+    fields.update(_SCHEDULE_DEFAULTS)
+    fields["spec"] = spec
+    fields["start"] = start
+    fields["end"] = end
+    fields["time_zone"] = time_zone
+    fields["parameters"] = parameters
+    if policies:
+        fields.update(policies)
+    return built
+
+
+_new_object = object.__new__
+_SCHEDULE_DEFAULTS = _field_defaults(Schedule)[0]  # all but `parameters` (a factory's), which is always given
 
 
 def _enum(kind: type[MisfirePolicy] | type[OverlapPolicy], text: str) -> Any:
