@@ -386,19 +386,26 @@ class _Reader:
         """The <xc:param> children (the caller skips an element without children: none)."""
         found: dict[str, ParameterValue] = {}
         for child in _elements(element):
-            if child.tag != _XC_PARAM:
-                if child.tag.startswith(_XC):
-                    raise self.fail(child, f"unexpected {_describe(child.tag)}; expected <xc:param>")
+            tag = child.tag
+            if tag != _XC_PARAM:
+                if tag.startswith(_XC):
+                    raise self.fail(child, f"unexpected {_describe(tag)}; expected <xc:param>")
                 continue
-            name = str(child.get("name") or "")
+            get = child.get
+            name: str = get("name") or ""
             if not name.strip():
                 raise self.fail(child, "<xc:param> needs a name attribute")
             if name in found:
                 raise self.fail(child, f"<xc:param> name={name!r} appears twice")
             self.saw_xc = True
-            kind = str(child.get("type") or ParameterType.STRING).strip()
+            kind: str = get("type") or ParameterType.STRING
+            text = _text(child) if len(child) else child.text or ""
+            if kind == ParameterType.STRING:  # most are: the value is the text as it is
+                found[name] = text
+                continue
+            kind = kind.strip()
             try:
-                found[name] = values.parse_parameter(kind, _text(child))
+                found[name] = values.parse_parameter(kind, text)
             except ValueError as error:
                 raise self.fail(child, f"<xc:param name={name!r} type={kind!r}>: {error}") from None
         return found
