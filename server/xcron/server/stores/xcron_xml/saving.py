@@ -82,7 +82,7 @@ def _written(
         )
         and data.count(_ENTRY_START) == len(doc.entries)  # scans the file: after the cheap tests
         and _spans_fit(data, spans)
-        and not _holds(data, b"<!")  # no DOCTYPE, comment or CDATA: every "<" is a tag
+        and not _holds(data, b"<!", b"!")  # no DOCTYPE, comment or CDATA: every "<" is a tag
     ):
         return _written_from_fields(doc, data, rendered, source, default_zone, spans)  # type: ignore[arg-type]
     root = _parse_root(data, source)
