@@ -516,7 +516,6 @@ def test_the_reader_finds_xcron_parts_wherever_they_are(job_attributes: str, sch
     assert _has_xcron_parts(element) is expected  # the reference: every node of the element
 
 
-@pytest.mark.parametrize(("needle", "rare"), [(b"<!", b"!"), (b"<?", b"?"), (b"\r\n", b"\r")])
 def test_xcron_parts_seen_in_one_entry_are_not_carried_to_the_next() -> None:
     plain = f'<JobItemConfiguration type="B.Job, B"><schedule {SCHEDULE_NS}>{_ADD}/></schedule></JobItemConfiguration>'
     data = one_job(f'{_ADD} xc:misfire="skip"/>', ' xc:paused="true"').replace(
@@ -525,6 +524,7 @@ def test_xcron_parts_seen_in_one_entry_are_not_carried_to_the_next() -> None:
     assert [entry.xcron_parts for entry in parse(data).entries] == [True, False]
 
 
+@pytest.mark.parametrize(("needle", "rare"), [(b"<!", b"!"), (b"<?", b"?"), (b"\r\n", b"\r")])
 @pytest.mark.parametrize("hay", [b"", b"<", b"!", b"!<", b"a<!b<?c\r\nd />", b"?\n\r> /<", b"<<!!??\r\r\n\n"])
 def test_the_layout_search_finds_what_bytes_find_finds(needle: bytes, rare: bytes, hay: bytes) -> None:
     for start in range(len(hay) + 1):
