@@ -45,8 +45,8 @@ from xcron.server.stores.xcron_xml import (
     saving,
     writing,
 )
-from xcron.server.stores.xcron_xml.common import _BLANK, _checked_cron, _plainly_valid_cron
-from xcron.server.stores.xcron_xml.layout import _has_xcron_parts, _holds, _scan_layout, _walk_layout, entry_lines
+from xcron.server.stores.xcron_xml.common import _BLANK, _checked_cron, _find, _plainly_valid_cron
+from xcron.server.stores.xcron_xml.layout import _has_xcron_parts, _scan_layout, _walk_layout, entry_lines
 from xcron.server.stores.xcron_xml.reading import _Reader, _schedule
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -524,11 +524,13 @@ def test_xcron_parts_seen_in_one_entry_are_not_carried_to_the_next() -> None:
     assert [entry.xcron_parts for entry in parse(data).entries] == [True, False]
 
 
-@pytest.mark.parametrize(("needle", "rare"), [(b"<!", b"!"), (b"<?", b"?"), (b"\r\n", b"\r")])
-@pytest.mark.parametrize("hay", [b"", b"<", b"!", b"!<", b"a<!b<?c\r\nd />", b"?\n\r> /<", b"<<!!??\r\r\n\n"])
+@pytest.mark.parametrize(("needle", "rare"), [(b"<!", b"!"), (b"<?", b"?"), (b"\r\n", b"\r"), (b"<!DOCTYPE", b"!")])
+@pytest.mark.parametrize(
+    "hay", [b"", b"<", b"!", b"!<", b"a<!b<?c\r\nd />", b"?\n\r> /<", b"<<!!??\r\r\n\n", b"<!x<!DOCTYPE a>"]
+)
 def test_the_layout_search_finds_what_bytes_find_finds(needle: bytes, rare: bytes, hay: bytes) -> None:
     for start in range(len(hay) + 1):
-        assert _holds(hay, needle, rare, start) is (hay.find(needle, start) >= 0)
+        assert _find(hay, needle, rare, start) == hay.find(needle, start)
 
 
 def _everything(doc: ScheduleDocument) -> list[tuple[object, ...]]:

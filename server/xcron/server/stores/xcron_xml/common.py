@@ -118,6 +118,13 @@ def _without_gc() -> Iterator[None]:
             gc.enable()
 
 
+def _find(data: bytes, needle: bytes, rare: bytes, start: int = 0) -> int:
+    """data.find(needle, start), settled at once when `rare` is absent: one byte of the needle that XML text
+    seldom holds ("!", "?", CR). A search for one byte is ~70 times faster than for two whose first is
+    common ("<"), and a large file seldom holds the rare one at all."""
+    return data.find(needle, start) if data.find(rare, start) >= 0 else -1
+
+
 # What str.strip() takes away from a file's text (Unicode's white space, in UTF-8): nothing else means empty.
 # Possessive (*+): the alternatives never overlap, and a plain * keeps a backtracking point per byte
 # (~120 bytes of memory for each byte of a blank file).
@@ -150,7 +157,7 @@ def _parse_root(data: bytes, source: str) -> etree._Element:
             None,
             "file is empty (a crashed writer may have truncated it); delete it to start without schedules",
         )
-    doctype = data.find(b"<!DOCTYPE") if b"!" in data else -1  # "!": one byte, found ~10 times faster
+    doctype = _find(data, b"<!DOCTYPE", b"!")
     if doctype >= 0:
         line = data.count(b"\n", 0, doctype) + 1
         raise ScheduleFileError(source, line, "DOCTYPE/DTD declarations are not allowed in xcron.xml; remove it")

@@ -31,6 +31,7 @@ from xcron.server.stores.xcron_xml.common import (
     SANTEDB_NS,
     _built,
     _elements,
+    _find,
     _Layout,
     _line,
     _parse_root,
@@ -38,7 +39,6 @@ from xcron.server.stores.xcron_xml.common import (
 )
 from xcron.server.stores.xcron_xml.layout import (
     _element_bytes,
-    _holds,
     _layout_of,
     _scan_layout,
     _tag_end,
@@ -82,7 +82,7 @@ def _written(
         )
         and data.count(_ENTRY_START) == len(doc.entries)  # scans the file: after the cheap tests
         and _spans_fit(data, spans)
-        and not _holds(data, b"<!", b"!")  # no DOCTYPE, comment or CDATA: every "<" is a tag
+        and _find(data, b"<!", b"!") < 0  # no DOCTYPE, comment or CDATA: every "<" is a tag
     ):
         return _written_from_fields(doc, data, rendered, source, default_zone, spans)  # type: ignore[arg-type]
     root = _parse_root(data, source)
